@@ -1,0 +1,28 @@
+// The addon's entry point: every op family registers its functions on the exports object.
+// The full list of exports, with types, is src/api/binding.ts.
+#include "common.h"
+
+namespace modalab {
+namespace bind {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  RegisterStorage(env, exports);
+  RegisterCreation(env, exports);
+  RegisterElementwise(env, exports);
+  RegisterReduce(env, exports);
+  RegisterSoftmax(env, exports);
+  RegisterLayernorm(env, exports);
+  RegisterLoss(env, exports);
+  RegisterMatmul(env, exports);
+  RegisterLayout(env, exports);
+  RegisterIndexing(env, exports);
+  RegisterOptim(env, exports);
+  return exports;
+}
+
+}  // namespace bind
+}  // namespace modalab
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return modalab::bind::Init(env, exports); }
+
+NODE_API_MODULE(modalab, InitAddon)

@@ -1,0 +1,81 @@
+// Shared helpers for the Node-API bindings: the storage table, argument readers and error translation.
+//
+// Storage handles. JavaScript never sees a pointer. Each allocation lives in a slot of a table and is named by
+// a handle = generation * 2^24 + slot, a plain JS number. Every kernel argument is resolved through the table:
+// a freed, reused or forged handle, or an offset/size past the end of the allocation, throws a JS Error instead
+// of touching memory. That is what lets the TypeScript layer promise "nothing a caller passes crashes".
+//
+// Tensor arguments travel as two numbers: (handle, element offset). Sizes are checked against the allocation.
+#pragma once
+#include <napi.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "modalab/kernels.h"
+
+namespace modalab {
+namespace bind {
+
+// Resolve a (handle, element offset) pair to a pointer, checking that `count` elements of `elsize` bytes fit.
+void* Resolve(const Napi::CallbackInfo& info, size_t i, int64_t count, size_t elsize, const char* op);
+
+inline float* F32(const Napi::CallbackInfo& info, size_t i, int64_t count, const char* op) {
+  return static_cast<float*>(Resolve(info, i, count, 4, op));
+}
+inline int32_t* I32(const Napi::CallbackInfo& info, size_t i, int64_t count, const char* op) {
+  return static_cast<int32_t*>(Resolve(info, i, count, 4, op));
+}
+// A nullable tensor argument: `null`/`undefined` in the handle position gives nullptr.
+inline float* F32OrNull(const Napi::CallbackInfo& info, size_t i, int64_t count, const char* op) {
+  if (info[i].IsNull() || info[i].IsUndefined()) return nullptr;
+  return F32(info, i, count, op);
+}
+
+int64_t Int(const Napi::CallbackInfo& info, size_t i, const char* op);   // an integer (throws otherwise)
+double Num(const Napi::CallbackInfo& info, size_t i, const char* op);    // any number
+bool Bool(const Napi::CallbackInfo& info, size_t i, const char* op);
+std::vector<int64_t> IntArray(const Napi::CallbackInfo& info, size_t i, const char* op);
+int64_t Product(const std::vector<int64_t>& v);
+
+// The largest element index (plus one) reached by a strided view: 1 + sum((shape-1) * stride), 0 if empty.
+int64_t StridedExtent(const std::vector<int64_t>& shape, const std::vector<int64_t>& stride);
+
+[[noreturn]] void Throw(const Napi::Env& env, const std::string& msg);
+
+// Wrap a binding body so that any C++ exception becomes a JavaScript Error naming the function.
+template <typename F>
+Napi::Function Fn(Napi::Env env, const char* name, F body) {
+  return Napi::Function::New(
+      env,
+      [name, body](const Napi::CallbackInfo& info) -> Napi::Value {
+        try {
+          return body(info);
+        } catch (const Napi::Error&) {
+          throw;
+        } catch (const std::bad_alloc&) {
+          throw Napi::Error::New(info.Env(), std::string(name) + ": out of host memory");
+        } catch (const std::exception& e) {
+          throw Napi::Error::New(info.Env(), std::string(name) + ": " + e.what());
+        }
+      },
+      name);
+}
+
+// Registration functions, one per op family (native/bindings/<family>.cc).
+void RegisterStorage(Napi::Env env, Napi::Object exports);
+void RegisterCreation(Napi::Env env, Napi::Object exports);
+void RegisterElementwise(Napi::Env env, Napi::Object exports);
+void RegisterReduce(Napi::Env env, Napi::Object exports);
+void RegisterSoftmax(Napi::Env env, Napi::Object exports);
+void RegisterLayernorm(Napi::Env env, Napi::Object exports);
+void RegisterLoss(Napi::Env env, Napi::Object exports);
+void RegisterMatmul(Napi::Env env, Napi::Object exports);
+void RegisterLayout(Napi::Env env, Napi::Object exports);
+void RegisterIndexing(Napi::Env env, Napi::Object exports);
+void RegisterOptim(Napi::Env env, Napi::Object exports);
+
+}  // namespace bind
+}  // namespace modalab

@@ -1,0 +1,10 @@
+// Bindings for the creation op family (see src/api/binding.ts for the exported names and argument order).
+#include "common.h"
+
+namespace modalab {
+namespace bind {
+
+void RegisterCreation(Napi::Env env, Napi::Object exports) {}
+
+}  // namespace bind
+}  // namespace modalab

@@ -1,0 +1,10 @@
+// Bindings for the matmul op family (see src/api/binding.ts for the exported names and argument order).
+#include "common.h"
+
+namespace modalab {
+namespace bind {
+
+void RegisterMatmul(Napi::Env env, Napi::Object exports) {}
+
+}  // namespace bind
+}  // namespace modalab

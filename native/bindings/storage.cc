@@ -1,0 +1,220 @@
+// Storage table, argument readers, and the runtime functions (threads, backend info).
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+#include "common.h"
+
+namespace modalab {
+namespace bind {
+namespace {
+
+constexpr double kSlotRange = 16777216.0;  // 2^24 slots
+constexpr size_t kAlign = 64;              // cache line; also what AVX-512 loads like
+
+struct Slot {
+  void* ptr = nullptr;
+  size_t nbytes = 0;
+  uint32_t gen = 0;
+  bool live = false;
+};
+
+std::vector<Slot> g_slots;
+std::vector<uint32_t> g_free;
+int64_t g_live_bytes = 0;
+int64_t g_live_buffers = 0;
+
+Slot* Lookup(double h) {
+  if (!(h >= 0) || h != std::floor(h) || h > 9.0e15) return nullptr;
+  uint64_t slot = static_cast<uint64_t>(std::fmod(h, kSlotRange));
+  uint64_t gen = static_cast<uint64_t>(std::floor(h / kSlotRange));
+  if (slot >= g_slots.size()) return nullptr;
+  Slot& s = g_slots[slot];
+  if (!s.live || s.gen != gen) return nullptr;
+  return &s;
+}
+
+Slot* LookupArg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  if (i >= info.Length() || !info[i].IsNumber())
+    Throw(info.Env(), std::string(op) + ": argument " + std::to_string(i) + " must be a storage handle");
+  Slot* s = Lookup(info[i].As<Napi::Number>().DoubleValue());
+  if (!s) Throw(info.Env(), std::string(op) + ": storage was freed (tensor used after dispose?)");
+  return s;
+}
+
+}  // namespace
+
+void Throw(const Napi::Env& env, const std::string& msg) { throw Napi::Error::New(env, msg); }
+
+int64_t Int(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  if (i >= info.Length() || !info[i].IsNumber())
+    Throw(info.Env(), std::string(op) + ": argument " + std::to_string(i) + " must be a number");
+  double d = info[i].As<Napi::Number>().DoubleValue();
+  if (!(std::fabs(d) <= 9.0e15) || d != std::floor(d))
+    Throw(info.Env(), std::string(op) + ": argument " + std::to_string(i) + " must be an integer, got " +
+                          std::to_string(d));
+  return static_cast<int64_t>(d);
+}
+
+double Num(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  if (i >= info.Length() || !info[i].IsNumber())
+    Throw(info.Env(), std::string(op) + ": argument " + std::to_string(i) + " must be a number");
+  return info[i].As<Napi::Number>().DoubleValue();
+}
+
+bool Bool(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  if (i >= info.Length() || !info[i].IsBoolean())
+    Throw(info.Env(), std::string(op) + ": argument " + std::to_string(i) + " must be a boolean");
+  return info[i].As<Napi::Boolean>().Value();
+}
+
+std::vector<int64_t> IntArray(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  if (i >= info.Length() || !info[i].IsArray())
+    Throw(info.Env(), std::string(op) + ": argument " + std::to_string(i) + " must be an array of integers");
+  Napi::Array a = info[i].As<Napi::Array>();
+  std::vector<int64_t> out(a.Length());
+  for (uint32_t k = 0; k < a.Length(); k++) {
+    Napi::Value v = a.Get(k);
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : std::nan("");
+    if (!(std::fabs(d) <= 9.0e15) || d != std::floor(d))
+      Throw(info.Env(), std::string(op) + ": argument " + std::to_string(i) + " must be an array of integers");
+    out[k] = static_cast<int64_t>(d);
+  }
+  return out;
+}
+
+int64_t Product(const std::vector<int64_t>& v) {
+  int64_t p = 1;
+  for (int64_t x : v) p *= x;
+  return p;
+}
+
+int64_t StridedExtent(const std::vector<int64_t>& shape, const std::vector<int64_t>& stride) {
+  int64_t hi = 0;
+  for (size_t k = 0; k < shape.size(); k++) {
+    if (shape[k] == 0) return 0;
+    if (stride[k] < 0) throw std::invalid_argument("negative stride");
+    hi += (shape[k] - 1) * stride[k];
+  }
+  return hi + 1;
+}
+
+void* Resolve(const Napi::CallbackInfo& info, size_t i, int64_t count, size_t elsize, const char* op) {
+  Slot* s = LookupArg(info, i, op);
+  int64_t off = Int(info, i + 1, op);
+  if (off < 0 || count < 0 ||
+      static_cast<double>(off + count) * static_cast<double>(elsize) > static_cast<double>(s->nbytes))
+    Throw(info.Env(), std::string(op) + ": access of " + std::to_string(count) + " elements at offset " +
+                          std::to_string(off) + " is outside a buffer of " + std::to_string(s->nbytes) + " bytes");
+  return static_cast<char*>(s->ptr) + off * static_cast<int64_t>(elsize);
+}
+
+void RegisterStorage(Napi::Env env, Napi::Object exports) {
+  // alloc(nbytes, zero) -> handle. Memory is 64-byte aligned and reported to V8 as external memory.
+  exports.Set("alloc", Fn(env, "alloc", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    int64_t nbytes = Int(info, 0, "alloc");
+    bool zero = info.Length() > 1 && info[1].ToBoolean().Value();
+    if (nbytes < 0) Throw(info.Env(), "alloc: negative size " + std::to_string(nbytes));
+    size_t rounded = (static_cast<size_t>(nbytes) + kAlign - 1) / kAlign * kAlign;
+    if (rounded == 0) rounded = kAlign;
+    void* p = std::aligned_alloc(kAlign, rounded);
+    if (!p) Throw(info.Env(), "alloc: out of host memory allocating " + std::to_string(nbytes) + " bytes");
+    if (zero) std::memset(p, 0, rounded);
+    uint32_t slot;
+    if (!g_free.empty()) {
+      slot = g_free.back();
+      g_free.pop_back();
+    } else {
+      if (g_slots.size() >= static_cast<size_t>(kSlotRange)) {
+        std::free(p);
+        Throw(info.Env(), "alloc: more than 2^24 live buffers (are tensors being disposed?)");
+      }
+      slot = static_cast<uint32_t>(g_slots.size());
+      g_slots.emplace_back();
+    }
+    Slot& s = g_slots[slot];
+    s.ptr = p;
+    s.nbytes = static_cast<size_t>(nbytes);
+    s.live = true;
+    g_live_bytes += nbytes;
+    g_live_buffers++;
+    Napi::MemoryManagement::AdjustExternalMemory(info.Env(), nbytes);
+    return Napi::Number::New(info.Env(), static_cast<double>(s.gen) * kSlotRange + slot);
+  }));
+
+  // free(handle): a second free of the same handle throws instead of corrupting the heap.
+  exports.Set("free", Fn(env, "free", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    Slot* s = LookupArg(info, 0, "free");
+    std::free(s->ptr);
+    g_live_bytes -= static_cast<int64_t>(s->nbytes);
+    g_live_buffers--;
+    Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -static_cast<int64_t>(s->nbytes));
+    s->ptr = nullptr;
+    s->nbytes = 0;
+    s->live = false;
+    s->gen = (s->gen + 1) % (1u << 29);
+    g_free.push_back(static_cast<uint32_t>(s - g_slots.data()));
+    return info.Env().Undefined();
+  }));
+
+  // write(handle, byteOffset, typedArray): copy host data into a buffer.
+  exports.Set("write", Fn(env, "write", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    if (info.Length() < 3 || !info[2].IsTypedArray()) Throw(info.Env(), "write: argument 2 must be a TypedArray");
+    Napi::TypedArray ta = info[2].As<Napi::TypedArray>();
+    size_t nbytes = ta.ByteLength();
+    void* dst = Resolve(info, 0, static_cast<int64_t>(nbytes), 1, "write");
+    const char* src = static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+    if (nbytes) std::memcpy(dst, src, nbytes);
+    return info.Env().Undefined();
+  }));
+
+  // read(handle, byteOffset, nbytes) -> ArrayBuffer (a copy: JS never aliases native memory).
+  exports.Set("read", Fn(env, "read", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    int64_t nbytes = Int(info, 2, "read");
+    void* src = Resolve(info, 0, nbytes, 1, "read");
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(info.Env(), static_cast<size_t>(nbytes));
+    if (nbytes) std::memcpy(ab.Data(), src, static_cast<size_t>(nbytes));
+    return ab;
+  }));
+
+  // copy(dst, dstByteOffset, src, srcByteOffset, nbytes)
+  exports.Set("copy", Fn(env, "copy", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    int64_t nbytes = Int(info, 4, "copy");
+    void* dst = Resolve(info, 0, nbytes, 1, "copy");
+    void* src = Resolve(info, 2, nbytes, 1, "copy");
+    if (nbytes) std::memmove(dst, src, static_cast<size_t>(nbytes));
+    return info.Env().Undefined();
+  }));
+
+  exports.Set("isLive", Fn(env, "isLive", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    bool ok = info.Length() > 0 && info[0].IsNumber() && Lookup(info[0].As<Napi::Number>().DoubleValue());
+    return Napi::Boolean::New(info.Env(), ok);
+  }));
+
+  exports.Set("stats", Fn(env, "stats", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("buffers", Napi::Number::New(info.Env(), static_cast<double>(g_live_buffers)));
+    o.Set("bytes", Napi::Number::New(info.Env(), static_cast<double>(g_live_bytes)));
+    return o;
+  }));
+
+  exports.Set("setNumThreads", Fn(env, "setNumThreads", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    int64_t n = Int(info, 0, "setNumThreads");
+    if (n < 1 || n > 1024) Throw(info.Env(), "setNumThreads: expected 1..1024 threads, got " + std::to_string(n));
+    cpu::set_num_threads(static_cast<int>(n));
+    return info.Env().Undefined();
+  }));
+
+  exports.Set("backendInfo", Fn(env, "backendInfo", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("blas", cpu::blas_name());
+    o.Set("simd", cpu::simd_name());
+    o.Set("threads", Napi::Number::New(info.Env(), cpu::num_threads()));
+    o.Set("cuda", Napi::Boolean::New(info.Env(), false));
+    return o;
+  }));
+}
+
+}  // namespace bind
+}  // namespace modalab

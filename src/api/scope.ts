@@ -1,0 +1,54 @@
+/**
+ * tidy(): dispose every tensor made inside fn except those it returns (tfjs's tidy), and keep().
+ */
+import type { Tensor } from './tensor';
+
+const scopes: Array<Set<Tensor>> = [];
+
+/** Called for every new tensor. */
+export function track(t: Tensor): void {
+  if (scopes.length) scopes[scopes.length - 1].add(t);
+}
+
+/** Take a tensor out of every enclosing tidy scope so that it outlives them. */
+export function untrack(t: Tensor): void {
+  for (const s of scopes) s.delete(t);
+}
+
+function collect(x: unknown, out: Set<Tensor>, depth = 0): void {
+  if (x == null || depth > 8 || typeof x !== 'object') return;
+  const { Tensor: T } = require('./tensor') as typeof import('./tensor');
+  if (x instanceof T) { out.add(x); return; }
+  if (Array.isArray(x)) { for (const v of x) collect(v, out, depth + 1); return; }
+  if (x instanceof Map) { for (const v of x.values()) collect(v, out, depth + 1); return; }
+  if (Object.getPrototypeOf(x) === Object.prototype) for (const v of Object.values(x)) collect(v, out, depth + 1);
+}
+
+/**
+ * Run fn and dispose every tensor it created that is not part of its result (tensors in the returned value,
+ * arrays, Maps or plain objects are kept and handed to the enclosing scope). fn must be synchronous.
+ * Gradients written by backward() and optimizer state are kept automatically.
+ */
+export function tidy<T>(fn: () => T): T {
+  const scope = new Set<Tensor>();
+  scopes.push(scope);
+  let result: T;
+  try {
+    result = fn();
+  } catch (e) {
+    scopes.pop();
+    for (const t of scope) t.dispose();
+    throw e;
+  }
+  scopes.pop();
+  if (result instanceof Promise) {
+    for (const t of scope) t.dispose();
+    throw new Error('tidy: fn returned a Promise; tidy only works with synchronous functions');
+  }
+  const keep = new Set<Tensor>();
+  collect(result, keep);
+  for (const t of scope) {
+    if (keep.has(t)) track(t); else t.dispose();
+  }
+  return result;
+}
