@@ -70,10 +70,9 @@ export function needsGrad(...inputs: Array<Tensor | null | undefined>): boolean 
 /** Walk the graph from `root` and accumulate gradients into the leaves' `.grad`. */
 export function runBackward(root: Tensor, grad: Tensor<'f32'>, retainGraph: boolean): void {
   const { add } = require('./ops/elementwise') as typeof import('./ops/elementwise');
-  const { noGrad: ng } = { noGrad };
   if (!root._node) {
     // A leaf: the gradient is the seed itself.
-    ng(() => accumulateLeaf(root, grad, add));
+    noGrad(() => accumulateLeaf(root, grad, add));
     return;
   }
   // Topological order by iterative DFS (deep graphs must not overflow the stack).
@@ -105,7 +104,7 @@ export function runBackward(root: Tensor, grad: Tensor<'f32'>, retainGraph: bool
   }
   const grads = new Map<GradNode, Tensor<'f32'>>();
   grads.set(root._node, grad.retainForBackward() as Tensor<'f32'>);
-  ng(() => {
+  noGrad(() => {
     for (let k = order.length - 1; k >= 0; k--) {
       const node = order[k];
       const g = grads.get(node);

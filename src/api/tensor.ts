@@ -263,3 +263,12 @@ export class Tensor<D extends DType = DType> {
   cast<E extends DType>(dtype: E): Tensor<E> { return cst.cast(this, dtype); }
   to(device: Device): Tensor<D> { return cst.to(this, device); }
 }
+
+// `using t = ml.randn(...)` (explicit resource management) disposes the tensor at the end of the block.
+const symbolDispose = (Symbol as unknown as { dispose?: symbol }).dispose;
+if (symbolDispose) {
+  Object.defineProperty(Tensor.prototype, symbolDispose, {
+    value(this: Tensor) { this.dispose(); },
+    writable: true, configurable: true,
+  });
+}

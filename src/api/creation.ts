@@ -1,0 +1,217 @@
+/**
+ * Creating tensors: from data, filled, ranges and random (seeded by manualSeed).
+ *
+ * ```ts
+ * ml.manualSeed(0);
+ * const x = ml.randn([2, 3], { requiresGrad: true });
+ * const t = ml.tensor([[1, 2], [3, 4]]);          // f32 [2, 2]
+ * const i = ml.tensor([0, 2, 1], [3], { dtype: 'i32' });
+ * ```
+ */
+import { binding } from './binding';
+import { DType, Device, dtypeCode, isDType, isFloat } from './dtype';
+import { takeRandom } from './random';
+import { Tensor, Shape, shapeSize, shapeStr } from './tensor';
+import { checkShape, describe } from './ops/util';
+
+export interface TensorOptions<D extends DType = DType> {
+  dtype?: D;
+  device?: Device;
+  requiresGrad?: boolean;
+}
+
+type Nested = number | boolean | Nested[];
+export type TensorData = Nested | Float32Array | Int32Array | Float64Array | Uint8Array | Int8Array | Uint16Array |
+  Int16Array | Uint32Array;
+
+function resolve<D extends DType>(op: string, opts: TensorOptions<D> | undefined, fallback: DType): { dtype: D; device: Device; requiresGrad: boolean } {
+  if (opts !== undefined && (opts === null || typeof opts !== 'object')) {
+    throw new TypeError(`${op}: options must be an object, got ${describe(opts)}`);
+  }
+  const dtype = (opts?.dtype ?? fallback) as D;
+  if (!isDType(dtype)) throw new TypeError(`${op}: unknown dtype ${describe(dtype)} (expected f32, f16, bf16 or i32)`);
+  const device = opts?.device ?? 'cpu';
+  if (device !== 'cpu' && device !== 'cuda') throw new TypeError(`${op}: unknown device ${describe(device)}`);
+  const requiresGrad = opts?.requiresGrad ?? false;
+  if (requiresGrad && !isFloat(dtype)) throw new TypeError(`${op}: only float tensors can require grad, not ${dtype}`);
+  return { dtype, device, requiresGrad };
+}
+
+function finish<D extends DType>(t: Tensor<D>, requiresGrad: boolean): Tensor<D> {
+  t.requiresGrad = requiresGrad;
+  return t;
+}
+
+/** Write f32 (or i32) host values into a new tensor of `dtype`, converting natively for the half types. */
+function fromHost<D extends DType>(values: Float32Array | Int32Array, shape: Shape, dtype: D, device: Device): Tensor<D> {
+  const b = binding();
+  const hostDtype: DType = values instanceof Int32Array ? 'i32' : 'f32';
+  const staging = Tensor._empty(shape, hostDtype, device);
+  b.write(staging._h('tensor'), 0, values);
+  if (hostDtype === dtype) return staging as unknown as Tensor<D>;
+  const out = Tensor._empty(shape, dtype, device);
+  b.cast(out._h('tensor'), 0, dtypeCode(dtype), staging._h('tensor'), 0, dtypeCode(hostDtype), values.length);
+  staging.dispose();
+  return out;
+}
+
+function inferShape(data: Nested, op: string): number[] {
+  const shape: number[] = [];
+  let cur: Nested = data;
+  while (Array.isArray(cur)) {
+    shape.push(cur.length);
+    if (cur.length === 0) break;
+    cur = cur[0];
+  }
+  return shape;
+}
+
+function flattenNested(data: Nested, shape: number[], op: string): number[] {
+  const out: number[] = [];
+  const walk = (x: Nested, dim: number): void => {
+    if (dim === shape.length) {
+      if (typeof x === 'boolean') { out.push(x ? 1 : 0); return; }
+      if (typeof x !== 'number') throw new TypeError(`${op}: expected a number at depth ${dim}, got ${describe(x)}`);
+      out.push(x);
+      return;
+    }
+    if (!Array.isArray(x) || x.length !== shape[dim]) {
+      throw new TypeError(`${op}: ragged nested array: expected length ${shape[dim]} at depth ${dim}, got ${describe(x)}`);
+    }
+    for (const v of x) walk(v, dim + 1);
+  };
+  walk(data, 0);
+  return out;
+}
+
+/**
+ * A tensor from data: a number, nested arrays, or a typed array (flat, with `shape`).
+ * The dtype defaults to i32 for an Int32Array and f32 otherwise.
+ */
+export function tensor<D extends DType = 'f32'>(data: TensorData, shape?: Shape, opts?: TensorOptions<D>): Tensor<D> {
+  const fallback: DType = data instanceof Int32Array ? 'i32' : 'f32';
+  const { dtype, device, requiresGrad } = resolve('tensor', opts, fallback);
+  let flat: ArrayLike<number>;
+  let inferred: number[];
+  if (ArrayBuffer.isView(data)) {
+    flat = data as unknown as ArrayLike<number>;
+    inferred = [flat.length];
+  } else if (typeof data === 'number' || typeof data === 'boolean') {
+    flat = [Number(data)];
+    inferred = [];
+  } else if (Array.isArray(data)) {
+    inferred = inferShape(data, 'tensor');
+    flat = flattenNested(data, inferred, 'tensor');
+  } else {
+    throw new TypeError(`tensor: data must be a number, a nested array or a typed array, got ${describe(data)}`);
+  }
+  const finalShape = shape === undefined ? inferred : checkShape('tensor', shape);
+  if (shapeSize(finalShape) !== flat.length) {
+    throw new Error(`tensor: ${flat.length} values do not fill shape ${shapeStr(finalShape)} (${shapeSize(finalShape)} elements)`);
+  }
+  let host: Float32Array | Int32Array;
+  if (dtype === 'i32') {
+    host = new Int32Array(flat.length);
+    for (let i = 0; i < flat.length; i++) {
+      const v = flat[i];
+      if (!Number.isInteger(v) || v < -2147483648 || v > 2147483647) {
+        throw new RangeError(`tensor: value ${v} at position ${i} is not a 32-bit integer (dtype i32)`);
+      }
+      host[i] = v;
+    }
+  } else {
+    host = data instanceof Float32Array ? data : Float32Array.from(flat);
+  }
+  return finish(fromHost(host, finalShape, dtype, device), requiresGrad);
+}
+
+export function full<D extends DType = 'f32'>(shape: Shape, value: number, opts?: TensorOptions<D>): Tensor<D> {
+  const { dtype, device, requiresGrad } = resolve('full', opts, 'f32');
+  const s = checkShape('full', shape);
+  if (typeof value !== 'number') throw new TypeError(`full: value must be a number, got ${describe(value)}`);
+  const b = binding();
+  if (dtype === 'i32') {
+    if (!Number.isInteger(value)) throw new RangeError(`full: value ${value} is not an integer (dtype i32)`);
+    const out = Tensor._empty(s, 'i32', device);
+    b.fillI32(out._h('full'), 0, out.size, value);
+    return finish(out as unknown as Tensor<D>, requiresGrad);
+  }
+  const f = Tensor._empty(s, 'f32', device);
+  b.fillF32(f._h('full'), 0, f.size, value);
+  if (dtype === 'f32') return finish(f as unknown as Tensor<D>, requiresGrad);
+  const out = Tensor._empty(s, dtype, device);
+  b.cast(out._h('full'), 0, dtypeCode(dtype), f._h('full'), 0, dtypeCode('f32'), f.size);
+  f.dispose();
+  return finish(out, requiresGrad);
+}
+
+export function zeros<D extends DType = 'f32'>(shape: Shape, opts?: TensorOptions<D>): Tensor<D> {
+  return full(shape, 0, opts);
+}
+
+export function ones<D extends DType = 'f32'>(shape: Shape, opts?: TensorOptions<D>): Tensor<D> {
+  return full(shape, 1, opts);
+}
+
+export function zerosLike<D extends DType>(x: Tensor<D>, opts?: TensorOptions<D>): Tensor<D> {
+  return full(x.shape, 0, { dtype: x.dtype, device: x.device, ...opts });
+}
+
+export function onesLike<D extends DType>(x: Tensor<D>, opts?: TensorOptions<D>): Tensor<D> {
+  return full(x.shape, 1, { dtype: x.dtype, device: x.device, ...opts });
+}
+
+/** arange(end) or arange(start, end, step), like torch.arange: values start, start+step, ... below end. */
+export function arange<D extends DType = 'f32'>(start: number, end?: number, step = 1, opts?: TensorOptions<D>): Tensor<D> {
+  if (end === undefined) { end = start; start = 0; }
+  for (const [k, v] of [['start', start], ['end', end], ['step', step]] as const) {
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new TypeError(`arange: ${k} must be a finite number, got ${describe(v)}`);
+  }
+  if (step === 0) throw new RangeError('arange: step must not be 0');
+  const n = Math.max(0, Math.ceil((end - start) / step));
+  const { dtype, device, requiresGrad } = resolve('arange', opts, 'f32');
+  const b = binding();
+  if (dtype === 'i32') {
+    if (![start, step].every(Number.isInteger)) throw new RangeError('arange: start and step must be integers for dtype i32');
+    const out = Tensor._empty([n], 'i32', device);
+    b.arangeI32(out._h('arange'), 0, n, start, step);
+    return out as unknown as Tensor<D>;
+  }
+  const f = Tensor._empty([n], 'f32', device);
+  b.arangeF32(f._h('arange'), 0, n, start, step);
+  if (dtype === 'f32') return finish(f as unknown as Tensor<D>, requiresGrad);
+  const out = Tensor._empty([n], dtype, device);
+  b.cast(out._h('arange'), 0, dtypeCode(dtype), f._h('arange'), 0, dtypeCode('f32'), n);
+  f.dispose();
+  return finish(out, requiresGrad);
+}
+
+function random<D extends DType>(op: string, shape: Shape, opts: TensorOptions<D> | undefined,
+  fill: (h: Tensor<'f32'>, seed: number, offset: number) => void): Tensor<D> {
+  const { dtype, device, requiresGrad } = resolve(op, opts, 'f32');
+  if (!isFloat(dtype)) throw new TypeError(`${op}: dtype must be a float type, not ${dtype}`);
+  const s = checkShape(op, shape);
+  const f = Tensor._empty(s, 'f32', device);
+  const { seed, offset } = takeRandom(f.size);
+  fill(f, seed, offset);
+  if (dtype === 'f32') return finish(f as unknown as Tensor<D>, requiresGrad);
+  const out = Tensor._empty(s, dtype, device);
+  binding().cast(out._h(op), 0, dtypeCode(dtype), f._h(op), 0, dtypeCode('f32'), f.size);
+  f.dispose();
+  return finish(out, requiresGrad);
+}
+
+/** Standard normal samples (mean 0, std 1), from the seeded counter-based generator. */
+export function randn<D extends DType = 'f32'>(shape: Shape, opts?: TensorOptions<D>): Tensor<D> {
+  return random('randn', shape, opts, (t, seed, offset) => binding().randNormal(t._h('randn'), 0, t.size, seed, offset, 0, 1));
+}
+
+/** Uniform samples in [0, 1), from the seeded counter-based generator. */
+export function rand<D extends DType = 'f32'>(shape: Shape, opts?: TensorOptions<D>): Tensor<D> {
+  return random('rand', shape, opts, (t, seed, offset) => binding().randUniform(t._h('rand'), 0, t.size, seed, offset, 0, 1));
+}
+
+/** Uniform samples in [lo, hi) (parameter initialisation). */
+export function uniform<D extends DType = 'f32'>(shape: Shape, lo: number, hi: number, opts?: TensorOptions<D>): Tensor<D> {
+  return random('uniform', shape, opts, (t, seed, offset) => binding().randUniform(t._h('uniform'), 0, t.size, seed, offset, lo, hi));
+}

@@ -1,0 +1,31 @@
+/**
+ * modalab: train multimodal models in TypeScript.
+ *
+ * ```ts
+ * import * as ml from 'modalab';
+ * ml.manualSeed(0);
+ * const x = ml.randn([4, 8], { requiresGrad: true });
+ * ml.matmul(x, ml.randn([8, 3])).gelu().mean().backward();
+ * ```
+ * See ../shared/DESIGN.md (the API names are a contract) and docs/.
+ */
+export { Tensor, shapeSize } from './api/tensor';
+export type { Shape } from './api/tensor';
+export type { DType, Device, FloatDType, ArrayFor } from './api/dtype';
+export { noGrad, isGradEnabled } from './api/autograd';
+export { tidy } from './api/scope';
+export { memory } from './api/storage';
+export type { MemoryInfo } from './api/storage';
+export { manualSeed, getRngState, setRngState } from './api/random';
+export * from './api/creation';
+export * from './api/ops/elementwise';
+export * from './api/ops/reduce';
+export * from './api/ops/softmax';
+export * from './api/ops/layernorm';
+export * from './api/ops/loss';
+export * from './api/ops/matmul';
+export * from './api/ops/layout';
+export * from './api/ops/indexing';
+export { cast, to } from './api/ops/cast';
+export { backendInfo, setNumThreads } from './api/runtime';
+export * as cuda from './api/cuda';
