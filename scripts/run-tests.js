@@ -8,6 +8,23 @@ const path = require('path');
 
 const root = path.resolve(__dirname, '..');
 const tsc = require.resolve('typescript/bin/tsc');
+const filters = process.argv.slice(2);
+
+// The native kernel tests (native/test, every kernel against plain reference loops) run first, unless test
+// files were selected by name.
+if (filters.length === 0 || filters.includes('native')) {
+  const bdir = path.join(root, 'build-native-test');
+  const gen = spawnSync('ninja', ['--version']).status === 0 ? ['-G', 'Ninja'] : [];
+  execFileSync('cmake', ['-S', root, '-B', bdir, ...gen, '-DCMAKE_BUILD_TYPE=Release'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync('cmake', ['--build', bdir, '--target', 'modalab_native_test', '-j', '2'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  console.log('# native kernel tests (native/test)');
+  const nt = spawnSync(path.join(bdir, 'modalab_native_test'), [], { stdio: 'inherit' });
+  if (nt.status !== 0) {
+    console.error('run-tests: native kernel tests failed');
+    process.exit(1);
+  }
+  if (filters.length > 0 && filters.every((f) => f === 'native')) process.exit(0);
+}
 execFileSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.test.json')], { stdio: 'inherit', cwd: root });
 
 function walk(dir) {
@@ -17,9 +34,8 @@ function walk(dir) {
     return e.isDirectory() ? walk(p) : e.name.endsWith('.test.js') ? [p] : [];
   });
 }
-const filters = process.argv.slice(2);
 const files = walk(path.join(root, '.test-build', 'test')).concat(walk(path.join(root, '.test-build', 'src')))
-  .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)))
+  .filter((f) => filters.length === 0 || filters.some((s) => path.basename(f).includes(s)))
   .sort();
 if (files.length === 0) {
   console.error('run-tests: no test files matched');
