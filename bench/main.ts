@@ -1,0 +1,97 @@
+/**
+ * `npm run bench [-- suite... --threads N --rounds N --no-docs --list]`: run benchmark suites, modalab beside
+ * PyTorch in the same run, print a table per suite and rewrite its section of docs/benchmarks.md.
+ *
+ * A suite is a file in bench/cases exporting a `Suite` (see harness.ts) and a script bench/torch/<name>.py
+ * doing the same work in PyTorch; add it to SUITES below.
+ */
+import * as os from 'os';
+import * as ml from '../src/index';
+import { Suite, SuiteContext } from './harness';
+import { renderSection, runInfo, writeSection } from './report';
+import { gemm } from './cases/gemm';
+import { tiny } from './cases/tiny';
+
+/** In the order they run and appear in docs/benchmarks.md. */
+const SUITES: Suite[] = [gemm, tiny];
+
+interface Args { suites: Suite[]; threads: number; rounds: number; docs: boolean; list: boolean; raw: string[] }
+
+function usage(msg: string): never {
+  console.error(`bench: ${msg}\nusage: npm run bench -- [${SUITES.map((s) => s.name).join('|')} ...] ` +
+    '[--threads N] [--rounds N] [--no-docs] [--list]');
+  process.exit(2);
+}
+
+function positiveInt(flag: string, v: string | undefined): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) usage(`${flag} expects a positive integer, got ${v ?? 'nothing'}`);
+  return n;
+}
+
+function parseArgs(argv: string[]): Args {
+  const envThreads = Number(process.env.MODALAB_NUM_THREADS);
+  const a: Args = {
+    suites: [], rounds: 2, docs: true, list: false, raw: argv,
+    threads: Number.isInteger(envThreads) && envThreads > 0 ? envThreads : os.cpus().length,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const x = argv[i];
+    if (x === '--threads') a.threads = positiveInt(x, argv[++i]);
+    else if (x === '--rounds') a.rounds = positiveInt(x, argv[++i]);
+    else if (x === '--no-docs') a.docs = false;
+    else if (x === '--list') a.list = true;
+    else if (x.startsWith('-')) usage(`unknown option ${x}`);
+    else {
+      const s = SUITES.find((t) => t.name === x);
+      if (!s) usage(`unknown suite ${x}`);
+      if (!a.suites.includes(s)) a.suites.push(s);
+    }
+  }
+  if (a.suites.length === 0) a.suites = SUITES.slice();
+  else a.suites.sort((p, q) => SUITES.indexOf(p) - SUITES.indexOf(q));
+  return a;
+}
+
+function main(): number {
+  const args = parseArgs(process.argv.slice(2));
+  if (args.list) {
+    for (const s of SUITES) console.log(`${s.name.padEnd(8)} ${s.summary}`);
+    return 0;
+  }
+  ml.setNumThreads(args.threads);
+  const info = runInfo(args.threads, args.raw);
+  const started = Date.now();
+  console.log(`bench: ${info.cpu}, ${info.cores} cores, ${args.threads} threads; modalab ${info.backend}`);
+  const ctx: SuiteContext = {
+    threads: args.threads,
+    rounds: args.rounds,
+    log: (m) => console.error(`  [${((Date.now() - started) / 1000).toFixed(0).padStart(3)}s] ${m}`),
+  };
+  let failed = 0;
+  const verdicts: string[] = [];
+  for (const s of args.suites) {
+    let body: string;
+    try {
+      const r = s.run(ctx);
+      body = renderSection(s.name, r, info);
+      for (const g of r.goals) {
+        verdicts.push(`${g.ratio === null ? 'NOT MEASURED' : g.pass(g.ratio) ? 'PASS' : 'MISS'}  ${g.text}` +
+          (g.ratio === null ? '' : `: ${g.ratio.toFixed(2)}x`));
+      }
+    } catch (e) {
+      failed++;
+      console.error(`bench: suite ${s.name} failed: ${(e as Error).stack ?? e}`);
+      continue;
+    }
+    console.log('\n' + body + '\n');
+    if (args.docs) writeSection(s.name, body, SUITES.map((t) => t.name));
+  }
+  console.log(`bench: done in ${((Date.now() - started) / 1000).toFixed(0)}s` +
+    (args.docs ? '; docs/benchmarks.md updated' : ''));
+  for (const v of verdicts) console.log(`  ${v}`);
+  if (failed) console.error(`bench: ${failed} suite(s) failed; their sections in docs/benchmarks.md were left as they were`);
+  return failed ? 1 : 0;
+}
+
+process.exitCode = main();

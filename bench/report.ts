@@ -1,0 +1,131 @@
+/**
+ * Reporting: the facts about the machine and both libraries that make a number reproducible, one Markdown
+ * section per suite, and rewriting that section (and only it) in docs/benchmarks.md.
+ */
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import * as ml from '../src/index';
+import { addonCandidates } from '../src/api/binding';
+import { SuiteResult, TorchInfo, fmtRatio, markdownTable } from './harness';
+
+export const ROOT = path.resolve(__dirname, '..', '..');
+export const DOC = path.join(ROOT, 'docs', 'benchmarks.md');
+
+export interface RunInfo {
+  date: string;
+  commit: string;
+  cpu: string;
+  cores: number;
+  threads: number;
+  node: string;
+  backend: string;
+  addon: string;
+  command: string;
+}
+
+function cpuModel(): string {
+  try {
+    const m = /^model name\s*:\s*(.+)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+    if (m) return m[1].trim();
+  } catch { /* not Linux */ }
+  return os.cpus()[0]?.model ?? 'unknown CPU';
+}
+
+function gitCommit(): string {
+  try {
+    const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    return dirty ? `${sha} (with uncommitted changes)` : sha;
+  } catch {
+    return 'unknown';
+  }
+}
+
+export function runInfo(threads: number, args: string[]): RunInfo {
+  const b = ml.backendInfo();
+  const addon = addonCandidates().find((p) => fs.existsSync(p)) ?? 'none';
+  return {
+    date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+    commit: gitCommit(),
+    cpu: cpuModel(),
+    cores: os.cpus().length,
+    threads,
+    node: process.version,
+    backend: `blas: ${b.blas}; simd: ${b.simd}; threads: ${b.threads}; cuda: ${b.cuda}`,
+    addon: path.relative(ROOT, addon) || addon,
+    command: `npm run bench${args.length ? ' -- ' + args.join(' ') : ''}`,
+  };
+}
+
+function torchLine(t: TorchInfo): string {
+  const libs = t.blasLibs.length ? t.blasLibs.map((p) => path.basename(p)).join(', ') : 'none mapped';
+  const ob = t.openblasThreads === null ? '' : `, OpenBLAS threads ${t.openblasThreads}`;
+  return `${t.version}, threads ${t.threads}; BLAS_INFO=${t.blasInfo} (loaded: ${libs}${ob})` +
+    (t.mkldnn ? `; ${t.mkldnn}` : '') + (t.capability ? `; CPU capability ${t.capability}` : '');
+}
+
+/** The Markdown for one suite, without the begin/end markers. */
+export function renderSection(name: string, r: SuiteResult, info: RunInfo): string {
+  const out: string[] = [];
+  out.push(`## ${r.title}`, '', r.description, '');
+  out.push(`- Date: ${info.date}, commit ${info.commit}`);
+  out.push(`- Machine: ${info.cpu}, ${info.cores} cores; ${info.threads} threads for both libraries; node ${info.node}`);
+  out.push(`- modalab: ${info.backend}; addon ${info.addon}`);
+  out.push(`- PyTorch: ${r.torchInfo ? torchLine(r.torchInfo) : `skipped (${r.torchSkipped ?? 'not run'})`}`);
+  out.push(`- Command: \`${info.command}\``, '');
+  out.push(markdownTable(r.columns, r.rows), '');
+  out.push('Goals:', '');
+  for (const g of r.goals) {
+    const verdict = g.ratio === null ? 'NOT MEASURED' : g.pass(g.ratio) ? 'PASS' : 'MISS';
+    const measured = g.ratio === null ? `no PyTorch comparison (${r.torchSkipped ?? 'not run'})` : `measured ${fmtRatio(g.ratio)}`;
+    out.push(`- **${verdict}** ${g.text}: ${measured}${g.note ? ` (${g.note})` : ''}`);
+  }
+  if (r.goals.length === 0) out.push('- none set for this suite; the ratio is tracked for regressions');
+  if (r.torchSkipped) out.push('', `PyTorch comparison skipped: ${r.torchSkipped}.`);
+  for (const n of r.notes) out.push('', n);
+  return out.join('\n');
+}
+
+const begin = (name: string): string => `<!-- bench:${name}:begin -->`;
+const end = (name: string): string => `<!-- bench:${name}:end -->`;
+
+const HEADER = `# Benchmarks
+
+Written by \`npm run bench\` (bench/main.ts): each suite measures modalab and runs the same work in PyTorch
+(Debian's /usr/bin/python3, bench/torch/<suite>.py) in the same run, with the same thread count, and reports
+medians over repeated timed samples after warm-up, and their ratio. The machines these run on are shared and
+noisy: compare ratios from one run, not absolute times across runs. Each section below is rewritten by the
+run that measured it; the rest of this file is left alone.
+
+\`\`\`
+npm run bench                      # every suite
+npm run bench -- gemm tiny         # some suites
+npm run bench -- --threads 1       # thread count for both libraries (default: MODALAB_NUM_THREADS, else all cores)
+npm run bench -- --rounds 3        # alternations of modalab and PyTorch (default 2), samples pooled
+npm run bench -- --no-docs         # print only, leave this file alone
+npm run bench -- --list            # the suites
+\`\`\`
+`;
+
+/** Replace the section of `name` in docs/benchmarks.md (or insert it before the next suite in `order`). */
+export function writeSection(name: string, body: string, order: string[]): void {
+  let doc = fs.existsSync(DOC) ? fs.readFileSync(DOC, 'utf8') : HEADER;
+  const block = `${begin(name)}\n${body}\n${end(name)}`;
+  const i = doc.indexOf(begin(name));
+  const j = doc.indexOf(end(name));
+  if (i >= 0 && j > i) {
+    doc = doc.slice(0, i) + block + doc.slice(j + end(name).length);
+  } else {
+    const later = order.slice(order.indexOf(name) + 1).map((n) => doc.indexOf(begin(n))).filter((k) => k >= 0);
+    if (later.length) {
+      const k = Math.min(...later);
+      doc = doc.slice(0, k) + block + '\n\n' + doc.slice(k);
+    } else {
+      doc = doc.replace(/\s*$/, '\n\n') + block + '\n';
+    }
+  }
+  fs.mkdirSync(path.dirname(DOC), { recursive: true });
+  fs.writeFileSync(DOC, doc);
+}
