@@ -1,0 +1,225 @@
+/**
+ * Multi-head attention from plain differentiable ops, with its core in one function,
+ * `scaledDotProductAttention`, so that a fused kernel (ml.attention) can replace the inside without touching
+ * the modules.
+ *
+ * ```ts
+ * const mha = new ml.nn.MultiheadAttention(64, 4);
+ * const x = ml.randn([2, 10, 64]);
+ * mha.forward(x, { causal: true }).shape;   // [2, 10, 64]
+ * ```
+ */
+import { tensor } from '../creation';
+import { Tensor, shapeStr } from '../tensor';
+import { add, dropout, maskedFill, mul } from '../ops/elementwise';
+import { matmul } from '../ops/matmul';
+import { softmax } from '../ops/softmax';
+import { permute, reshape, slice } from '../ops/layout';
+import { checkNumber, checkTensor } from '../ops/util';
+import { Linear } from './linear';
+import { Module } from './module';
+
+export interface AttentionOptions {
+  /**
+   * Mask keys after the query's position. Aligned bottom-right: query i (of N) sees keys j <= i + M - N, which
+   * is the usual causal mask when N = M and the right one for decoding with a KV cache (N < M).
+   */
+  causal?: boolean;
+  /** [B, M], f32 or i32: nonzero (true) marks a key to ignore (padding), as in torch's key_padding_mask. */
+  keyPaddingMask?: Tensor | null;
+}
+
+export interface SDPAOptions extends AttentionOptions {
+  /** Default 1/sqrt(D). */
+  scale?: number;
+  /** Dropout on the attention weights, applied only when `training`. Default 0. */
+  dropout?: number;
+  /** Default false. */
+  training?: boolean;
+}
+
+/**
+ * softmax(q k^T * scale + masks) v, per batch and head (Vaswani et al. 2017, eq. 1).
+ * q [B, H, N, D], k [B, H, M, D], v [B, H, M, Dv] -> [B, H, N, Dv]. Masked scores become -inf before the
+ * softmax, so a query row whose keys are all masked gives NaN, as in PyTorch.
+ */
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: SDPAOptions = {}): Tensor<'f32'> {
+  const op = 'scaledDotProductAttention';
+  checkTensor(op, 'q', q);
+  checkTensor(op, 'k', k);
+  checkTensor(op, 'v', v);
+  if (q.ndim !== 4 || k.ndim !== 4 || v.ndim !== 4) {
+    throw new Error(`${op}: q, k, v must be [B, H, N, D], got q ${shapeStr(q.shape)}, k ${shapeStr(k.shape)}, v ${shapeStr(v.shape)}`);
+  }
+  const [B, H, N, D] = q.shape;
+  const M = k.shape[2];
+  if (k.shape[0] !== B || k.shape[1] !== H || k.shape[3] !== D || v.shape[0] !== B || v.shape[1] !== H || v.shape[2] !== M) {
+    throw new Error(`${op}: q ${shapeStr(q.shape)}, k ${shapeStr(k.shape)} and v ${shapeStr(v.shape)} do not agree ` +
+      '(expected q [B, H, N, D], k [B, H, M, D], v [B, H, M, Dv])');
+  }
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  checkNumber(op, 'scale', scale);
+  const p = checkNumber(op, 'dropout', opts.dropout ?? 0, { min: 0, max: 1 });
+  const kpm = opts.keyPaddingMask ?? null;
+  if (kpm !== null) {
+    checkTensor(op, 'keyPaddingMask', kpm);
+    if (kpm.ndim !== 2 || kpm.shape[0] !== B || kpm.shape[1] !== M) {
+      throw new Error(`${op}: keyPaddingMask ${shapeStr(kpm.shape)} must be [B, M] = [${B}, ${M}] for k ${shapeStr(k.shape)}`);
+    }
+  }
+
+  // scores [B, H, N, M]; the transpose of k is a GEMM flag, not a copy.
+  let s = matmul(q, k, { transB: true });
+  s = swap(s, mul(s, scale));
+  if (opts.causal) {
+    const m = causalMask(N, M);
+    s = swap(s, maskedFill(s, m, -Infinity));
+    m.dispose();
+  }
+  if (kpm !== null) {
+    const m = reshape(kpm, [B, 1, 1, M]);
+    s = swap(s, maskedFill(s, m, -Infinity));
+    m.dispose();
+  }
+  let a = swap(s, softmax(s, -1));
+  if (p > 0 && opts.training) a = swap(a, dropout(a, p, true));
+  const out = matmul(a, v);
+  a.dispose();
+  return out;
+}
+
+/** [N, M] f32, 1 where query i must not see key j (j > i + M - N). */
+function causalMask(N: number, M: number): Tensor<'f32'> {
+  const data = new Float32Array(N * M);
+  for (let i = 0; i < N; i++) for (let j = i + M - N + 1; j < M; j++) if (j >= 0) data[i * M + j] = 1;
+  return tensor(data, [N, M]);
+}
+
+/** Dispose an intermediate as soon as the next one exists (autograd keeps what it needs by its own reference). */
+function swap<T extends Tensor>(old: Tensor, next: T): T {
+  if (old !== next) old.dispose();
+  return next;
+}
+
+export interface MultiheadAttentionOptions {
+  /** Biases in the qkv and output projections. Default true. */
+  bias?: boolean;
+  /** Dropout on the attention weights in train mode (as torch.nn.MultiheadAttention). Default 0. */
+  dropout?: number;
+}
+
+export interface MultiheadAttentionForward extends AttentionOptions {
+  /** Cross-attention: keys and values come from context [B, M, E] (queries from x). Default: x itself. */
+  context?: Tensor | null;
+}
+
+export class MultiheadAttention extends Module {
+  /** Fused q, k, v projection: weight [3E, E], rows [0, E) make q, [E, 2E) k, [2E, 3E) v. */
+  qkv: Linear;
+  /** Output projection [E, E]. */
+  proj: Linear;
+  readonly headDim: number;
+  readonly dropout: number;
+
+  constructor(readonly embedDim: number, readonly numHeads: number, opts: MultiheadAttentionOptions = {}) {
+    super();
+    checkNumber('MultiheadAttention', 'embedDim', embedDim, { integer: true, min: 1 });
+    checkNumber('MultiheadAttention', 'numHeads', numHeads, { integer: true, min: 1 });
+    if (embedDim % numHeads !== 0) {
+      throw new Error(`MultiheadAttention: embedDim ${embedDim} is not divisible by numHeads ${numHeads}`);
+    }
+    this.headDim = embedDim / numHeads;
+    this.dropout = checkNumber('MultiheadAttention', 'dropout', opts.dropout ?? 0, { min: 0, max: 1 });
+    const bias = opts.bias ?? true;
+    this.qkv = this.registerModule('qkv', new Linear(embedDim, 3 * embedDim, { bias }));
+    this.proj = this.registerModule('proj', new Linear(embedDim, embedDim, { bias }));
+  }
+
+  /** x [B, N, E] (or [N, E]) -> same shape. */
+  forward(x: Tensor, opts: MultiheadAttentionForward = {}): Tensor<'f32'> {
+    const op = 'MultiheadAttention';
+    checkTensor(op, 'x', x);
+    const E = this.embedDim, H = this.numHeads, D = this.headDim;
+    const ctx = opts.context ?? null;
+    if (x.ndim === 2) {
+      // Unbatched, as torch allows: add a batch axis of 1 and take it off again.
+      const xb = reshape(x, [1, ...x.shape]);
+      const cb = ctx && ctx.ndim === 2 ? reshape(ctx, [1, ...ctx.shape]) : ctx;
+      const kb = opts.keyPaddingMask && opts.keyPaddingMask.ndim === 1 ? reshape(opts.keyPaddingMask, [1, ...opts.keyPaddingMask.shape]) : opts.keyPaddingMask;
+      const yb = this.forward(xb, { ...opts, context: cb, keyPaddingMask: kb });
+      for (const t of [xb, cb, kb]) if (t && t !== ctx && t !== opts.keyPaddingMask) t.dispose();
+      const y = reshape(yb, x.shape);
+      yb.dispose();
+      return y;
+    }
+    if (x.ndim !== 3 || x.shape[2] !== E) {
+      throw new Error(`${op}(${E}, ${H}): x ${shapeStr(x.shape)} must be [B, N, ${E}]`);
+    }
+    const [B, N] = x.shape;
+    let q: Tensor, k: Tensor, v: Tensor;
+    if (ctx === null) {
+      // One GEMM for q, k and v: [B, N, 3E] -> [B, N, 3, H, D] -> [3, B, H, N, D] (one copy), then views.
+      [q, k, v] = this.heads(this.qkv.forward(x), B, N, 3);
+    } else {
+      checkTensor(op, 'context', ctx);
+      if (ctx.ndim !== 3 || ctx.shape[0] !== B || ctx.shape[2] !== E) {
+        throw new Error(`${op}(${E}, ${H}): context ${shapeStr(ctx.shape)} must be [B, M, ${E}] with B = ${B} (x ${shapeStr(x.shape)})`);
+      }
+      // Cross-attention uses the same fused weight: rows [0, E) project x to q, rows [E, 3E) project context to k, v.
+      const M = ctx.shape[1];
+      q = this.heads(this.project(x, 0, E), B, N, 1)[0];
+      [k, v] = this.heads(this.project(ctx, E, 3 * E), B, M, 2);
+    }
+    const o = scaledDotProductAttention(q, k, v, {
+      causal: opts.causal, keyPaddingMask: opts.keyPaddingMask, dropout: this.dropout, training: this.training,
+    });
+    q.dispose(); k.dispose(); v.dispose();
+    // [B, H, N, D] -> [B, N, H, D] -> [B, N, E]
+    const ot = permute(o, [0, 2, 1, 3]);
+    o.dispose();
+    const merged = reshape(ot, [B, N, E]);
+    ot.dispose();
+    const out = this.proj.forward(merged);
+    merged.dispose();
+    return out;
+  }
+
+  /** x [B, L, E] @ qkv.weight[r0:r1]^T + qkv.bias[r0:r1] -> [B, L, r1 - r0] */
+  private project(x: Tensor, r0: number, r1: number): Tensor<'f32'> {
+    const [B, L, E] = x.shape;
+    const w = slice(this.qkv.weight, 0, r0, r1);
+    const x2 = reshape(x, [B * L, E]);
+    let y = matmul(x2, w, { transB: true });
+    x2.dispose();
+    w.dispose();
+    if (this.qkv.bias) {
+      const b = slice(this.qkv.bias, 0, r0, r1);
+      y = swap(y, add(y, b));
+      b.dispose();
+    }
+    const out = reshape(y, [B, L, r1 - r0]);
+    y.dispose();
+    return out;
+  }
+
+  /** y [B, L, parts * E] -> parts tensors [B, H, L, D] */
+  private heads(y: Tensor, B: number, L: number, parts: number): Tensor[] {
+    const H = this.numHeads, D = this.headDim;
+    const y5 = reshape(y, [B, L, parts, H, D]);
+    y.dispose();
+    const t = permute(y5, [2, 0, 3, 1, 4]);
+    y5.dispose();
+    const out = Array.from({ length: parts }, (_, i) => {
+      const s = slice(t, 0, i, i + 1);
+      const r = reshape(s, [B, H, L, D]);
+      s.dispose();
+      return r;
+    });
+    t.dispose();
+    return out;
+  }
+
+  override extraRepr(): string {
+    return `embedDim=${this.embedDim}, numHeads=${this.numHeads}` + (this.dropout ? `, dropout=${this.dropout}` : '');
+  }
+}
