@@ -1,5 +1,152 @@
-/** matmul: 2-D and batched with broadcast batch dims, with transpose flags instead of materialised transposes. */
-import { Tensor } from '../tensor';
-export interface MatmulOptions { transA?: boolean; transB?: boolean }
-const todo = (op: string): never => { throw new Error(`${op}: not implemented yet`); };
-export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor<'f32'> { return todo('matmul'); }
+/**
+ * matmul: 2-D and batched with NumPy-broadcast batch dims, with transpose flags instead of materialised
+ * transposes.
+ *
+ * ```ts
+ * const x = ml.randn([8, 16, 32]);             // (B, T, C)
+ * const w = ml.randn([64, 32]);                // (out, in), as nn.Linear stores it
+ * ml.matmul(x, w, { transB: true }).shape;     // [8, 16, 64]: x @ w^T without copying w
+ * ml.matmul(ml.randn([2, 1, 3, 4]), ml.randn([5, 4, 2])).shape;   // [2, 5, 3, 2]
+ * ```
+ *
+ * Both operands need at least 2 dims (a vector is a [1, n] or [n, 1] matrix: use unsqueeze). The trailing two
+ * axes are the matrices; the leading ones broadcast. Gradients reuse the same kernel with the flags flipped
+ * (dA = g @ op(B)^T, dB = op(A)^T @ g), and sum over the batch axes an operand was broadcast along by
+ * accumulating into one output (beta = 1) rather than materialising the broadcast gradient.
+ */
+import { binding } from '../binding';
+import { record, needsGrad } from '../autograd';
+import { Tensor, shapeSize } from '../tensor';
+import { checkFloat, checkSameDevice, contiguousStrides, describe, shapeStr } from './util';
+
+export interface MatmulOptions {
+  /** Use a's transpose: a is [..., K, M] instead of [..., M, K]. */
+  transA?: boolean;
+  /** Use b's transpose: b is [..., N, K] instead of [..., K, N]. */
+  transB?: boolean;
+}
+
+/** One operand of a batched GEMM: its tensor, its batch shape padded with 1s to the output's batch rank. */
+interface Operand { t: Tensor; batch: number[] }
+
+/** Element strides of an operand's matrices over outBatch: contiguous over its own batch, 0 where broadcast. */
+function batchStrides(batch: number[], outBatch: number[], matSize: number): number[] {
+  const own = contiguousStrides(batch);
+  return outBatch.map((d, i) => (batch[i] === 1 && d !== 1 ? 0 : own[i] * matSize));
+}
+
+/**
+ * c (cBatch..., M, N) = op(A) @ op(B) over the output batch outBatch, summed over the axes where c has size 1
+ * but outBatch does not (the axes along which c's tensor was broadcast in the forward). c's previous contents
+ * are overwritten (beta = 0 on the first product written, 1 on the rest).
+ */
+function gemmInto(c: Tensor<'f32'>, cBatch: number[], A: Operand, B: Operand, outBatch: number[], M: number,
+  N: number, K: number, transA: boolean, transB: boolean): void {
+  if (c.size === 0) return;
+  const b = binding();
+  const ch = c._h('matmul'), ah = A.t._h('matmul'), bh = B.t._h('matmul');
+  const nbatch = shapeSize(outBatch);
+  const reduce = outBatch.map((d, i) => cBatch[i] === 1 && d !== 1);
+  const full = (o: Operand): boolean => o.batch.every((d, i) => d === outBatch[i]);
+  const noBatch = (o: Operand): boolean => o.batch.every((d) => d === 1);
+
+  // Fold the batch into M: c and A are full stacks of (M, K) rows, B is one shared matrix. One GEMM with
+  // M' = batch * M (x @ W in a Linear layer, and its input gradient).
+  if (!reduce.some(Boolean) && full(A) && noBatch(B) && !transA) {
+    b.matmul(ch, c._offset, ah, A.t._offset, bh, B.t._offset, nbatch * M, N, K, false, transB, [], [], [], 1, 0);
+    return;
+  }
+  // Fold the batch into K: c is one matrix summed over every batch entry, A is a full stack of (K, M) and B of
+  // (K, N); stacked, they are (batch * K, M) and (batch * K, N). One GEMM (the weight gradient of a Linear layer).
+  if (cBatch.every((d) => d === 1) && full(A) && full(B) && transA && !transB) {
+    b.matmul(ch, c._offset, ah, A.t._offset, bh, B.t._offset, M, N, nbatch * K, true, false, [], [], [], 1, 0);
+    return;
+  }
+
+  // General case: one batched call per combination of the reduced axes, accumulating into c.
+  const as = batchStrides(A.batch, outBatch, M * K);
+  const bs = batchStrides(B.batch, outBatch, K * N);
+  const raxes = outBatch.map((_, i) => i).filter((i) => reduce[i]);
+  let combos = 1;
+  for (const i of raxes) combos *= outBatch[i];
+  for (let r = 0; r < combos; r++) {
+    let rest = r, aoff = A.t._offset, boff = B.t._offset;
+    for (let j = raxes.length - 1; j >= 0; j--) {
+      const ax = raxes[j];
+      const ix = rest % outBatch[ax];
+      rest = Math.floor(rest / outBatch[ax]);
+      aoff += ix * as[ax];
+      boff += ix * bs[ax];
+    }
+    b.matmul(ch, c._offset, ah, aoff, bh, boff, M, N, K, transA, transB, cBatch, as, bs, 1, r === 0 ? 0 : 1);
+  }
+}
+
+function checkFlag(name: string, v: unknown): boolean {
+  if (v === undefined) return false;
+  if (typeof v !== 'boolean') throw new TypeError(`matmul: ${name} must be a boolean, got ${describe(v)}`);
+  return v;
+}
+
+/**
+ * a @ b over the last two axes, with NumPy broadcasting of the leading (batch) axes:
+ * a [..., M, K] @ b [..., K, N] -> [..., M, N]; `transA` / `transB` read a or b transposed without copying.
+ */
+export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor<'f32'> {
+  checkFloat('matmul', 'a', a);
+  checkFloat('matmul', 'b', b);
+  checkSameDevice('matmul', a, b);
+  if (opts === null || typeof opts !== 'object') throw new TypeError(`matmul: options must be an object, got ${describe(opts)}`);
+  const transA = checkFlag('transA', opts.transA);
+  const transB = checkFlag('transB', opts.transB);
+  const both = `a ${shapeStr(a.shape)}${transA ? ' (transA)' : ''} and b ${shapeStr(b.shape)}${transB ? ' (transB)' : ''}`;
+  if (a.ndim < 2 || b.ndim < 2) {
+    throw new Error(`matmul: ${both}: both operands need at least 2 dims (unsqueeze a vector into a [1, n] or [n, 1] matrix)`);
+  }
+  const [ar, ac] = a.shape.slice(-2);
+  const [br, bc] = b.shape.slice(-2);
+  const M = transA ? ac : ar, K = transA ? ar : ac;
+  const Kb = transB ? bc : br, N = transB ? br : bc;
+  if (K !== Kb) throw new Error(`matmul: ${both}: inner dimensions ${K} and ${Kb} differ`);
+
+  // Broadcast the batch axes.
+  const aB = a.shape.slice(0, -2), bB = b.shape.slice(0, -2);
+  const nb = Math.max(aB.length, bB.length);
+  const aBatch = [...new Array<number>(nb - aB.length).fill(1), ...aB];
+  const bBatch = [...new Array<number>(nb - bB.length).fill(1), ...bB];
+  const outBatch = aBatch.map((d, i) => {
+    const e = bBatch[i];
+    if (d !== e && d !== 1 && e !== 1) {
+      throw new Error(`matmul: ${both}: batch dimensions ${shapeStr(aB)} and ${shapeStr(bB)} cannot be broadcast together`);
+    }
+    return d === 1 ? e : d;
+  });
+
+  const out = Tensor._empty([...outBatch, M, N], 'f32', a.device, shapeSize(outBatch) === 0);
+  gemmInto(out, outBatch, { t: a, batch: aBatch }, { t: b, batch: bBatch }, outBatch, M, N, K, transA, transB);
+  if (!needsGrad(a, b)) return out;
+
+  // dA needs b and dB needs a: keep only what the backward will read.
+  const sa = b.requiresGrad ? a.retainForBackward() : null;
+  const sb = a.requiresGrad ? b.retainForBackward() : null;
+  const saved = [sa, sb].filter((t): t is Tensor => t !== null);
+  return record(out, 'matmul', [a, b], (g) => {
+    const G: Operand = { t: g, batch: outBatch };
+    // A gradient summed over an empty batch is all zeros: allocate it zeroed, nothing will be written.
+    const empty = shapeSize(outBatch) === 0;
+    let da: Tensor<'f32'> | null = null, db: Tensor<'f32'> | null = null;
+    if (a.requiresGrad && sb) {
+      da = Tensor._empty(a.shape, 'f32', a.device, empty);
+      const B: Operand = { t: sb, batch: bBatch };
+      if (!transA) gemmInto(da, aBatch, G, B, outBatch, M, K, N, false, !transB);  // dA = g @ op(B)^T
+      else gemmInto(da, aBatch, B, G, outBatch, K, M, N, transB, true);            // dA = op(B) @ g^T
+    }
+    if (b.requiresGrad && sa) {
+      db = Tensor._empty(b.shape, 'f32', b.device, empty);
+      const A: Operand = { t: sa, batch: aBatch };
+      if (!transB) gemmInto(db, bBatch, A, G, outBatch, K, N, M, !transA, false);  // dB = op(A)^T @ g
+      else gemmInto(db, bBatch, G, A, outBatch, N, K, M, true, transA);            // dB = g^T @ op(A)
+    }
+    return [da, db];
+  }, saved);
+}
