@@ -29,3 +29,7 @@ export * from './api/ops/indexing';
 export { cast, to } from './api/ops/cast';
 export { backendInfo, setNumThreads } from './api/runtime';
 export * as cuda from './api/cuda';
+export * as nn from './api/nn';
+export * as optim from './api/optim';
+export { save, load, loadHeader } from './api/io/safetensors';
+export type { Loaded, TensorMap, SafetensorsHeader } from './api/io/safetensors';
