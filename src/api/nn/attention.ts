@@ -41,7 +41,7 @@ export interface SDPAOptions extends AttentionOptions {
 /**
  * softmax(q k^T * scale + masks) v, per batch and head (Vaswani et al. 2017, eq. 1).
  * q [B, H, N, D], k [B, H, M, D], v [B, H, M, Dv] -> [B, H, N, Dv]. Masked scores become -inf before the
- * softmax, so a query row whose keys are all masked gives NaN, as in PyTorch.
+ * softmax; a query row whose keys are all masked outputs zeros (and passes zero gradient), as PyTorch's SDPA.
  */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: SDPAOptions = {}): Tensor<'f32'> {
   const op = 'scaledDotProductAttention';
@@ -68,30 +68,79 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
     }
   }
 
-  // scores [B, H, N, M]; the transpose of k is a GEMM flag, not a copy.
-  let s = matmul(q, k, { transB: true });
-  s = swap(s, mul(s, scale));
-  if (opts.causal) {
-    const m = causalMask(N, M);
-    s = swap(s, maskedFill(s, m, -Infinity));
-    m.dispose();
-  }
-  if (kpm !== null) {
-    const m = reshape(kpm, [B, 1, 1, M]);
+  // A query row whose every key is masked would give softmax(-inf, ..., -inf) = NaN, and NaN * 0 = NaN in the
+  // backward pass would then poison every gradient (think of padded queries in cross-attention). Such rows
+  // attend to nothing and output zeros instead, as PyTorch's SDPA does since 2.5 (_safe_softmax). They are found
+  // on the host from the masks (B * M values); the common case, no dead row, pays nothing more.
+  const dead = deadRows(B, N, M, !!opts.causal, kpm);
+
+  // scores [B, H, N, M] = (q * scale) k^T: scaling q touches N*D values instead of N*M, and the transpose of k
+  // is a GEMM flag, not a copy.
+  const qs = mul(q, scale);
+  let s = matmul(qs, k, { transB: true });
+  qs.dispose();
+  if (dead === null) {
+    if (opts.causal) {
+      const m = causalMask(N, M);
+      s = swap(s, maskedFill(s, m, -Infinity));
+      m.dispose();
+    }
+    if (kpm !== null) {
+      const m = reshape(kpm, [B, 1, 1, M]);
+      s = swap(s, maskedFill(s, m, -Infinity));
+      m.dispose();
+    }
+  } else {
+    // One host-built mask [B, 1, N, M] that leaves dead rows unmasked (finite softmax), zeroed after it.
+    const m = combinedMask(B, N, M, !!opts.causal, dead.pad, dead.rows);
     s = swap(s, maskedFill(s, m, -Infinity));
     m.dispose();
   }
   let a = swap(s, softmax(s, -1));
+  if (dead !== null) {
+    const d = tensor(dead.rows, [B, 1, N, 1]);
+    a = swap(a, maskedFill(a, d, 0));
+    d.dispose();
+  }
   if (p > 0 && opts.training) a = swap(a, dropout(a, p, true));
   const out = matmul(a, v);
   a.dispose();
   return out;
 }
 
+/** Rows (b, i) with no visible key, as an f32 [B * N] array of 1s, or null when there are none. */
+function deadRows(B: number, N: number, M: number, causal: boolean, kpm: Tensor | null): { rows: Float32Array; pad: ArrayLike<number> | null } | null {
+  if (kpm === null && !(causal && N > M)) return null;
+  const pad = kpm ? kpm.toArray() as ArrayLike<number> : null;
+  const rows = new Float32Array(B * N);
+  let any = false;
+  for (let b = 0; b < B; b++) {
+    let first = 0;  // the first key not padded
+    if (pad) while (first < M && pad[b * M + first] !== 0) first++;
+    for (let i = 0; i < N; i++) {
+      const last = causal ? i + M - N : M - 1;  // the last key query i may see
+      if (first > last) { rows[b * N + i] = 1; any = true; }
+    }
+  }
+  return any ? { rows, pad } : null;
+}
+
+/** [B, 1, N, M] f32: 1 where a key is masked (causal or padding), except on dead rows, which stay unmasked. */
+function combinedMask(B: number, N: number, M: number, causal: boolean, pad: ArrayLike<number> | null, dead: Float32Array): Tensor<'f32'> {
+  const data = new Float32Array(B * N * M);
+  for (let b = 0; b < B; b++) for (let i = 0; i < N; i++) {
+    if (dead[b * N + i]) continue;
+    for (let j = 0; j < M; j++) {
+      if ((causal && j > i + M - N) || (pad !== null && pad[b * M + j] !== 0)) data[(b * N + i) * M + j] = 1;
+    }
+  }
+  return tensor(data, [B, 1, N, M]);
+}
+
 /** [N, M] f32, 1 where query i must not see key j (j > i + M - N). */
 function causalMask(N: number, M: number): Tensor<'f32'> {
   const data = new Float32Array(N * M);
-  for (let i = 0; i < N; i++) for (let j = i + M - N + 1; j < M; j++) if (j >= 0) data[i * M + j] = 1;
+  for (let i = 0; i < N; i++) data.fill(1, i * M + Math.max(0, i + M - N + 1), (i + 1) * M);
   return tensor(data, [N, M]);
 }
 

@@ -347,6 +347,20 @@ test('MLP forward matches Linear -> activation -> Linear for gelu, relu and silu
   assert.throws(() => new nn.MLP([3, 2], { activation: 'tanh' as nn.Activation }), /activation must be one of/);
 });
 
+test('Sequential chains modules (names 0, 1, 2 like torch); call() is forward', () => {
+  ml.manualSeed(18);
+  const seq = new nn.Sequential(new nn.Linear(3, 4), new nn.ReLU(), new nn.Linear(4, 2));
+  assert.deepEqual(seq.namedParameters().map(([n]) => n), ['0.weight', '0.bias', '2.weight', '2.bias']);
+  const xs = randomArray(2 * 3, 19);
+  const l0 = seq.at(0) as nn.Linear, l2 = seq.at(2) as nn.Linear;
+  const h = linearRef(xs, 2, l0.weight.toArray(), l0.bias!.toArray(), 3, 4).map((v) => Math.max(0, v));
+  const ref = linearRef(h, 2, l2.weight.toArray(), l2.bias!.toArray(), 4, 2);
+  assertClose(seq.call(ml.tensor(xs, [2, 3])).toArray(), ref);
+  const y: ml.Tensor<'f32'> = l0.call(ml.tensor(xs, [2, 3]));  // typed like forward
+  assert.deepEqual(y.shape, [2, 4]);
+  assert.throws(() => new nn.ModuleList([l0]).forward(), /ModuleList has no forward/);
+});
+
 /** Abramowitz-Stegun 7.1.26 is not enough at 1e-5; use a series / continued fraction in float64. */
 function erf(x: number): number {
   const t = Math.abs(x);
@@ -409,6 +423,34 @@ test('scaledDotProductAttention: plain, causal (N = M and KV-cache N < M), key p
   assert.throws(() => nn.scaledDotProductAttention(ml.zeros([2, 3]), K, V), /must be \[B, H, N, D\]/);
 });
 
+test('attention with an all-masked key row: zeros out, finite gradients (PyTorch SDPA >= 2.5)', () => {
+  const B = 2, H = 1, N = 3, M = 3, D = 2;
+  const q = randomArray(B * H * N * D, 21), k = randomArray(B * H * M * D, 22), v = randomArray(B * H * M * D, 23);
+  const Q = ml.tensor(q, [B, H, N, D]).requiresGrad_(), K = ml.tensor(k, [B, H, M, D]).requiresGrad_();
+  const V = ml.tensor(v, [B, H, M, D]).requiresGrad_();
+  // Batch 0: every key padded (all rows dead). Batch 1: key 0 padded, so with causal masking row 0 sees nothing.
+  const pad = [[1, 1, 1], [1, 0, 0]];
+  const out = nn.scaledDotProductAttention(Q, K, V, { keyPaddingMask: ml.tensor(pad.flat(), [B, M]), causal: true });
+  const ref = sdpaRef(q, k, v, B, H, N, M, D, (b, i, j) => pad[b][j] === 1 || j > i);
+  const dead = (b: number, i: number) => b === 0 || i === 0;
+  for (let b = 0; b < B; b++) for (let i = 0; i < N; i++) for (let d = 0; d < D; d++) {
+    const at = (b * N + i) * D + d;
+    if (dead(b, i)) ref[at] = 0;
+  }
+  assertClose(out.toArray(), ref, { what: 'dead rows are zero, live rows unchanged' });
+  out.square().sum().backward();
+  for (const [n, t] of [['q', Q], ['k', K], ['v', V]] as const) {
+    assert.ok(values(t.grad!).every(Number.isFinite), `d${n} is finite`);
+  }
+  assert.deepEqual(values(Q.grad!).slice(0, N * D), new Array(N * D).fill(0), 'no gradient through dead rows');
+  // N > M with causal masking: the first N - M queries see no key.
+  const Q2 = ml.tensor(randomArray(1 * 1 * 4 * 2, 24), [1, 1, 4, 2]);
+  const K2 = ml.tensor(k.subarray(0, 4), [1, 1, 2, 2]), V2 = ml.tensor(v.subarray(0, 4), [1, 1, 2, 2]);
+  const o2 = values(nn.scaledDotProductAttention(Q2, K2, V2, { causal: true }));
+  assert.deepEqual(o2.slice(0, 4), [0, 0, 0, 0]);
+  assert.ok(o2.every(Number.isFinite));
+});
+
 test('MultiheadAttention matches a reference built from its own weights (self and cross attention)', () => {
   ml.manualSeed(14);
   const E = 8, H = 2, D = 4, B = 2, N = 3, M = 4;
@@ -463,6 +505,24 @@ test('TransformerBlock: shape, causality (a later token does not change earlier 
     assert.ok(values(p.grad!).some((g) => g !== 0), `${n} gradient is not all zero`);
   }
   assert.ok(x.grad && values(x.grad).every(Number.isFinite));
+});
+
+test('forward passes free their intermediates: under noGrad only the output stays alive; after backward, nothing', () => {
+  ml.manualSeed(17);
+  const blk = new nn.TransformerBlock(8, 2, { causal: true, dropout: 0.1 });
+  const x = ml.tensor(randomArray(2 * 5 * 8, 11), [2, 5, 8]);
+  const kpm = ml.tensor([0, 0, 0, 1, 1, 1, 1, 1, 1, 1], [2, 5]);  // batch 1 has dead rows
+  const base = ml.memory().numTensors;
+  const y = ml.noGrad(() => blk.forward(x, { keyPaddingMask: kpm }));
+  assert.equal(ml.memory().numTensors, base + 1, 'only the output');
+  y.dispose();
+  const y2 = blk.forward(x, { keyPaddingMask: kpm });
+  const loss = y2.sum();
+  loss.backward();
+  blk.zeroGrad();
+  y2.dispose();
+  loss.dispose();
+  assert.equal(ml.memory().numTensors, base, 'the graph released everything it held');
 });
 
 test('TinyGPT trains: AdamW steps reduce the loss on a fixed batch, and a step leaks nothing', () => {
