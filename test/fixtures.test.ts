@@ -95,6 +95,9 @@ const OPS: Record<string, (t: In, a: In) => ml.Tensor> = {
   relu: (t) => ml.relu(t.x),
   gelu: (t, a) => (a.approximate === undefined ? ml.gelu(t.x) : ml.gelu(t.x, { approximate: a.approximate })),
   silu: (t) => ml.silu(t.x),
+  reciprocal: (t) => ml.reciprocal(t.x),
+  sin: (t) => ml.sin(t.x),
+  cos: (t) => ml.cos(t.x),
   where: (t) => ml.where(t.cond, t.a, t.b),
   maskedFill: (t) => ml.maskedFill(t.x, t.mask, t.value),
   dropout: (t, a) => ml.dropout(t.x, a.p, a.training),
@@ -242,7 +245,7 @@ for (const dtype of ['f16', 'bf16'] as const) {
 interface Optimizer { zeroGrad(): void; step(): void }
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const api = ml as any;
-function optimModule(): { AdamW: new (p: ml.Tensor[], o: object) => Optimizer; SGD: new (p: ml.Tensor[], o: object) => Optimizer } {
+function optimModule(): { AdamW: new (p: unknown[], o: object) => Optimizer; SGD: new (p: unknown[], o: object) => Optimizer } {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   return api.optim ?? require('../src/api/optim');
 }
@@ -258,11 +261,10 @@ for (const kind of ['adamw', 'sgd'] as const) {
       const p: Record<string, ml.Tensor> = {};
       for (const [k, spec] of Object.entries(optimFx.init as Record<string, TensorSpec>)) p[k] = makeTensor(spec, true);
       const o = fx.options;
-      // torch's param groups (decay on w1, w2; none on biases) as two optimizers: the updates are per parameter,
-      // so this is the same computation.
+      // torch's param groups: decay on the 2-D weights, none on the biases.
       const opts: Optimizer[] = kind === 'adamw'
-        ? [new optim.AdamW([p.w1, p.w2], { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weightDecay }),
-          new optim.AdamW([p.b1, p.b2], { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: 0 })]
+        ? [new optim.AdamW([{ params: [p.w1, p.w2], weightDecay: o.weightDecay }, { params: [p.b1, p.b2], weightDecay: 0 }],
+          { lr: o.lr, betas: o.betas, eps: o.eps })]
         : [new optim.SGD([p.w1, p.b1, p.w2, p.b2], { lr: o.lr, momentum: o.momentum, nesterov: o.nesterov,
           dampening: o.dampening, weightDecay: o.weightDecay })];
       const lossAt = (i: number): ml.Tensor => {
