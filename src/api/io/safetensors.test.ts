@@ -136,7 +136,7 @@ test('round trip: every dtype, scalars, empty tensors, unicode and integer-like 
     assert.deepEqual(Array.from(tensors.f32.toArray()), [1.5, -2, 3.25, Math.fround(1e-20)]);
     const h = loadHeader(f);
     // F32 names in byte order: '0' [0, 4), 'base' [4, 52), 'empty' [52, 52), 'f32' [52, 68), ...
-    assert.deepEqual(h.tensors.f32, { dtype: 'f32', shape: [2, 2], dataOffsets: [52, 68] });
+    assert.deepEqual(h.tensors.f32, { dtype: 'f32', fileDtype: 'F32', shape: [2, 2], dataOffsets: [52, 68] });
     assert.deepEqual(h.tensors.empty.dataOffsets, [52, 52]);
     assert.equal(h.metadata.step, '100');
   });
@@ -211,7 +211,8 @@ test('load: every malformed file gives an error that says what is wrong', () => 
     expectError(rawFile({ __metadata__: { step: 3 }, w }, data16), /__metadata__ value for 'step' is a number; metadata values must be strings/, 'non-string metadata');
     expectError(rawFile({ __metadata__: ['a'], w }, data16), /__metadata__ must be an object of strings/, 'metadata not an object');
     expectError(rawFile({ w: { ...w, dtype: 'Q7' } }, data16), /tensor 'w': unknown dtype "Q7"/, 'unknown dtype');
-    expectError(rawFile({ w: { ...w, dtype: 'F64', data_offsets: [0, 32] } }, new Uint8Array(32)), /tensor 'w': dtype F64 is not supported/, 'F64');
+    expectError(rawFile({ w: { ...w, dtype: 'F64', data_offsets: [0, 32] } }, new Uint8Array(32)), /tensor 'w': dtype F64 is not supported.*skipUnsupported/, 'F64');
+    expectError(rawFile({ w: { ...w, dtype: 'I64', data_offsets: [0, 16] } }, data16), /tensor 'w': data_offsets \[0, 16\] do not match shape \[2, 2\] I64 \(32 bytes\)/, 'I64 sizes are known');
     expectError(rawFile({ w: { shape: [2, 2], data_offsets: [0, 16] } }, data16), /tensor 'w': dtype is missing/, 'no dtype');
     expectError(rawFile({ w: { ...w, shape: [2, -2] } }, data16), /tensor 'w': shape must be an array of non-negative integers/, 'negative dim');
     expectError(rawFile({ w: { ...w, shape: [2, 1.5] } }, data16), /shape must be an array of non-negative integers/, 'fractional dim');
@@ -238,6 +239,27 @@ test('load: every malformed file gives an error that says what is wrong', () => 
     }
     assert.equal(ml.memory().numTensors, before, 'failed loads allocate nothing that survives');
     assert.throws(() => load(path.join(dir, 'missing.safetensors')), /ENOENT/);
+  });
+});
+
+test('skipUnsupported: an I64 buffer (Hugging Face position ids) is listed and the rest loads', () => {
+  withDir((dir) => {
+    const f = path.join(dir, 'hf.safetensors');
+    const ids = new Uint8Array(new BigInt64Array([0n, 1n, 2n]).buffer);
+    const w = f32Bytes([1, 2]);
+    fs.writeFileSync(f, rawFile({
+      'pos.ids': { dtype: 'I64', shape: [1, 3], data_offsets: [0, 24] },
+      'fc.weight': { dtype: 'F32', shape: [2], data_offsets: [24, 32] },
+    }, Buffer.concat([ids, w])));
+    assert.throws(() => load(f), /tensor 'pos\.ids': dtype I64 is not supported/);
+    const before = ml.memory().numTensors;
+    assert.throws(() => load(f), /not supported/);
+    assert.equal(ml.memory().numTensors, before, 'the refusal comes before any allocation');
+    const r = load(f, { skipUnsupported: true });
+    assert.deepEqual(Object.keys(r.tensors), ['fc.weight']);
+    assert.deepEqual(Array.from(r.tensors['fc.weight'].toArray()), [1, 2]);
+    assert.deepEqual(r.skipped, [{ name: 'pos.ids', fileDtype: 'I64', shape: [1, 3] }]);
+    assert.deepEqual(loadHeader(f).tensors['pos.ids'], { dtype: null, fileDtype: 'I64', shape: [1, 3], dataOffsets: [0, 24] });
   });
 });
 

@@ -33,9 +33,11 @@ const FROM_ST: Record<STDType, DType> = { F32: 'f32', F16: 'f16', BF16: 'bf16', 
 const TO_ST: Record<DType, STDType> = { f32: 'F32', f16: 'F16', bf16: 'BF16', i32: 'I32' };
 // Position in the library's Dtype enum, which is ordered by increasing alignment; files sort by it, descending.
 const RANK: Record<STDType, number> = { F16: 7, BF16: 8, I32: 9, F32: 11 };
-// Dtypes the format defines that modalab has no tensor type for.
-const OTHER_ST = new Set(['BOOL', 'U8', 'I8', 'F8_E5M2', 'F8_E4M3', 'F8_E8M0', 'F4', 'F6_E2M3', 'F6_E3M2', 'I16',
-  'U16', 'U32', 'F64', 'I64', 'U64', 'C64']);
+// Dtypes the format defines that modalab has no tensor type for, with their element sizes (so a file holding
+// them can still be validated and its other tensors loaded with { skipUnsupported: true }).
+const OTHER_ST: Record<string, number> = {
+  BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1, F8_E8M0: 1, I16: 2, U16: 2, U32: 4, F64: 8, I64: 8, U64: 8, C64: 8,
+};
 /** The library refuses larger headers (100 MB); so do we, before allocating anything. */
 const MAX_HEADER = 100_000_000;
 /** Tensors move between native memory and the file in pieces of this size, bounding the extra host memory. */
@@ -49,7 +51,10 @@ export interface HasStateDict {
 }
 
 export interface TensorInfo {
-  dtype: DType;
+  /** null for a dtype modalab has no tensor type for (see `fileDtype`). */
+  dtype: DType | null;
+  /** The dtype as the file names it ('F32', 'I64', ...). */
+  fileDtype: string;
   shape: number[];
   /** [begin, end) in bytes, relative to the start of the data area. */
   dataOffsets: [number, number];
@@ -68,6 +73,16 @@ export interface Loaded {
   tensors: Record<string, Tensor>;
   /** The __metadata__ map ({} when the file has none). */
   metadata: Record<string, string>;
+  /** Tensors left out under { skipUnsupported: true } (empty otherwise). */
+  skipped: Array<{ name: string; fileDtype: string; shape: number[] }>;
+}
+
+export interface LoadOptions {
+  /**
+   * Leave out tensors whose dtype modalab has no type for (I64 position ids and F64 buffers in Hugging Face
+   * checkpoints), listing them in `skipped`, instead of throwing. Default false.
+   */
+  skipUnsupported?: boolean;
 }
 
 function checkEndianness(op: string): void {
@@ -220,11 +235,8 @@ function readHeader(file: string, fd: number): SafetensorsHeader {
     const r = raw as Record<string, unknown>;
     if (typeof r.dtype !== 'string') fail(`${t}: dtype is missing or not a string`);
     const st = r.dtype as string;
-    if (!(st in FROM_ST)) {
-      fail(OTHER_ST.has(st)
-        ? `${t}: dtype ${st} is not supported (modalab reads F32, F16, BF16 and I32; convert it before saving)`
-        : `${t}: unknown dtype ${JSON.stringify(st)}`);
-    }
+    const supported = Object.prototype.hasOwnProperty.call(FROM_ST, st);
+    if (!supported && !Object.prototype.hasOwnProperty.call(OTHER_ST, st)) fail(`${t}: unknown dtype ${JSON.stringify(st)}`);
     const shape = r.shape;
     if (!Array.isArray(shape) || shape.some((d) => typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0)) {
       fail(`${t}: shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
@@ -235,13 +247,13 @@ function readHeader(file: string, fd: number): SafetensorsHeader {
     }
     const [begin, end] = off as [number, number];
     if (begin > end) fail(`${t}: data_offsets [${begin}, ${end}] are out of order (begin > end)`);
-    const dtype = FROM_ST[st as STDType];
-    const nbytes = shapeSize(shape as number[]) * dtypeSize(dtype);
+    const dtype = supported ? FROM_ST[st as STDType] : null;
+    const nbytes = shapeSize(shape as number[]) * (dtype ? dtypeSize(dtype) : OTHER_ST[st]);
     if (!Number.isSafeInteger(nbytes)) fail(`${t}: shape ${shapeStr(shape as number[])} is too large`);
     if (end - begin !== nbytes) {
       fail(`${t}: data_offsets [${begin}, ${end}] do not match shape ${shapeStr(shape as number[])} ${st} (${nbytes} bytes)`);
     }
-    infos.push({ name, info: { dtype, shape: (shape as number[]).slice(), dataOffsets: [begin, end] } });
+    infos.push({ name, info: { dtype, fileDtype: st, shape: (shape as number[]).slice(), dataOffsets: [begin, end] } });
   }
 
   // The data area must be covered exactly: tensors back to back from 0, no overlap, no gap, nothing after.
@@ -283,16 +295,27 @@ export function loadHeader(file: string): SafetensorsHeader {
  * Load every tensor of a safetensors file into new CPU tensors (copies; the file is closed on return).
  * Throws an error naming the file and the problem on any malformed input, before allocating tensors.
  */
-export function load(file: string): Loaded {
+export function load(file: string, opts: LoadOptions = {}): Loaded {
   checkEndianness('load');
   if (typeof file !== 'string' || file === '') throw new TypeError(`load: path must be a non-empty string, got ${JSON.stringify(file)}`);
+  if (opts === null || typeof opts !== 'object') throw new TypeError(`load: options must be an object, got ${opts === null ? 'null' : typeof opts}`);
   const fd = fs.openSync(file, 'r');
   const made: Tensor[] = [];
   try {
     const header = readHeader(file, fd);
+    const skipped: Loaded['skipped'] = [];
+    for (const [name, info] of Object.entries(header.tensors)) {
+      if (info.dtype !== null) continue;
+      if (!opts.skipUnsupported) {
+        throw new Error(`${file}: tensor '${name}': dtype ${info.fileDtype} is not supported (modalab reads F32, F16, ` +
+          'BF16 and I32; convert it before saving, or pass { skipUnsupported: true } to load the rest)');
+      }
+      skipped.push({ name, fileDtype: info.fileDtype, shape: info.shape });
+    }
     const b = binding();
     const tensors: Record<string, Tensor> = {};
     for (const [name, info] of Object.entries(header.tensors)) {
+      if (info.dtype === null) continue;
       const t = Tensor._empty(info.shape, info.dtype, 'cpu');
       made.push(t);
       const [begin, end] = info.dataOffsets;
@@ -305,7 +328,7 @@ export function load(file: string): Loaded {
       }
       setKey(tensors, name, t);
     }
-    return { tensors, metadata: header.metadata };
+    return { tensors, metadata: header.metadata, skipped };
   } catch (e) {
     for (const t of made) t.dispose();
     throw e;

@@ -40,6 +40,16 @@ function snapshot(m: nn.Module): Record<string, number[]> {
 
 // ------------------------------------------------------------------------------------------------ the tree
 
+test('public names: ml.nn.*, ml.save, ml.load', () => {
+  for (const k of ['Module', 'ModuleList', 'Sequential', 'Linear', 'LayerNorm', 'Embedding', 'Dropout', 'MLP',
+    'MultiheadAttention', 'TransformerBlock', 'scaledDotProductAttention'] as const) {
+    assert.equal(ml.nn[k], nn[k], `ml.nn.${k}`);
+  }
+  assert.equal(ml.save, save);
+  assert.equal(ml.load, load);
+});
+
+
 test('module tree: dotted names in registration order, shapes like PyTorch, children and modules', () => {
   ml.manualSeed(0);
   const m = new TinyGPT();

@@ -22,6 +22,12 @@ function setGrad(p: ml.Tensor, values: number[]): void {
   p.grad = ml.tensor(Float32Array.from(values), p.shape).keep();
 }
 
+test('public names: ml.optim.*', () => {
+  for (const k of ['AdamW', 'SGD', 'clipGradNorm', 'cosineWithWarmup', 'LRScheduler', 'Optimizer', 'toSafetensors', 'fromSafetensors'] as const) {
+    assert.equal(ml.optim[k], optim[k], `ml.optim.${k}`);
+  }
+});
+
 /** PyTorch's AdamW in float64, one parameter. */
 function adamwRef(p: number[], grads: number[][], o: { lr: number; b1: number; b2: number; eps: number; wd: number }): number[] {
   const m = p.map(() => 0), v = p.map(() => 0);
