@@ -125,40 +125,54 @@ export function tensor<D extends DType = 'f32'>(data: TensorData, shape?: Shape,
   return finish(fromHost(host, finalShape, dtype, device), requiresGrad);
 }
 
-export function full<D extends DType = 'f32'>(shape: Shape, value: number, opts?: TensorOptions<D>): Tensor<D> {
-  const { dtype, device, requiresGrad } = resolve('full', opts, 'f32');
-  const s = checkShape('full', shape);
-  if (typeof value !== 'number') throw new TypeError(`full: value must be a number, got ${describe(value)}`);
+function filled<D extends DType>(op: string, shape: Shape, value: number, opts?: TensorOptions<D>): Tensor<D> {
+  const { dtype, device, requiresGrad } = resolve(op, opts, 'f32');
+  const s = checkShape(op, shape);
+  if (typeof value !== 'number') throw new TypeError(`${op}: value must be a number, got ${describe(value)}`);
   const b = binding();
   if (dtype === 'i32') {
-    if (!Number.isInteger(value)) throw new RangeError(`full: value ${value} is not an integer (dtype i32)`);
+    if (!Number.isInteger(value) || value < -2147483648 || value > 2147483647) {
+      throw new RangeError(`${op}: value ${value} is not a 32-bit integer (dtype i32)`);
+    }
     const out = Tensor._empty(s, 'i32', device);
-    b.fillI32(out._h('full'), 0, out.size, value);
+    b.fillI32(out._h(op), 0, out.size, value);
     return finish(out as unknown as Tensor<D>, requiresGrad);
   }
   const f = Tensor._empty(s, 'f32', device);
-  b.fillF32(f._h('full'), 0, f.size, value);
+  b.fillF32(f._h(op), 0, f.size, value);
   if (dtype === 'f32') return finish(f as unknown as Tensor<D>, requiresGrad);
   const out = Tensor._empty(s, dtype, device);
-  b.cast(out._h('full'), 0, dtypeCode(dtype), f._h('full'), 0, dtypeCode('f32'), f.size);
+  b.cast(out._h(op), 0, dtypeCode(dtype), f._h(op), 0, dtypeCode('f32'), f.size);
   f.dispose();
   return finish(out, requiresGrad);
 }
 
+/** A tensor of `shape` filled with `value`. */
+export function full<D extends DType = 'f32'>(shape: Shape, value: number, opts?: TensorOptions<D>): Tensor<D> {
+  return filled('full', shape, value, opts);
+}
+
 export function zeros<D extends DType = 'f32'>(shape: Shape, opts?: TensorOptions<D>): Tensor<D> {
-  return full(shape, 0, opts);
+  return filled('zeros', shape, 0, opts);
 }
 
 export function ones<D extends DType = 'f32'>(shape: Shape, opts?: TensorOptions<D>): Tensor<D> {
-  return full(shape, 1, opts);
+  return filled('ones', shape, 1, opts);
+}
+
+function checkLike(op: string, x: unknown): Tensor {
+  if (!(x instanceof Tensor)) throw new TypeError(`${op}: x must be a Tensor, got ${describe(x)}`);
+  return x;
 }
 
 export function zerosLike<D extends DType>(x: Tensor<D>, opts?: TensorOptions<D>): Tensor<D> {
-  return full(x.shape, 0, { dtype: x.dtype, device: x.device, ...opts });
+  checkLike('zerosLike', x);
+  return filled('zerosLike', x.shape, 0, { dtype: x.dtype, device: x.device, ...opts });
 }
 
 export function onesLike<D extends DType>(x: Tensor<D>, opts?: TensorOptions<D>): Tensor<D> {
-  return full(x.shape, 1, { dtype: x.dtype, device: x.device, ...opts });
+  checkLike('onesLike', x);
+  return filled('onesLike', x.shape, 1, { dtype: x.dtype, device: x.device, ...opts });
 }
 
 /** arange(end) or arange(start, end, step), like torch.arange: values start, start+step, ... below end. */
