@@ -227,5 +227,8 @@ export function rand<D extends DType = 'f32'>(shape: Shape, opts?: TensorOptions
 
 /** Uniform samples in [lo, hi) (parameter initialisation). */
 export function uniform<D extends DType = 'f32'>(shape: Shape, lo: number, hi: number, opts?: TensorOptions<D>): Tensor<D> {
+  if (typeof lo !== 'number' || typeof hi !== 'number' || !Number.isFinite(lo) || !Number.isFinite(hi) || lo > hi) {
+    throw new RangeError(`uniform: expected finite bounds lo <= hi, got ${describe(lo)} and ${describe(hi)}`);
+  }
   return random('uniform', shape, opts, (t, seed, offset) => binding().randUniform(t._h('uniform'), 0, t.size, seed, offset, lo, hi));
 }

@@ -25,6 +25,7 @@ export function getRngState(): { seed: number; counter: number } {
 }
 
 export function setRngState(s: { seed: number; counter: number }): void {
+  if (s === null || typeof s !== 'object') throw new TypeError('setRngState: expected an object { seed, counter }');
   if (!Number.isSafeInteger(s.seed) || !Number.isSafeInteger(s.counter) || s.seed < 0 || s.counter < 0) {
     throw new Error('setRngState: seed and counter must be non-negative integers');
   }
