@@ -1,0 +1,247 @@
+// Softmax and logSoftmax over the middle axis of x (outer, len, inner), forward beside backward.
+//
+// Both directions overwrite their outputs (y, dx). Every softmax row (one (o, i) pair) is computed by one
+// thread from start to end, so the result never depends on the thread count. Stability: the row max is
+// subtracted before exp, so exp never overflows; a row of all -inf gives (-inf) - (-inf) = NaN, which spreads
+// to the whole row, as in PyTorch. Row sums are accumulated in double (rows of 50k logits would drift in float).
+//
+// Two layouts:
+//   inner == 1   contiguous rows: one row per task, with 8-lane max/sum so that the loops vectorise.
+//   inner  > 1   strided rows: a tile of up to kTile neighbouring columns walks the axis together, so every
+//                load is a contiguous run of kTile floats instead of a stride-`inner` gather.
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "modalab/kernels.h"
+#include "parallel.h"
+
+// GCC turns the clamps in vexp into branches, and then vectorises none of the loops that call it, unless it may
+// assume that float compares do not trap. modalab never unmasks floating-point exceptions, so this changes no
+// result; it only lets the exp loops run 4 (SSE2) lanes wide. Clang vectorises them as they are.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+namespace modalab {
+namespace cpu {
+namespace {
+
+constexpr int64_t kGrainElems = 32768;  // elements per task; a smaller call runs inline with no threads
+constexpr int64_t kTile = 64;           // columns walked together on a strided axis
+constexpr int64_t kChunk = 256;         // scratch length for logSoftmax's exp pass
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// exp(x) in a form the compiler vectorises (std::exp is a scalar libm call). Cody-Waite reduction x = n ln2 + r,
+// |r| <= ln2/2, then Cephes' degree-6 polynomial for exp(r): within 1.2e-7 relative of exp over the normal
+// range. 2^n is applied as two factors 2^(n/2) 2^(n - n/2) so that results fall smoothly into the subnormals.
+// Edges: x < -103.9 (and -inf) give exactly 0 as float exp does, x > 88.72 (and +inf) give +inf, NaN stays NaN
+// (it passes both clamps, which only replace values that compare beyond them). No branches, no libm calls.
+inline float vexp(float x) {
+  float xc = x < -110.0f ? -110.0f : x;
+  xc = xc > 89.0f ? 89.0f : xc;
+  float t = xc * 1.44269504088896341f + 12582912.0f;  // 1.5 * 2^23: round(x log2 e) lands in the low bits
+  float n = t - 12582912.0f;
+  int32_t ti;
+  std::memcpy(&ti, &t, sizeof ti);
+  int32_t ni = ti - 0x4B400000;  // the same n as an integer, read from the bits (no float-to-int cast of a NaN)
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t n1 = ni >> 1, n2 = ni - n1;
+  uint32_t b1 = static_cast<uint32_t>(n1 + 127) << 23, b2 = static_cast<uint32_t>(n2 + 127) << 23;
+  float s1, s2;
+  std::memcpy(&s1, &b1, sizeof s1);
+  std::memcpy(&s2, &b2, sizeof s2);
+  return (p * s1) * s2;
+}
+
+// Max of a contiguous row in 8 lanes. NaN is skipped here, but reaches the output through exp(NaN - max).
+float row_max(const float* x, int64_t n) {  // x (n)
+  float m[8];
+  for (float& v : m) v = kNegInf;
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int k = 0; k < 8; k++) m[k] = x[j + k] > m[k] ? x[j + k] : m[k];
+  float r = kNegInf;
+  for (; j < n; j++) r = x[j] > r ? x[j] : r;
+  for (float v : m) r = v > r ? v : r;
+  return r;
+}
+
+// Sum of a contiguous row in 8 double lanes, combined in a fixed order.
+double row_sum(const float* x, int64_t n) {  // x (n)
+  double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int k = 0; k < 8; k++) s[k] += x[j + k];
+  double r = 0;
+  for (; j < n; j++) r += x[j];
+  return r + ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+double row_dot(const float* a, const float* b, int64_t n) {  // a, b (n)
+  double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int k = 0; k < 8; k++) s[k] += a[j + k] * b[j + k];
+  double r = 0;
+  for (; j < n; j++) r += a[j] * b[j];
+  return r + ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+// sum_j exp(x[j] - m) in double, through a small scratch buffer so that the exp loop vectorises on its own.
+double row_sum_exp(const float* x, int64_t n, float m) {  // x (n)
+  float tmp[kChunk];
+  double s = 0;
+  for (int64_t j0 = 0; j0 < n; j0 += kChunk) {
+    int64_t w = n - j0 < kChunk ? n - j0 : kChunk;
+    for (int64_t j = 0; j < w; j++) tmp[j] = vexp(x[j0 + j] - m);
+    s += row_sum(tmp, w);
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------- contiguous rows
+
+void forward_row(float* y, const float* x, int64_t n, bool log) {  // y, x (n)
+  float m = row_max(x, n);
+  if (log) {
+    // logSoftmax = (x - max) - log(sum exp(x - max)), in PyTorch's order.
+    float ls = static_cast<float>(std::log(row_sum_exp(x, n, m)));
+    for (int64_t j = 0; j < n; j++) y[j] = (x[j] - m) - ls;
+  } else {
+    for (int64_t j = 0; j < n; j++) y[j] = vexp(x[j] - m);
+    float inv = static_cast<float>(1.0 / row_sum(y, n));
+    for (int64_t j = 0; j < n; j++) y[j] *= inv;
+  }
+}
+
+void backward_row(float* dx, const float* dy, const float* y, int64_t n, bool log) {  // dx, dy, y (n)
+  if (log) {
+    // y = x - lse: dx = dy - softmax * sum(dy), softmax = exp(y).
+    float s = static_cast<float>(row_sum(dy, n));
+    for (int64_t j = 0; j < n; j++) dx[j] = dy[j] - vexp(y[j]) * s;
+  } else {
+    // dx = y * (dy - <dy, y>): the Jacobian diag(y) - y y^T applied to dy.
+    float d = static_cast<float>(row_dot(dy, y, n));
+    for (int64_t j = 0; j < n; j++) dx[j] = y[j] * (dy[j] - d);
+  }
+}
+
+// ---------------------------------------------------------------------------------------- strided rows
+// One tile: columns [i0, i0 + w) of block o; every pointer below points at (o, 0, i0) and steps by `inner`.
+
+void forward_tile(float* y, const float* x, int64_t len, int64_t inner, int64_t w, bool log) {
+  float m[kTile];
+  double s[kTile];
+  for (int64_t k = 0; k < w; k++) { m[k] = kNegInf; s[k] = 0; }
+  for (int64_t l = 0; l < len; l++) {
+    const float* xr = x + l * inner;
+    for (int64_t k = 0; k < w; k++) m[k] = xr[k] > m[k] ? xr[k] : m[k];
+  }
+  if (log) {
+    for (int64_t l = 0; l < len; l++) {
+      const float* xr = x + l * inner;
+      for (int64_t k = 0; k < w; k++) s[k] += vexp(xr[k] - m[k]);
+    }
+    float ls[kTile];
+    for (int64_t k = 0; k < w; k++) ls[k] = static_cast<float>(std::log(s[k]));
+    for (int64_t l = 0; l < len; l++) {
+      const float* xr = x + l * inner;
+      float* yr = y + l * inner;
+      for (int64_t k = 0; k < w; k++) yr[k] = (xr[k] - m[k]) - ls[k];
+    }
+  } else {
+    for (int64_t l = 0; l < len; l++) {
+      const float* xr = x + l * inner;
+      float* yr = y + l * inner;
+      for (int64_t k = 0; k < w; k++) {
+        float e = vexp(xr[k] - m[k]);
+        yr[k] = e;
+        s[k] += e;
+      }
+    }
+    float inv[kTile];
+    for (int64_t k = 0; k < w; k++) inv[k] = static_cast<float>(1.0 / s[k]);
+    for (int64_t l = 0; l < len; l++) {
+      float* yr = y + l * inner;
+      for (int64_t k = 0; k < w; k++) yr[k] *= inv[k];
+    }
+  }
+}
+
+void backward_tile(float* dx, const float* dy, const float* y, int64_t len, int64_t inner, int64_t w, bool log) {
+  double s[kTile];
+  for (int64_t k = 0; k < w; k++) s[k] = 0;
+  for (int64_t l = 0; l < len; l++) {
+    const float* dyr = dy + l * inner;
+    const float* yr = y + l * inner;
+    if (log)
+      for (int64_t k = 0; k < w; k++) s[k] += dyr[k];
+    else
+      for (int64_t k = 0; k < w; k++) s[k] += dyr[k] * yr[k];
+  }
+  float sf[kTile];
+  for (int64_t k = 0; k < w; k++) sf[k] = static_cast<float>(s[k]);
+  for (int64_t l = 0; l < len; l++) {
+    const float* dyr = dy + l * inner;
+    const float* yr = y + l * inner;
+    float* dxr = dx + l * inner;
+    if (log)
+      for (int64_t k = 0; k < w; k++) dxr[k] = dyr[k] - vexp(yr[k]) * sf[k];
+    else
+      for (int64_t k = 0; k < w; k++) dxr[k] = yr[k] * (dyr[k] - sf[k]);
+  }
+}
+
+// Run fn_row on every contiguous row, or fn_tile on every (o, column tile), in parallel.
+template <typename Row, typename Tile>
+void for_each_row(int64_t outer, int64_t len, int64_t inner, Row fn_row, Tile fn_tile) {
+  if (outer == 0 || len == 0 || inner == 0) return;
+  if (inner == 1) {
+    int64_t grain = kGrainElems / len > 1 ? kGrainElems / len : 1;
+    parallel_for(outer, grain, [&](int64_t b, int64_t e) {
+      for (int64_t o = b; o < e; o++) fn_row(o * len);
+    });
+    return;
+  }
+  int64_t tiles = (inner + kTile - 1) / kTile;
+  int64_t per_task = len * (inner < kTile ? inner : kTile);
+  int64_t grain = kGrainElems / per_task > 1 ? kGrainElems / per_task : 1;
+  parallel_for(outer * tiles, grain, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; t++) {
+      int64_t o = t / tiles, i0 = (t % tiles) * kTile;
+      int64_t w = inner - i0 < kTile ? inner - i0 : kTile;
+      fn_tile(o * len * inner + i0, w);
+    }
+  });
+}
+
+}  // namespace
+
+void softmax_forward(float* y,         // (outer, len, inner)
+                     const float* x,   // (outer, len, inner)
+                     int64_t outer, int64_t len, int64_t inner, bool log) {
+  for_each_row(
+      outer, len, inner, [&](int64_t off) { forward_row(y + off, x + off, len, log); },
+      [&](int64_t off, int64_t w) { forward_tile(y + off, x + off, len, inner, w, log); });
+}
+
+void softmax_backward(float* dx,         // (outer, len, inner)
+                      const float* dy,   // (outer, len, inner)
+                      const float* y,    // (outer, len, inner), the forward's output
+                      int64_t outer, int64_t len, int64_t inner, bool log) {
+  for_each_row(
+      outer, len, inner, [&](int64_t off) { backward_row(dx + off, dy + off, y + off, len, log); },
+      [&](int64_t off, int64_t w) { backward_tile(dx + off, dy + off, y + off, len, inner, w, log); });
+}
+
+}  // namespace cpu
+}  // namespace modalab
