@@ -129,6 +129,8 @@ const OPS: Record<string, (t: In, a: In) => ml.Tensor> = {
   indexSelect: (t, a) => ml.indexSelect(t.x, a.axis, t.index),
   cast: (t, a) => ml.cast(t.x, a.dtype),
   castRoundTrip: (t, a) => ml.cast(ml.cast(t.x, a.via), 'f32'),
+  scaledDotProductAttention: (t, a) => ml.nn.scaledDotProductAttention(t.q, t.k, t.v,
+    { keyPaddingMask: t.keyPaddingMask, causal: a.causal, scale: a.scale }),
 };
 
 // ------------------------------------------------------------------------------------------------ comparisons
@@ -170,6 +172,7 @@ test('every exported op has a fixture case, and every fixture op is mapped', () 
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   const exported = modules.flatMap((m) => Object.entries(require(`../src/api/ops/${m}`) as Record<string, unknown>)
     .filter(([, v]) => typeof v === 'function').map(([k]) => k));
+  exported.push('scaledDotProductAttention');   // ml.nn's functional core
   const missing = exported.filter((k) => !covered.has(k));
   assert.deepEqual(missing, [], `exported ops without a fixture case: ${missing.join(', ')}`);
 });

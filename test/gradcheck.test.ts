@@ -239,3 +239,13 @@ gradcheck('indexSelect axis 1 with repeats', [{ shape: [2, 5, 3] }], (x) => ml.i
 
 gradcheck('an MLP loss: matmul, add, gelu, layerNorm, crossEntropy', [{ shape: [4, 6] }, { shape: [6, 5] }, { shape: [5] }],
   (x, w, b) => ml.crossEntropy(ml.layerNorm(ml.gelu(ml.add(ml.matmul(x, w), b)), null, null), idx([0, 4, 2, 2])));
+
+// ------------------------------------------------------------------------------------------------ attention
+
+const pad = (rows: number[][]) => ml.tensor(Float32Array.from(rows.flat()), [rows.length, rows[0].length]);
+gradcheck('scaledDotProductAttention without masks', [{ shape: [2, 2, 3, 4] }, { shape: [2, 2, 5, 4] }, { shape: [2, 2, 5, 3] }],
+  (q, k, v) => ml.nn.scaledDotProductAttention(q, k, v));
+gradcheck('scaledDotProductAttention causal with key padding', [{ shape: [2, 1, 4, 4] }, { shape: [2, 1, 4, 4] }, { shape: [2, 1, 4, 4] }],
+  (q, k, v) => ml.nn.scaledDotProductAttention(q, k, v, { causal: true, keyPaddingMask: pad([[0, 0, 1, 0], [0, 1, 0, 0]]) }));
+gradcheck('scaledDotProductAttention with an all-masked key row', [{ shape: [2, 1, 3, 4] }, { shape: [2, 1, 4, 4] }, { shape: [2, 1, 4, 4] }],
+  (q, k, v) => ml.nn.scaledDotProductAttention(q, k, v, { keyPaddingMask: pad([[0, 1, 0, 0], [1, 1, 1, 1]]) }));
