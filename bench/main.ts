@@ -8,12 +8,13 @@
 import * as os from 'os';
 import * as ml from '../src/index';
 import { Suite, SuiteContext } from './harness';
-import { renderSection, runInfo, writeSection } from './report';
+import { BUSY, cpuSnapshot, othersShare, renderSection, runInfo, writeSection } from './report';
 import { gemm } from './cases/gemm';
 import { tiny } from './cases/tiny';
+import { mlp } from './cases/mlp';
 
 /** In the order they run and appear in docs/benchmarks.md. */
-const SUITES: Suite[] = [gemm, tiny];
+const SUITES: Suite[] = [gemm, tiny, mlp];
 
 interface Args { suites: Suite[]; threads: number; rounds: number; docs: boolean; list: boolean; raw: string[] }
 
@@ -32,7 +33,7 @@ function positiveInt(flag: string, v: string | undefined): number {
 function parseArgs(argv: string[]): Args {
   const envThreads = Number(process.env.MODALAB_NUM_THREADS);
   const a: Args = {
-    suites: [], rounds: 2, docs: true, list: false, raw: argv,
+    suites: [], rounds: 3, docs: true, list: false, raw: argv,
     threads: Number.isInteger(envThreads) && envThreads > 0 ? envThreads : os.cpus().length,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -70,11 +71,15 @@ function main(): number {
   };
   let failed = 0;
   const verdicts: string[] = [];
+  const busySuites: string[] = [];
   for (const s of args.suites) {
     let body: string;
     try {
+      const before = cpuSnapshot();
       const r = s.run(ctx);
-      body = renderSection(s.name, r, info);
+      const others = othersShare(before, cpuSnapshot());
+      if (others !== null && others > BUSY) busySuites.push(`${s.name} (${(others * 100).toFixed(0)}%)`);
+      body = renderSection(s.name, r, info, others);
       for (const g of r.goals) {
         verdicts.push(`${g.ratio === null ? 'NOT MEASURED' : g.pass(g.ratio) ? 'PASS' : 'MISS'}  ${g.text}` +
           (g.ratio === null ? '' : `: ${g.ratio.toFixed(2)}x`));
@@ -90,6 +95,9 @@ function main(): number {
   console.log(`bench: done in ${((Date.now() - started) / 1000).toFixed(0)}s` +
     (args.docs ? '; docs/benchmarks.md updated' : ''));
   for (const v of verdicts) console.log(`  ${v}`);
+  if (busySuites.length) {
+    console.log(`bench: other processes kept the CPUs busy during ${busySuites.join(', ')}; rerun on a quiet machine`);
+  }
   if (failed) console.error(`bench: ${failed} suite(s) failed; their sections in docs/benchmarks.md were left as they were`);
   return failed ? 1 : 0;
 }

@@ -23,6 +23,35 @@ export interface RunInfo {
   backend: string;
   addon: string;
   command: string;
+  /** 1-minute load average when the run started (before any of our own work). */
+  load: number;
+}
+
+/** CPU time, in clock ticks: all cores busy, all cores total, and this process with its finished children. */
+export interface CpuSnapshot { busy: number; total: number; ours: number }
+
+export function cpuSnapshot(): CpuSnapshot | null {
+  try {
+    const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal (guest time is already counted in user)
+    const busy = f[0] + f[1] + f[2] + f[5] + f[6] + f[7];
+    const total = busy + f[3] + f[4];
+    // utime stime cutime cstime: fields 14-17, counted after the ')' that closes the command name
+    const self = fs.readFileSync('/proc/self/stat', 'utf8');
+    const g = self.slice(self.lastIndexOf(')') + 2).split(' ').map(Number);
+    return { busy, total, ours: g[11] + g[12] + g[13] + g[14] };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The share of all cores that other processes kept busy between two snapshots (0..1): the machine's busy
+ * time minus our own and the torch children's. The load average cannot tell our work from theirs.
+ */
+export function othersShare(a: CpuSnapshot | null, b: CpuSnapshot | null): number | null {
+  if (!a || !b || b.total <= a.total) return null;
+  return Math.max(0, (b.busy - a.busy - (b.ours - a.ours)) / (b.total - a.total));
 }
 
 function cpuModel(): string {
@@ -56,6 +85,7 @@ export function runInfo(threads: number, args: string[]): RunInfo {
     backend: `blas: ${b.blas}; simd: ${b.simd}; threads: ${b.threads}; cuda: ${b.cuda}`,
     addon: path.relative(ROOT, addon) || addon,
     command: `npm run bench${args.length ? ' -- ' + args.join(' ') : ''}`,
+    load: os.loadavg()[0],
   };
 }
 
@@ -67,14 +97,23 @@ function torchLine(t: TorchInfo): string {
 }
 
 /** The Markdown for one suite, without the begin/end markers. */
-export function renderSection(name: string, r: SuiteResult, info: RunInfo): string {
+export function renderSection(name: string, r: SuiteResult, info: RunInfo, others: number | null): string {
   const out: string[] = [];
   out.push(`## ${r.title}`, '', r.description, '');
   out.push(`- Date: ${info.date}, commit ${info.commit}`);
-  out.push(`- Machine: ${info.cpu}, ${info.cores} cores; ${info.threads} threads for both libraries; node ${info.node}`);
+  const busy = others === null ? 'unknown' : `${(others * 100).toFixed(0)}%`;
+  out.push(`- Machine: ${info.cpu}, ${info.cores} cores; ${info.threads} threads for both libraries; node ${info.node}; ` +
+    `other processes used ${busy} of the CPUs during this suite (load average ${info.load.toFixed(1)} before the run)`);
   out.push(`- modalab: ${info.backend}; addon ${info.addon}`);
   out.push(`- PyTorch: ${r.torchInfo ? torchLine(r.torchInfo) : `skipped (${r.torchSkipped ?? 'not run'})`}`);
   out.push(`- Command: \`${info.command}\``, '');
+  if (others !== null && others > BUSY) {
+    // Measured: with other work on both cores, torch's OpenMP and OpenBLAS threads (both spin-wait) lose their
+    // cores and a 2-thread MLP step went from ~15 ms to ~500 ms. Ratios still compare the two libraries under
+    // the same conditions, but not under the conditions anyone trains in.
+    out.push(`**Warning:** the machine was busy (other processes used ${busy} of the CPUs); multi-threaded ` +
+      'timings, PyTorch\'s especially, suffer most. Rerun on a quiet machine before trusting these numbers.', '');
+  }
   out.push(markdownTable(r.columns, r.rows), '');
   out.push('Goals:', '');
   for (const g of r.goals) {
@@ -87,6 +126,9 @@ export function renderSection(name: string, r: SuiteResult, info: RunInfo): stri
   for (const n of r.notes) out.push('', n);
   return out.join('\n');
 }
+
+/** Above this share of the CPUs used by others, a section carries a warning. */
+export const BUSY = 0.2;
 
 const begin = (name: string): string => `<!-- bench:${name}:begin -->`;
 const end = (name: string): string => `<!-- bench:${name}:end -->`;
@@ -103,7 +145,7 @@ run that measured it; the rest of this file is left alone.
 npm run bench                      # every suite
 npm run bench -- gemm tiny         # some suites
 npm run bench -- --threads 1       # thread count for both libraries (default: MODALAB_NUM_THREADS, else all cores)
-npm run bench -- --rounds 3        # alternations of modalab and PyTorch (default 2), samples pooled
+npm run bench -- --rounds 3        # alternations of modalab and PyTorch (default 3), samples pooled
 npm run bench -- --no-docs         # print only, leave this file alone
 npm run bench -- --list            # the suites
 \`\`\`
