@@ -350,7 +350,7 @@ function describeThrown(e: unknown): string {
   return `non-Error thrown: ${show(e)}`;
 }
 
-function runChild(cfg: { seed: number; start: number; count: number; ops: string[] }): void {
+function runChild(cfg: { seed: number; start: number; count: number; ops: string[]; crashAt?: number }): void {
   const out = (line: string) => fs.writeSync(1, line + '\n');
   let returned = 0, threw = 0;
   tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-fuzz-'));
@@ -371,6 +371,7 @@ function runChild(cfg: { seed: number; start: number; count: number; ops: string
     }
     const desc = `${op}(${args.map((a) => a.d).join(', ')})`;
     out(`C\t${i}\t${desc}`);   // written synchronously before the call: the last line names a crashing call
+    if (cfg.crashAt === i) process.abort();   // the harness's own test: a native-style crash at a known call
     const report = (kind: Report['kind'], what: string) => out(`R\t${JSON.stringify({ kind, call: i, desc, what })}`);
     const checkError = (e: unknown, where: string) => {
       if (!(e instanceof Error)) { report('violation', `${where} threw a non-Error: ${show(e)}`); return; }
@@ -455,16 +456,17 @@ function spawnChild(cfg: object): { lines: string[]; status: number | null; sign
 }
 
 /** Run calls [0, count) in children, restarting past each crash. */
-function fuzz(cfg: { mode?: string; seed: number; count: number; ops: string[] }): Outcome {
+function fuzz(cfg: { mode?: string; seed: number; count: number; ops: string[]; crashAt?: number }): Outcome {
   const o: Outcome = { crashes: [], reports: [], harness: [], calls: 0, summaries: [] };
   let start = 0;
+  const seen = new Set<number>();
   while (start < cfg.count && o.crashes.length < MAX_CRASHES) {
     const r = spawnChild({ ...cfg, start });
     let last: { call: number; desc: string } | null = null;
     let done = false;
     for (const line of r.lines) {
       const [tag, a, b] = line.split('\t');
-      if (tag === 'C') { last = { call: Number(a), desc: b }; o.calls++; }
+      if (tag === 'C') { last = { call: Number(a), desc: b }; seen.add(last.call); }
       else if (tag === 'R') o.reports.push(JSON.parse(a));
       else if (tag === 'H') o.harness.push(`${a}: ${b}`);
       else if (tag === 'D') { done = true; o.summaries.push(JSON.parse(a)); }
@@ -474,12 +476,23 @@ function fuzz(cfg: { mode?: string; seed: number; count: number; ops: string[] }
       signal: r.signal, stderr: r.stderr.split('\n').filter(Boolean).slice(-6).join('\n') });
     start = (last?.call ?? start) + 1;
   }
+  o.calls = seen.size;
   return o;
 }
 
-function formatReports(rs: Report[], limit = 25): string {
-  return rs.slice(0, limit).map((x) => `  #${x.call} ${x.desc}\n      -> ${x.what}`).join('\n') +
-    (rs.length > limit ? `\n  ... and ${rs.length - limit} more` : '');
+/** Reports grouped by function: how many, then up to `per` distinct messages (numbers masked), one call each. */
+function formatReports(rs: Report[], per = 4): string {
+  const byOp = new Map<string, { n: number; msgs: Map<string, Report> }>();
+  for (const x of rs) {
+    const op = x.desc.split('(')[0];
+    const key = x.what.replace(/-?\d[\d.e+]*/g, '#').slice(0, 90);
+    const g = byOp.get(op) ?? { n: 0, msgs: new Map<string, Report>() };
+    byOp.set(op, g);
+    g.n++;
+    if (!g.msgs.has(key)) g.msgs.set(key, x);
+  }
+  return [...byOp].map(([op, g]) => `  ${op}: ${g.n} call(s)\n` +
+    [...g.msgs.values()].slice(0, per).map((x) => `      #${x.call} ${x.desc}\n        -> ${x.what}`).join('\n')).join('\n');
 }
 
 if (process.env.MODALAB_FUZZ_CHILD) {
@@ -489,6 +502,15 @@ if (process.env.MODALAB_FUZZ_CHILD) {
   const ops = Object.keys(SIG);
   let outcome: Outcome | null = null;
   const result = (): Outcome => (outcome ??= fuzz({ seed: SEED, count: ops.length * CALLS_PER_OP, ops }));
+
+  test('fuzz harness: a child that aborts is reported with its last call, and the run resumes after it', () => {
+    const o = fuzz({ seed: SEED, count: 6, ops: ['neg'], crashAt: 3 });
+    assert.equal(o.crashes.length, 1, JSON.stringify(o.crashes));
+    assert.equal(o.crashes[0].call, 3);
+    assert.match(o.crashes[0].desc, /^neg\(/);
+    assert.equal(o.crashes[0].signal, 'SIGABRT');
+    assert.equal(o.calls, 6, 'calls 4 and 5 ran in a restarted child');
+  });
 
   test('fuzz: every exported function is fuzzed or excluded with a reason', () => {
     const uncovered = exportedFunctions().filter((k) => !(k in SIG) && !(k in EXCLUDED));
@@ -509,24 +531,12 @@ if (process.env.MODALAB_FUZZ_CHILD) {
 
   test('fuzz: every call returns a live Tensor or throws an Error', () => {
     const v = result().reports.filter((x) => x.kind === 'violation');
-    if (v.length) assert.fail(`${v.length} call(s) broke the rule:\n${formatReports(v, 60)}`);
+    if (v.length) assert.fail(`${v.length} call(s) broke the rule:\n${formatReports(v)}`);
   });
 
-  test('fuzz: errors name the op (arguments are checked in TypeScript before the native call)', () => {
+  test('fuzz: errors name the function (arguments are checked in TypeScript before the native call)', () => {
     const u = result().reports.filter((x) => x.kind === 'unnamed');
-    if (u.length) {
-      // Grouped by op: how many, and the distinct messages (numbers masked) with one call each.
-      const byOp = new Map<string, Map<string, Report>>();
-      for (const x of u) {
-        const op = x.desc.split('(')[0];
-        const key = x.what.replace(/-?\d[\d.e+]*/g, '#').slice(0, 90);
-        if (!byOp.has(op)) byOp.set(op, new Map());
-        if (!byOp.get(op)!.has(key)) byOp.get(op)!.set(key, x);
-      }
-      const lines = [...byOp].map(([op, m]) => `  ${op}: ${u.filter((x) => x.desc.startsWith(op + '(')).length} call(s)\n` +
-        [...m.values()].slice(0, 4).map((x) => `      #${x.call} ${x.desc}\n        -> ${x.what}`).join('\n'));
-      assert.fail(`${u.length} error(s) do not name the op, in ${byOp.size} op(s):\n${lines.join('\n')}`);
-    }
+    if (u.length) assert.fail(`${u.length} error(s) do not name the function:\n${formatReports(u)}`);
   });
 
   test('fuzz: setNumThreads with wrong arguments throws and leaves the pool working', () => {
