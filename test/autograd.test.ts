@@ -94,7 +94,7 @@ test('the addon refuses stale and forged handles instead of touching memory', ()
 });
 
 test('views share memory and keep it alive after the base is disposed', () => {
-  const x = ml.arange(6).reshape([2, 3]);
+  const x = ml.tensor([[0, 1, 2], [3, 4, 5]]);
   const row = x.slice(0, 1, 2);
   const bytes = ml.memory().numBytes;
   x.dispose();
@@ -130,11 +130,18 @@ test('randn is reproducible by seed and independent of the thread count', () => 
 test('the finalizer backstop frees tensors that were never disposed', async () => {
   v8.setFlagsFromString('--expose-gc');
   const gc = vm.runInNewContext('gc') as () => void;
+  const settle = async () => {
+    for (let i = 0; i < 5; i++) { gc(); await new Promise((r) => setImmediate(r)); }
+  };
+  await settle(); // collect what earlier tests dropped, so that only this test's garbage is measured
   const before = ml.memory().numBytes;
+  const tensorsBefore = ml.memory().numTensors;
   (() => { for (let i = 0; i < 100; i++) ml.zeros([256]); })();
+  assert.equal(ml.memory().numBytes, before + 100 * 256 * 4); // dropped, not yet collected
   for (let i = 0; i < 10 && ml.memory().numBytes > before; i++) {
     gc();
     await new Promise((r) => setImmediate(r));
   }
   assert.equal(ml.memory().numBytes, before);
+  assert.equal(ml.memory().numTensors, tensorsBefore);
 });

@@ -131,9 +131,25 @@ export interface Binding {
 
 let cached: Binding | null = null;
 
+/** The package root: the nearest directory above this file whose package.json is modalab's. */
+function packageRoot(): string {
+  let dir = __dirname;
+  for (;;) {
+    const pj = path.join(dir, 'package.json');
+    try {
+      if (JSON.parse(fs.readFileSync(pj, 'utf8')).name === 'modalab') return dir;
+    } catch {
+      // no package.json here, or not readable: keep walking up
+    }
+    const up = path.dirname(dir);
+    if (up === dir) return path.resolve(__dirname, '..', '..');
+    dir = up;
+  }
+}
+
 /** Candidate paths in the order they are tried. */
 export function addonCandidates(): string[] {
-  const root = path.resolve(__dirname, '..', '..');
+  const root = packageRoot();
   const out: string[] = [];
   if (process.env.MODALAB_ADDON) out.push(path.resolve(process.env.MODALAB_ADDON));
   out.push(path.join(root, 'build', 'Release', 'modalab.node'));
