@@ -52,7 +52,8 @@ void check_gemm(int64_t M, int64_t N, int64_t K, bool ta, bool tb, float alpha, 
 
 TEST(gemm_uneven_sizes_all_transposes) {
   const int64_t sizes[][3] = {{1, 1, 1}, {17, 33, 65}, {128, 257, 31}, {5, 3, 300}, {300, 7, 9}, {64, 64, 64},
-                              {2, 513, 600}, {150, 40, 520}, {1, 100, 1}, {100, 1, 100}, {9, 9, 9}};
+                              {2, 513, 600}, {150, 40, 520}, {1, 100, 1}, {100, 1, 100}, {9, 9, 9},
+                              {5, 3100, 7}, {200, 70, 1100}};  // past one kNC panel; two full kKC blocks
   uint32_t seed = 1;
   for (auto& s : sizes)
     for (int t = 0; t < 4; t++) check_gemm(s[0], s[1], s[2], t & 1, t & 2, 1.0f, 0.0f, seed += 3);

@@ -12,11 +12,20 @@
  * ```
  */
 import { binding } from '../binding';
-import type { DType } from '../dtype';
+import type { DType, Device } from '../dtype';
 import { dtypeSize } from '../dtype';
 import { record, needsGrad } from '../autograd';
-import { Tensor } from '../tensor';
+import { Tensor, Shape } from '../tensor';
 import { axisSplit, checkDType, checkFloat, checkSameDevice, checkTensor, normAxis, shapeStr } from './util';
+
+/** A new output tensor; an allocation that fails (too large, out of memory) throws naming the op and the shape. */
+function output<D extends DType>(op: string, shape: Shape, dtype: D, device: Device): Tensor<D> {
+  try {
+    return Tensor._empty(shape, dtype, device);
+  } catch (e) {
+    throw new Error(`${op}: cannot allocate the output ${shapeStr(shape)} ${dtype}: ${(e as Error).message}`);
+  }
+}
 
 function checkIndex(op: string, x: Tensor, index: unknown): Tensor<'i32'> {
   const idx = checkTensor(op, 'index', index);
@@ -40,7 +49,7 @@ export function gather(x: Tensor, axis: number, index: Tensor<'i32'>): Tensor<'f
   }
   const [outer, xlen, inner] = axisSplit(x.shape, a);
   const glen = idx.shape[a];
-  const out = Tensor._empty(idx.shape, 'f32', x.device);
+  const out = output('gather', idx.shape, 'f32', x.device);
   const b = binding();
   if (out.size > 0) {
     b.gather(out._h('gather'), out._offset, x._h('gather'), x._offset, idx._h('gather'), idx._offset, outer, xlen,
@@ -69,7 +78,7 @@ export function indexSelect<D extends DType>(x: Tensor<D>, axis: number, index: 
   const nidx = idx.size;
   const shape = x.shape.slice();
   shape[a] = nidx;
-  const out = Tensor._empty(shape, x.dtype, x.device);
+  const out = output('indexSelect', shape, x.dtype, x.device);
   const b = binding();
   // Run the kernel even for an empty output when there are indices: it still validates them.
   if (out.size > 0 || nidx > 0) {
@@ -97,7 +106,7 @@ export function embedding(weight: Tensor, indices: Tensor<'i32'>): Tensor<'f32'>
   if (weight.ndim !== 2) throw new Error(`embedding: weight must be [V, C], got ${shapeStr(weight.shape)}`);
   const [V, C] = weight.shape;
   const n = idx.size;
-  const out = Tensor._empty([...idx.shape, C], 'f32', weight.device);
+  const out = output('embedding', [...idx.shape, C], 'f32', weight.device);
   const b = binding();
   if (n > 0) {
     b.embedding(out._h('embedding'), out._offset, weight._h('embedding'), weight._offset, idx._h('embedding'),

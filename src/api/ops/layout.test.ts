@@ -215,6 +215,7 @@ test('broadcastTo repeats size-1 and new leading axes', () => {
   assert.deepEqual(Array.from(i.toArray()), [1, 2, 1, 2]);
   assert.throws(() => ml.broadcastTo(x, [4, 4]), /broadcastTo: x \[3, 1\] cannot be broadcast to \[4, 4\]/);
   assert.throws(() => ml.broadcastTo(x, [1]), /broadcastTo: x \[3, 1\] cannot be broadcast to \[1\]/);
+  assert.throws(() => ml.broadcastTo(ml.tensor([1]), [1e15, 1e15]), /broadcastTo: cannot allocate the output \[1000000000000000, 1000000000000000\] f32/);
 });
 
 test('the gradient of broadcastTo sums back to the input shape', (t) => {

@@ -14,7 +14,7 @@
  * Everything else copies through one native kernel (copyStrided / sliceCopy / sliceAssign).
  */
 import { binding } from '../binding';
-import type { DType } from '../dtype';
+import type { DType, Device } from '../dtype';
 import { dtypeSize } from '../dtype';
 import { record, needsGrad } from '../autograd';
 import { Tensor, Shape, shapeSize } from '../tensor';
@@ -23,6 +23,15 @@ import {
   sameShape, shapeStr,
 } from './util';
 import { sumToShape } from './reduce';
+
+/** A new output tensor; an allocation that fails (too large, out of memory) throws naming the op and the shape. */
+function output<D extends DType>(op: string, shape: Shape, dtype: D, device: Device): Tensor<D> {
+  try {
+    return Tensor._empty(shape, dtype, device);
+  } catch (e) {
+    throw new Error(`${op}: cannot allocate the output ${shapeStr(shape)} ${dtype}: ${(e as Error).message}`);
+  }
+}
 
 // ------------------------------------------------------------------------------------------------ views
 
@@ -209,7 +218,7 @@ export function concat<D extends DType>(xs: Tensor<D>[], axis = 0): Tensor<D> {
   });
   const shape = first.shape.slice();
   shape[a] = total;
-  const out = Tensor._empty(shape, first.dtype, first.device);
+  const out = output('concat', shape, first.dtype, first.device);
   const [outer, , inner] = axisSplit(shape, a);
   const b = binding();
   const el = dtypeSize(first.dtype);
@@ -241,7 +250,7 @@ export function stack<D extends DType>(xs: Tensor<D>[], axis = 0): Tensor<D> {
   const a = normAxis('stack', axis, first.ndim + 1);
   const n = parts.length;
   const shape = [...first.shape.slice(0, a), n, ...first.shape.slice(a)];
-  const out = Tensor._empty(shape, first.dtype, first.device);
+  const out = output('stack', shape, first.dtype, first.device);
   // Each part is (outer, 1, inner) inside out (outer, n, inner).
   const outer = shapeSize(first.shape.slice(0, a));
   const inner = shapeSize(first.shape.slice(a));
@@ -274,7 +283,7 @@ export function broadcastTo<D extends DType>(x: Tensor<D>, shape: Shape): Tensor
   if (!ok) throw new Error(`broadcastTo: x ${shapeStr(x.shape)} cannot be broadcast to ${shapeStr(shape)}`);
   const target = shape.slice();
   if (shapeSize(target) === x.size) return viewAs('broadcastTo', x, target);  // only size-1 axes added
-  const out = Tensor._empty(target, x.dtype, x.device);
+  const out = output('broadcastTo', target, x.dtype, x.device);
   if (out.size > 0) {
     binding().copyStrided(out._h('broadcastTo'), out._offset, x._h('broadcastTo'), x._offset, target,
       broadcastStrides(x.shape, target), dtypeSize(x.dtype));

@@ -16,7 +16,8 @@
  */
 import { binding } from '../binding';
 import { record, needsGrad } from '../autograd';
-import { Tensor, shapeSize } from '../tensor';
+import type { DType, Device } from '../dtype';
+import { Tensor, Shape, shapeSize } from '../tensor';
 import { checkFloat, checkSameDevice, contiguousStrides, describe, shapeStr } from './util';
 
 export interface MatmulOptions {
@@ -24,6 +25,15 @@ export interface MatmulOptions {
   transA?: boolean;
   /** Use b's transpose: b is [..., N, K] instead of [..., K, N]. */
   transB?: boolean;
+}
+
+/** A new output tensor; an allocation that fails (too large, out of memory) throws naming the op and the shape. */
+function output<D extends DType>(op: string, shape: Shape, dtype: D, device: Device): Tensor<D> {
+  try {
+    return Tensor._empty(shape, dtype, device);
+  } catch (e) {
+    throw new Error(`${op}: cannot allocate the output ${shapeStr(shape)} ${dtype}: ${(e as Error).message}`);
+  }
 }
 
 /** One operand of a batched GEMM: its tensor, its batch shape padded with 1s to the output's batch rank. */
@@ -122,7 +132,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor<'
     return d === 1 ? e : d;
   });
 
-  const out = Tensor._empty([...outBatch, M, N], 'f32', a.device, shapeSize(outBatch) === 0);
+  const out = output('matmul', [...outBatch, M, N], 'f32', a.device);
   gemmInto(out, outBatch, { t: a, batch: aBatch }, { t: b, batch: bBatch }, outBatch, M, N, K, transA, transB);
   if (!needsGrad(a, b)) return out;
 
