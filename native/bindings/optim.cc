@@ -26,8 +26,8 @@ void RegisterOptim(Napi::Env env, Napi::Object exports) {
     float* m = F32(info, 2, n, op);
     float* v = F32(info, 4, n, op);
     const float* g = F32(info, 6, n, op);
-    cpu::adamw_step(p, m, v, g, n, F(info, 9, op), F(info, 10, op), F(info, 11, op), F(info, 12, op),
-                    F(info, 13, op), F(info, 14, op), F(info, 15, op));
+    cpu::adamw_step(p, m, v, g, n, Num(info, 9, op), Num(info, 10, op), Num(info, 11, op), Num(info, 12, op),
+                    Num(info, 13, op), Num(info, 14, op), Num(info, 15, op));
     return info.Env().Undefined();
   }));
 
@@ -38,7 +38,7 @@ void RegisterOptim(Napi::Env env, Napi::Object exports) {
     float* p = F32(info, 0, n, op);
     float* buf = F32OrNull(info, 2, n, op);
     const float* g = F32(info, 4, n, op);
-    cpu::sgd_step(p, buf, g, n, F(info, 7, op), F(info, 8, op), F(info, 9, op), F(info, 10, op), Bool(info, 11, op),
+    cpu::sgd_step(p, buf, g, n, Num(info, 7, op), Num(info, 8, op), Num(info, 9, op), Num(info, 10, op), Bool(info, 11, op),
                   Bool(info, 12, op));
     return info.Env().Undefined();
   }));

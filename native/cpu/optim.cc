@@ -6,8 +6,6 @@
 // `_single_tensor_sgd`) operation by operation, in float32, so that a run can be compared step by step with
 // PyTorch fixtures: scalar coefficients are formed in double (as Python does) and rounded once to float.
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
 
 #include "modalab/kernels.h"
 #include "parallel.h"
@@ -23,58 +21,32 @@ inline float lerp(float a, float b, float w) {
   return std::fabs(w) < 0.5f ? a + w * (b - a) : b - (b - a) * (1.0f - w);
 }
 
-// 1 - beta as PyTorch forms it: from the double the user wrote, not from its float rounding. The contract passes
-// beta as float, and 1 - 0.999f is 0.000999987, 1.3e-5 away from 0.001: enough to fail a 1e-5 comparison of
-// exp_avg_sq with PyTorch. The shortest decimal that reads back as the same float is the number the user wrote
-// whenever it had at most 9 significant digits (0.9, 0.95, 0.999, 0.9999 ...), so it is used instead.
-float one_minus(float beta) {
-  // A few remembered answers: every parameter tensor of a step asks again with the same betas.
-  thread_local float seen[4] = {std::nanf(""), std::nanf(""), std::nanf(""), std::nanf("")};
-  thread_local float answer[4];
-  thread_local int next = 0;
-  for (int k = 0; k < 4; k++)
-    if (seen[k] == beta) return answer[k];
-  double d = beta;
-  char buf[32];
-  for (int digits = 1; digits <= 9; digits++) {
-    std::snprintf(buf, sizeof buf, "%.*g", digits, static_cast<double>(beta));
-    double parsed = std::strtod(buf, nullptr);
-    if (static_cast<float>(parsed) == beta) {
-      d = parsed;
-      break;
-    }
-  }
-  seen[next] = beta;
-  answer[next] = static_cast<float>(1.0 - d);
-  float r = answer[next];
-  next = (next + 1) % 4;
-  return r;
-}
-
 }  // namespace
 
 void adamw_step(float* p,        // (n) parameters, updated
                 float* m,        // (n) first moment, updated
                 float* v,        // (n) second moment, updated
                 const float* g,  // (n) gradient
-                int64_t n, float lr, float beta1, float beta2, float eps, float weight_decay, float bias_c1,
-                float bias_c2) {
+                int64_t n, double lr, double beta1, double beta2, double eps, double weight_decay, double bias_c1,
+                double bias_c2) {
   // Decoupled weight decay (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", Alg. 2 line 12):
   // p is shrunk by (1 - lr wd) before the Adam step and the decay never enters the moments.
-  const float decay = static_cast<float>(1.0 - static_cast<double>(lr) * static_cast<double>(weight_decay));
-  const float w1 = one_minus(beta1);
-  const float w2 = one_minus(beta2);
+  const float decay = static_cast<float>(1.0 - lr * weight_decay);
+  const float w1 = static_cast<float>(1.0 - beta1);
+  const float w2 = static_cast<float>(1.0 - beta2);
+  const float b2 = static_cast<float>(beta2);
+  const float epsf = static_cast<float>(eps);
   // step = lr / (1 - beta1^t); denom = sqrt(v) / sqrt(1 - beta2^t) + eps (PyTorch's order, eps outside).
-  const float step_size = static_cast<float>(static_cast<double>(lr) / static_cast<double>(bias_c1));
-  const float bc2_sqrt = static_cast<float>(std::sqrt(static_cast<double>(bias_c2)));
-  const bool decays = weight_decay != 0.0f;
+  const float step_size = static_cast<float>(lr / bias_c1);
+  const float bc2_sqrt = static_cast<float>(std::sqrt(bias_c2));
+  const bool decays = weight_decay != 0.0;
   parallel_for(n, kGrainElems, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; i++) {
       float gi = g[i];
       float pi = decays ? p[i] * decay : p[i];
       float mi = lerp(m[i], gi, w1);             // m = beta1 m + (1 - beta1) g
-      float vi = v[i] * beta2 + w2 * gi * gi;    // v = beta2 v + (1 - beta2) g^2
-      float denom = std::sqrt(vi) / bc2_sqrt + eps;
+      float vi = v[i] * b2 + w2 * gi * gi;    // v = beta2 v + (1 - beta2) g^2
+      float denom = std::sqrt(vi) / bc2_sqrt + epsf;
       m[i] = mi;
       v[i] = vi;
       p[i] = pi + -step_size * (mi / denom);
@@ -85,22 +57,25 @@ void adamw_step(float* p,        // (n) parameters, updated
 void sgd_step(float* p,        // (n) parameters, updated
               float* buf,      // (n) momentum buffer, updated; may be null when momentum == 0
               const float* g,  // (n) gradient
-              int64_t n, float lr, float momentum, float dampening, float weight_decay, bool nesterov,
+              int64_t n, double lr, double momentum, double dampening, double weight_decay, bool nesterov,
               bool first_step) {
   // As in PyTorch, momentum == 0 means plain SGD: the buffer (and dampening) plays no part and is not touched.
-  const bool use_buf = buf != nullptr && momentum != 0.0f;
-  const bool decays = weight_decay != 0.0f;
-  const float damp = one_minus(dampening);
+  const bool use_buf = buf != nullptr && momentum != 0.0;
+  const bool decays = weight_decay != 0.0;
+  const float damp = static_cast<float>(1.0 - dampening);
+  const float mom = static_cast<float>(momentum);
+  const float wd = static_cast<float>(weight_decay);
+  const float lrf = static_cast<float>(lr);
   parallel_for(n, kGrainElems, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; i++) {
-      float gi = decays ? g[i] + weight_decay * p[i] : g[i];  // L2 penalty, coupled (PyTorch's SGD)
+      float gi = decays ? g[i] + wd * p[i] : g[i];  // L2 penalty, coupled (PyTorch's SGD)
       float d = gi;
       if (use_buf) {
-        float bi = first_step ? gi : buf[i] * momentum + damp * gi;
+        float bi = first_step ? gi : buf[i] * mom + damp * gi;
         buf[i] = bi;
-        d = nesterov ? gi + momentum * bi : bi;
+        d = nesterov ? gi + mom * bi : bi;
       }
-      p[i] = p[i] + -lr * d;
+      p[i] = p[i] + -lrf * d;
     }
   });
 }

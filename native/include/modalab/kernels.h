@@ -149,12 +149,15 @@ void embedding_backward(float* dtable, const float* dy, const int32_t* idx, int6
 // ---------------------------------------------------------------------------------------------- optimizers
 // AdamW (Loshchilov & Hutter): p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p), decay decoupled from the moments.
 // bias_c1 = 1 - beta1^t, bias_c2 = 1 - beta2^t. p, g, m, v (n); m and v updated in place.
-void adamw_step(float* p, float* m, float* v, const float* g, int64_t n, float lr, float beta1, float beta2,
-                float eps, float weight_decay, float bias_c1, float bias_c2);
+// Hyperparameters are doubles, as the user wrote them: coefficients such as 1 - beta2 are formed in double and
+// rounded once (1 - 0.999f would be 1.3e-5 away from PyTorch's 0.001).
+void adamw_step(float* p, float* m, float* v, const float* g, int64_t n, double lr, double beta1, double beta2,
+                double eps, double weight_decay, double bias_c1, double bias_c2);
 // SGD with momentum (PyTorch's formulation): g' = g + wd p; buf = momentum buf + (1 - dampening) g'
-// (buf = g' on the first step); p -= lr * (nesterov ? g' + momentum buf : buf).
-void sgd_step(float* p, float* buf, const float* g, int64_t n, float lr, float momentum, float dampening,
-              float weight_decay, bool nesterov, bool first_step);
+// (buf = g' on the first step); p -= lr * (nesterov ? g' + momentum buf : buf). With momentum 0 the buffer
+// (which may be null) and dampening play no part, as in PyTorch.
+void sgd_step(float* p, float* buf, const float* g, int64_t n, double lr, double momentum, double dampening,
+              double weight_decay, bool nesterov, bool first_step);
 void scale_inplace(float* x, int64_t n, float s);   // x *= s
 void add_inplace(float* x, const float* y, int64_t n, float alpha);   // x += alpha * y
 
