@@ -366,12 +366,15 @@ void matmul(float* c, const float* a, const float* b, int64_t M, int64_t N, int6
 #endif
     gemm_portable(ct, a + ao, b + bo, M, N, K, trans_a, trans_b, lda, ldb, ldc, alpha, beta);
   };
-  // BLAS for everything but small matrices, where its per-call setup costs more than the arithmetic. CBLAS takes
-  // int sizes, so anything past 2^31 goes to the portable kernel too.
+  // BLAS for everything but small matrices, where its per-call setup costs more than the arithmetic, and batches
+  // of medium ones (attention heads: 64 x 64 x 32 per head), which are better spread one GEMM per thread over our
+  // pool than handed to BLAS one at a time. CBLAS takes int sizes, so anything past 2^31 stays portable too.
+  const int64_t work = std::max<int64_t>(1, M * N * std::max<int64_t>(K, 1));
   bool portable = true;
 #ifdef MODALAB_HAVE_CBLAS
   const int64_t kIntMax = 0x7fffffff;
-  portable = is_small(M, N, K) || M * K > kIntMax || K * N > kIntMax || M * N > kIntMax;
+  portable = is_small(M, N, K) || (count > 1 && work < kParallelFlops) || M * K > kIntMax || K * N > kIntMax ||
+             M * N > kIntMax;
 #endif
   if (!portable) {
     // OpenBLAS threads inside each call; batches run one after another.
@@ -382,7 +385,6 @@ void matmul(float* c, const float* a, const float* b, int64_t M, int64_t N, int6
   // nested parallel_for calls do), enough of them per chunk to be worth a wake-up.
   // When the batch is shorter than twice the thread count and each GEMM is big enough to split, the GEMMs run
   // one after another and each uses every thread instead (better balance than 3 matrices on 2 threads).
-  int64_t work = std::max<int64_t>(1, M * N * std::max<int64_t>(K, 1));
   int64_t grain = std::max<int64_t>(1, kParallelFlops / work);
   if (count == 1 || (work >= kParallelFlops && count < 2 * num_threads())) {
     for (int64_t t = 0; t < count; t++) one(t, true);

@@ -97,9 +97,9 @@ TEST(gemm_empty_inner_dimension_scales_c) {
 }
 
 TEST(matmul_broadcast_batches) {
-  // a (2, 1, M, K) @ b (5, K, N) -> c (2, 5, M, N); strides 0 on the broadcast axes. Both a tiny size (the
-  // portable path in parallel over batches) and one large enough for BLAS.
-  for (int64_t s : {3, 70}) {
+  // a (2, 1, M, K) @ b (5, K, N) -> c (2, 5, M, N); strides 0 on the broadcast axes. A tiny and a medium size
+  // (the portable path, parallel over batches) and one large enough for BLAS.
+  for (int64_t s : {3, 40, 70}) {
     const int64_t M = s, K = s + 1, N = s + 2;
     auto a = mtest::randn(size_t(2 * M * K), 21), b = mtest::randn(size_t(5 * K * N), 22);
     for (int t = 0; t < 4; t++) {
