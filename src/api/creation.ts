@@ -46,10 +46,10 @@ function finish<D extends DType>(t: Tensor<D>, requiresGrad: boolean): Tensor<D>
 function fromHost<D extends DType>(values: Float32Array | Int32Array, shape: Shape, dtype: D, device: Device): Tensor<D> {
   const b = binding();
   const hostDtype: DType = values instanceof Int32Array ? 'i32' : 'f32';
-  const staging = Tensor._empty(shape, hostDtype, device);
+  const staging = Tensor._empty(shape, hostDtype, device, false, 'tensor');
   b.write(staging._h('tensor'), 0, values);
   if (hostDtype === dtype) return staging as unknown as Tensor<D>;
-  const out = Tensor._empty(shape, dtype, device);
+  const out = Tensor._empty(shape, dtype, device, false, 'tensor');
   b.cast(out._h('tensor'), 0, dtypeCode(dtype), staging._h('tensor'), 0, dtypeCode(hostDtype), values.length);
   staging.dispose();
   return out;
@@ -134,14 +134,14 @@ function filled<D extends DType>(op: string, shape: Shape, value: number, opts?:
     if (!Number.isInteger(value) || value < -2147483648 || value > 2147483647) {
       throw new RangeError(`${op}: value ${value} is not a 32-bit integer (dtype i32)`);
     }
-    const out = Tensor._empty(s, 'i32', device);
+    const out = Tensor._empty(s, 'i32', device, false, op);
     b.fillI32(out._h(op), 0, out.size, value);
     return finish(out as unknown as Tensor<D>, requiresGrad);
   }
-  const f = Tensor._empty(s, 'f32', device);
+  const f = Tensor._empty(s, 'f32', device, false, op);
   b.fillF32(f._h(op), 0, f.size, value);
   if (dtype === 'f32') return finish(f as unknown as Tensor<D>, requiresGrad);
-  const out = Tensor._empty(s, dtype, device);
+  const out = Tensor._empty(s, dtype, device, false, op);
   b.cast(out._h(op), 0, dtypeCode(dtype), f._h(op), 0, dtypeCode('f32'), f.size);
   f.dispose();
   return finish(out, requiresGrad);
@@ -187,14 +187,14 @@ export function arange<D extends DType = 'f32'>(start: number, end?: number, ste
   const b = binding();
   if (dtype === 'i32') {
     if (![start, step].every(Number.isInteger)) throw new RangeError('arange: start and step must be integers for dtype i32');
-    const out = Tensor._empty([n], 'i32', device);
+    const out = Tensor._empty([n], 'i32', device, false, 'arange');
     b.arangeI32(out._h('arange'), 0, n, start, step);
     return out as unknown as Tensor<D>;
   }
-  const f = Tensor._empty([n], 'f32', device);
+  const f = Tensor._empty([n], 'f32', device, false, 'arange');
   b.arangeF32(f._h('arange'), 0, n, start, step);
   if (dtype === 'f32') return finish(f as unknown as Tensor<D>, requiresGrad);
-  const out = Tensor._empty([n], dtype, device);
+  const out = Tensor._empty([n], dtype, device, false, 'arange');
   b.cast(out._h('arange'), 0, dtypeCode(dtype), f._h('arange'), 0, dtypeCode('f32'), n);
   f.dispose();
   return finish(out, requiresGrad);
@@ -205,11 +205,11 @@ function random<D extends DType>(op: string, shape: Shape, opts: TensorOptions<D
   const { dtype, device, requiresGrad } = resolve(op, opts, 'f32');
   if (!isFloat(dtype)) throw new TypeError(`${op}: dtype must be a float type, not ${dtype}`);
   const s = checkShape(op, shape);
-  const f = Tensor._empty(s, 'f32', device);
+  const f = Tensor._empty(s, 'f32', device, false, op);
   const { seed, offset } = takeRandom(f.size);
   fill(f, seed, offset);
   if (dtype === 'f32') return finish(f as unknown as Tensor<D>, requiresGrad);
-  const out = Tensor._empty(s, dtype, device);
+  const out = Tensor._empty(s, dtype, device, false, op);
   binding().cast(out._h(op), 0, dtypeCode(dtype), f._h(op), 0, dtypeCode('f32'), f.size);
   f.dispose();
   return finish(out, requiresGrad);

@@ -31,6 +31,8 @@ const finalizer = new FinalizationRegistry<{ storage: Storage; device: Device }>
 });
 
 let nextId = 0;
+/** Larger single allocations are refused up front (2^48 bytes: beyond any machine's memory). */
+const MAX_BYTES = 2 ** 48;
 
 export function shapeSize(shape: Shape): number {
   let n = 1;
@@ -39,7 +41,8 @@ export function shapeSize(shape: Shape): number {
 }
 
 export function shapeStr(shape: Shape): string {
-  return `[${shape.join(', ')}]`;
+  if (!Array.isArray(shape)) return String(typeof shape);
+  return `[${shape.map((d) => String(d)).join(', ')}]`;
 }
 
 export class Tensor<D extends DType = DType> {
@@ -68,13 +71,28 @@ export class Tensor<D extends DType = DType> {
     track(this);
   }
 
-  /** @internal A new uninitialised tensor of this shape and dtype. */
-  static _empty<D extends DType>(shape: Shape, dtype: D, device: Device = 'cpu', zero = false): Tensor<D> {
+  /**
+   * @internal A new uninitialised (or zeroed) tensor of this shape and dtype. `op` names the caller in errors
+   * (an invalid or unallocatable shape, a device this build lacks).
+   */
+  static _empty<D extends DType>(shape: Shape, dtype: D, device: Device = 'cpu', zero = false, op = 'alloc'): Tensor<D> {
     for (const d of shape) {
-      if (!Number.isSafeInteger(d) || d < 0) throw new Error(`invalid shape ${shapeStr(shape)}: sizes must be non-negative integers`);
+      if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) {
+        throw new RangeError(`${op}: invalid shape ${shapeStr(shape)}: sizes must be non-negative integers`);
+      }
     }
     const n = shapeSize(shape);
-    return new Tensor(allocStorage(n * dtypeSize(dtype), device, zero), 0, shape, dtype, device);
+    const nbytes = n * dtypeSize(dtype);
+    if (!Number.isSafeInteger(nbytes) || nbytes > MAX_BYTES) {
+      throw new RangeError(`${op}: cannot allocate ${shapeStr(shape)} ${dtype}: ${nbytes} bytes is more than this process can address`);
+    }
+    let storage: Storage;
+    try {
+      storage = allocStorage(nbytes, device, zero);
+    } catch (e) {
+      throw new Error(`${op}: cannot allocate ${shapeStr(shape)} ${dtype} on ${device}: ${(e as Error).message}`);
+    }
+    return new Tensor(storage, 0, shape, dtype, device);
   }
 
   get ndim(): number {

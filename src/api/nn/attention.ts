@@ -45,6 +45,7 @@ export interface SDPAOptions extends AttentionOptions {
  */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: SDPAOptions = {}): Tensor<'f32'> {
   const op = 'scaledDotProductAttention';
+  if (opts === null || typeof opts !== 'object') throw new TypeError(`${op}: options must be an object, got ${opts === null ? 'null' : typeof opts}`);
   checkTensor(op, 'q', q);
   checkTensor(op, 'k', k);
   checkTensor(op, 'v', v);

@@ -18,7 +18,7 @@ const ACTIVATIONS: readonly Activation[] = ['gelu', 'gelu_tanh', 'relu', 'silu']
 
 /** Apply an activation by name ('gelu' is the exact erf form, torch's default; 'gelu_tanh' the approximation). */
 export function activate(x: Tensor, activation: Activation): Tensor<'f32'> {
-  switch (activation) {
+  switch (checkActivation('activate', activation)) {
     case 'gelu': return gelu(x);
     case 'gelu_tanh': return gelu(x, { approximate: 'tanh' });
     case 'relu': return relu(x);
@@ -28,7 +28,7 @@ export function activate(x: Tensor, activation: Activation): Tensor<'f32'> {
 
 export function checkActivation(op: string, a: unknown): Activation {
   if (!(ACTIVATIONS as readonly unknown[]).includes(a)) {
-    throw new TypeError(`${op}: activation must be one of ${ACTIVATIONS.map((s) => `'${s}'`).join(', ')}, got ${JSON.stringify(a)}`);
+    throw new TypeError(`${op}: activation must be one of ${ACTIVATIONS.map((s) => `'${s}'`).join(', ')}, got ${typeof a === 'string' ? `'${a}'` : typeof a}`);
   }
   return a as Activation;
 }

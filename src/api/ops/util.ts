@@ -56,6 +56,7 @@ export function describe(x: unknown): string {
   if (Array.isArray(x)) return `an array of length ${x.length}`;
   if (typeof x === 'number') return `the number ${x}`;
   if (typeof x === 'string') return `the string ${JSON.stringify(x.slice(0, 40))}`;
+  if (typeof x === 'bigint') return `the bigint ${x}`;
   return typeof x;
 }
 
@@ -69,7 +70,8 @@ export function normAxis(op: string, axis: unknown, ndim: number): number {
 
 export function checkShape(op: string, shape: unknown): number[] {
   if (!Array.isArray(shape) || shape.some((d) => typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0)) {
-    throw new TypeError(`${op}: shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+    const shown = Array.isArray(shape) ? `[${shape.map((d) => describe(d)).join(', ')}]` : describe(shape);
+    throw new TypeError(`${op}: shape must be an array of non-negative integers, got ${shown}`);
   }
   return shape.slice();
 }

@@ -271,6 +271,9 @@ const PREFIX = 'optim.';
  * as JSON in the metadata. The prefix lets one file hold a model and its optimizer.
  */
 export function toSafetensors(sd: OptimizerStateDict): { tensors: Record<string, Tensor>; metadata: Record<string, string> } {
+  if (sd === null || typeof sd !== 'object' || typeof sd.state !== 'object' || sd.state === null || !Array.isArray(sd.paramGroups)) {
+    throw new TypeError('toSafetensors: expected an optimizer state dict { state, paramGroups } (from opt.stateDict())');
+  }
   const tensors: Record<string, Tensor> = {};
   const scalars: Record<string, Record<string, number>> = {};
   for (const [i, st] of Object.entries(sd.state)) {
@@ -287,6 +290,9 @@ export function toSafetensors(sd: OptimizerStateDict): { tensors: Record<string,
 
 /** The inverse of toSafetensors, from what ml.load returns (other tensors in the file are ignored). */
 export function fromSafetensors(file: { tensors: Record<string, Tensor>; metadata: Record<string, string> }): OptimizerStateDict {
+  if (file === null || typeof file !== 'object' || ArrayBuffer.isView(file)) {
+    throw new TypeError('fromSafetensors: expected what ml.load returns ({ tensors, metadata })');
+  }
   const md = file.metadata ?? {};
   if (!(`${PREFIX}paramGroups` in md) || !(`${PREFIX}scalars` in md)) {
     throw new Error(`fromSafetensors: the metadata has no '${PREFIX}paramGroups' / '${PREFIX}scalars' (not written by optim.toSafetensors?)`);
