@@ -253,6 +253,12 @@ export class Tensor<D extends DType = DType> {
   eq(b: Tensor | Scalar): Tensor<'f32'> { return el.eq(this, b); }
   lt(b: Tensor | Scalar): Tensor<'f32'> { return el.lt(this, b); }
   gt(b: Tensor | Scalar): Tensor<'f32'> { return el.gt(this, b); }
+  ne(b: Tensor | Scalar): Tensor<'f32'> { return el.ne(this, b); }
+  le(b: Tensor | Scalar): Tensor<'f32'> { return el.le(this, b); }
+  ge(b: Tensor | Scalar): Tensor<'f32'> { return el.ge(this, b); }
+  reciprocal(): Tensor<'f32'> { return el.reciprocal(this); }
+  sin(): Tensor<'f32'> { return el.sin(this); }
+  cos(): Tensor<'f32'> { return el.cos(this); }
   maskedFill(mask: Tensor, value: number): Tensor<'f32'> { return el.maskedFill(this, mask, value); }
   dropout(p: number, training = true): Tensor<'f32'> { return el.dropout(this, p, training); }
 
@@ -261,6 +267,7 @@ export class Tensor<D extends DType = DType> {
   max(axis?: number | number[], keepDims = false): Tensor<'f32'> { return red.max(this, axis, keepDims); }
   min(axis?: number | number[], keepDims = false): Tensor<'f32'> { return red.min(this, axis, keepDims); }
   argmax(axis: number, keepDims = false): Tensor<'i32'> { return red.argmax(this, axis, keepDims); }
+  argmin(axis: number, keepDims = false): Tensor<'i32'> { return red.argmin(this, axis, keepDims); }
   softmax(axis = -1): Tensor<'f32'> { return sm.softmax(this, axis); }
   logSoftmax(axis = -1): Tensor<'f32'> { return sm.logSoftmax(this, axis); }
 
