@@ -124,6 +124,23 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     return info.Env().Undefined();
   }));
 
+  // binaryContig(op, out, ooff, a, aoff, b, boff, n): same-shape contiguous operands, the common case. No arrays
+  // cross the boundary, which is most of the cost of a tiny op.
+  exports.Set("binaryContig", Fn(env, "binaryContig", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const char* op = "binaryContig";
+    int64_t code = Int(info, 0, op);
+    if (code < 0 || code > static_cast<int64_t>(BinaryOp::Ne))
+      Throw(info.Env(), std::string(op) + ": unknown binary op " + std::to_string(code));
+    int64_t n = Int(info, 7, op);
+    if (n < 0) Throw(info.Env(), std::string(op) + ": negative size " + std::to_string(n));
+    float* out = F32(info, 1, n, op);
+    const float* a = F32(info, 3, n, op);
+    const float* b = F32(info, 5, n, op);
+    const int64_t one = 1;
+    cpu::binary_forward(out, a, b, 1, &n, &one, &one, static_cast<BinaryOp>(code));
+    return info.Env().Undefined();
+  }));
+
   // where(out, ooff, cond, coff, condIsI32, a, aoff, b, boff, shape, cstride, astride, bstride)
   exports.Set("where", Fn(env, "where", [](const Napi::CallbackInfo& info) -> Napi::Value {
     const char* op = "where";

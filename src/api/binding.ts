@@ -56,6 +56,8 @@ export interface Binding {
   /** shape is the output shape; astride/bstride the element strides of a and b over it (0 = broadcast). */
   binary(op: BinaryOp, out: H, ooff: number, a: H, aoff: number, b: H, boff: number, shape: number[],
     astride: number[], bstride: number[]): void;
+  /** binary for same-shape contiguous operands of n elements (no arrays cross the boundary). */
+  binaryContig(op: BinaryOp, out: H, ooff: number, a: H, aoff: number, b: H, boff: number, n: number): void;
   where(out: H, ooff: number, cond: H, coff: number, condIsI32: boolean, a: H, aoff: number, b: H, boff: number,
     shape: number[], cstride: number[], astride: number[], bstride: number[]): void;
   dropout(y: H, yoff: number, x: H, xoff: number, n: number, p: number, seed: number, offset: number): void;

@@ -30,6 +30,20 @@ const finalizer = new FinalizationRegistry<{ storage: Storage; device: Device }>
   countTensor(held.device, -1);
 });
 
+// The garbage-collector backstop. Registering with a FinalizationRegistry costs about half a microsecond,
+// as much as a whole tiny op, and most tensors (every intermediate of a tidy() step) are disposed within the
+// synchronous code that made them. So a new tensor is only queued here, and registered at the next microtask
+// if it is still alive. Nothing is lost by waiting: finalizers never run during synchronous code anyway.
+let young: Tensor[] = [];
+const YOUNG_LIMIT = 256;
+let flushQueued = false;
+function flushYoung(): void {
+  flushQueued = false;
+  const batch = young;
+  young = [];
+  for (const t of batch) t._register();
+}
+
 let nextId = 0;
 /** Larger single allocations are refused up front (2^48 bytes: beyond any machine's memory). */
 const MAX_BYTES = 2 ** 48;
@@ -58,17 +72,30 @@ export class Tensor<D extends DType = DType> {
   /** @internal */
   _storage: Storage;
   private disposed = false;
+  private registered = false;
   private readonly held: { storage: Storage; device: Device };
 
   /** @internal Use the creation functions (ml.tensor, ml.zeros, ...) instead. */
   constructor(storage: Storage, readonly _offset: number, shape: Shape, readonly dtype: D, readonly device: Device) {
     this._storage = storage;
-    this.shape = Object.freeze(shape.slice());
+    this.shape = shape.slice();
     this.size = shapeSize(shape);
     this.held = { storage, device };
     countTensor(device, 1);
-    finalizer.register(this, this.held, this);
+    // Bounded, so that a long synchronous loop does not keep thousands of disposed tensors reachable.
+    if (young.push(this) >= YOUNG_LIMIT) flushYoung();
+    else if (!flushQueued) {
+      flushQueued = true;
+      queueMicrotask(flushYoung);
+    }
     track(this);
+  }
+
+  /** @internal Register with the finalizer backstop (see `young`). */
+  _register(): void {
+    if (this.disposed || this.registered) return;
+    this.registered = true;
+    finalizer.register(this, this.held, this);
   }
 
   /**
@@ -113,7 +140,7 @@ export class Tensor<D extends DType = DType> {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    finalizer.unregister(this);
+    if (this.registered) finalizer.unregister(this);
     untrack(this);
     this._storage.release();
     countTensor(this.device, -1);

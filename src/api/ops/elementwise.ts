@@ -88,7 +88,7 @@ function rawBinary(op: string, code: BinaryOp, a: Tensor<'f32'>, b: Tensor<'f32'
   const bind = binding();
   if (sameShape(a.shape, b.shape)) {
     const out = Tensor._empty(a.shape, 'f32', a.device);
-    bind.binary(code, out._h(op), out._offset, a._h(op), a._offset, b._h(op), b._offset, [a.size], [1], [1]);
+    bind.binaryContig(code, out._h(op), out._offset, a._h(op), a._offset, b._h(op), b._offset, a.size);
     return out;
   }
   const shape = broadcastShapes(op, a.shape, b.shape);
