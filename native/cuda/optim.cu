@@ -1,0 +1,69 @@
+// Optimizer updates: AdamW. The arithmetic of native/cpu/optim.cc (PyTorch's single-tensor AdamW, operation by
+// operation in float32, scalar coefficients formed in double and rounded once), so the two backends agree to the
+// last bit where the math library allows. nvcc would fuse a*b+c into one fma, which rounds once instead of twice
+// and so differs from the CPU in the last bit; the __fmul_rn/__fadd_rn intrinsics are never fused.
+//
+// p, m, v are updated in place (=).
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+#include "common.cuh"
+
+namespace modalab {
+namespace cuda {
+namespace {
+
+// 1 - beta as PyTorch forms it: from the decimal the user wrote (the shortest one that reads back as this
+// float), not from its float rounding; see native/cpu/optim.cc.
+float one_minus(float beta) {
+  double d = beta;
+  char buf[32];
+  for (int digits = 1; digits <= 9; digits++) {
+    std::snprintf(buf, sizeof buf, "%.*g", digits, static_cast<double>(beta));
+    double parsed = std::strtod(buf, nullptr);
+    if (static_cast<float>(parsed) == beta) {
+      d = parsed;
+      break;
+    }
+  }
+  return static_cast<float>(1.0 - d);
+}
+
+// torch.lerp(a, b, w): from whichever end is nearer.
+__device__ __forceinline__ float lerp_(float a, float b, float w) {
+  return fabsf(w) < 0.5f ? __fadd_rn(a, __fmul_rn(w, __fsub_rn(b, a)))
+                         : __fsub_rn(b, __fmul_rn(__fsub_rn(b, a), __fsub_rn(1.0f, w)));
+}
+
+__global__ void adamw_kernel(float* __restrict__ p, float* __restrict__ m, float* __restrict__ v,
+                             const float* __restrict__ g, int64_t n, float beta2, float eps, float decay, bool decays,
+                             float w1, float w2, float step_size, float bc2_sqrt) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float gi = g[i];
+    const float pi = decays ? __fmul_rn(p[i], decay) : p[i];
+    const float mi = lerp_(m[i], gi, w1);                                              // beta1 m + (1 - beta1) g
+    const float vi = __fadd_rn(__fmul_rn(v[i], beta2), __fmul_rn(__fmul_rn(w2, gi), gi));   // beta2 v + (1 - beta2) g^2
+    const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), bc2_sqrt), eps);
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = __fadd_rn(pi, __fmul_rn(-step_size, __fdiv_rn(mi, denom)));
+  }
+}
+
+}  // namespace
+
+void adamw_step(float* p, float* m, float* v, const float* g, int64_t n, float lr, float beta1, float beta2,
+                float eps, float weight_decay, float bias_c1, float bias_c2) {   // p, m, v, g (n)
+  if (n <= 0) return;
+  // Decoupled weight decay (Loshchilov & Hutter, Alg. 2 line 12): p shrinks by (1 - lr wd) before the Adam step.
+  const float decay = static_cast<float>(1.0 - static_cast<double>(lr) * static_cast<double>(weight_decay));
+  const float step_size = static_cast<float>(static_cast<double>(lr) / static_cast<double>(bias_c1));
+  const float bc2_sqrt = static_cast<float>(std::sqrt(static_cast<double>(bias_c2)));
+  adamw_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(p, m, v, g, n, beta2, eps, decay, weight_decay != 0.0f,
+                                                       one_minus(beta1), one_minus(beta2), step_size, bc2_sqrt);
+  CUDA_CHECK_LAUNCH("adamw_step");
+}
+
+}  // namespace cuda
+}  // namespace modalab

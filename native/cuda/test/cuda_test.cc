@@ -1,0 +1,1035 @@
+// modalab_cuda_test: every CUDA kernel against its CPU namesake (modalab::cpu, kernels.h) on fresh random inputs.
+//
+//   modalab_cuda_test                 run every check; one line per kernel (and variant): the sizes it ran, the
+//                                     worst error over them, PASS/FAIL; then "N passed, N failed"
+//   modalab_cuda_test FILTER...       only the checks whose name contains one of the FILTERs
+//   modalab_cuda_test --seed S        reuse the inputs of an earlier run (each run prints its seed)
+//   modalab_cuda_test --bench         timings: GEMM 4096^3 (f32, bf16), casts over 64M elements against a
+//                                     device-to-device copy of the same bytes, softmax and layernorm bandwidth
+//
+// Without a GPU (or a driver) it prints "no CUDA device: skipped" and exits 0.
+//
+// How a check works (STYLE.md, "Tests"): inputs are fresh random numbers, never zeros. Every device output
+// buffer is allocated with guard elements on both sides and filled with a sentinel (a NaN with an unusual
+// payload) before the kernel runs, so an out-of-bounds write shows up as a changed guard and an element the
+// kernel forgot to write shows up as a NaN against the CPU's number. Accumulating kernels (embedding_backward,
+// matmul with beta != 0) start from random data instead. The tolerance is |x - ref| <= atol + rtol |ref| with
+// rtol by dtype (f32 1e-5; products of f16/bf16 inputs 1e-3; casts and copies exact) and atol sized to what the
+// kernel sums; "err" is the worst element's share of its budget (PASS when <= 1), "abs" its absolute error.
+#include <algorithm>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "modalab/cuda.h"
+#include "modalab/kernels.h"
+
+namespace cu = modalab::cuda;
+namespace cpu = modalab::cpu;
+using modalab::BinaryOp;
+using modalab::DType;
+using modalab::ReduceOp;
+using modalab::UnaryOp;
+
+namespace {
+
+// ------------------------------------------------------------------------------------------------ reporting
+int g_passed = 0, g_failed = 0;
+std::vector<std::string> g_filters;
+std::mt19937_64 g_rng;
+
+bool selected(const std::string& name) {
+  if (g_filters.empty()) return true;
+  for (auto& f : g_filters)
+    if (name.find(f) != std::string::npos) return true;
+  return false;
+}
+
+// The worst element of one comparison, accumulated over the sizes a check runs.
+struct Result {
+  double worst = 0;     // share of the tolerance budget used (<= 1 passes)
+  double max_abs = 0;   // absolute error of the worst element
+  bool guards_ok = true;
+  std::string note;     // the first failure, in words
+  void fail(const std::string& why) {
+    if (note.empty()) note = why;
+    worst = INFINITY;
+  }
+  bool ok() const { return guards_ok && worst <= 1.0 && note.empty(); }
+};
+
+void report(const std::string& name, const std::string& sizes, const Result& r) {
+  const bool ok = r.ok();
+  (ok ? g_passed : g_failed)++;
+  std::printf("%-36s %-44s abs %-10.3g err %-8.3g %s%s%s\n", name.c_str(), sizes.c_str(), r.max_abs, r.worst,
+              ok ? "PASS" : "FAIL", r.note.empty() ? "" : "  ", r.note.c_str());
+  std::fflush(stdout);
+}
+
+// Runs one check; an exception (a CUDA error, an allocation failure) is that check's FAIL, not the program's end.
+void check(const std::string& name, const std::function<std::string(Result&)>& body) {
+  if (!selected(name)) return;
+  Result r;
+  std::string sizes;
+  try {
+    sizes = body(r);
+  } catch (const std::exception& e) {
+    r.fail(std::string("exception: ") + e.what());
+  }
+  report(name, sizes, r);
+}
+
+void compare(Result& r, const char* what, const float* x, const float* ref, size_t n, double rtol, double atol) {
+  for (size_t i = 0; i < n; i++) {
+    const bool both_nan = std::isnan(x[i]) && std::isnan(ref[i]);
+    const bool same_inf = std::isinf(x[i]) && x[i] == ref[i];
+    if (both_nan || same_inf) continue;
+    const double err = std::fabs(double(x[i]) - double(ref[i]));
+    if (err == 0) continue;
+    double used = err / (atol + rtol * std::fabs(double(ref[i])));
+    if (std::isnan(used)) used = INFINITY;
+    if (used > r.worst) {
+      r.worst = used;
+      r.max_abs = err;
+    }
+    if (used > 1.0 && r.note.empty()) {
+      char buf[200];
+      std::snprintf(buf, sizeof buf, "%s[%zu] = %.9g, cpu %.9g", what, i, x[i], ref[i]);
+      r.note = buf;
+    }
+  }
+}
+
+template <typename T>
+void compare_exact(Result& r, const char* what, const T* x, const T* ref, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (std::memcmp(&x[i], &ref[i], sizeof(T)) != 0) {
+      char buf[200];
+      uint64_t xb = 0, rb = 0;
+      std::memcpy(&xb, &x[i], sizeof(T));
+      std::memcpy(&rb, &ref[i], sizeof(T));
+      std::snprintf(buf, sizeof buf, "%s[%zu] bits 0x%" PRIx64 ", cpu 0x%" PRIx64, what, i, xb, rb);
+      r.fail(buf);
+      return;
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------ guarded device buffers
+constexpr size_t kGuard = 16;   // elements each side (16-byte multiple for every dtype, so alignment is kept)
+
+template <typename T>
+T sentinel() {
+  T v;
+  if (sizeof(T) == 4) {
+    uint32_t b = 0x7FC5A5A5u;   // f32: a quiet NaN with a payload no kernel produces; i32: 2143659429
+    std::memcpy(&v, &b, 4);
+  } else {
+    uint16_t b = 0x7E5Au;   // f16: a NaN; bf16: about 7e37
+    std::memcpy(&v, &b, 2);
+  }
+  return v;
+}
+
+template <typename T>
+struct DBuf {
+  T* base = nullptr;
+  size_t n = 0, shift = 0;   // shift: extra elements before the data, to test unaligned starts
+  DBuf() = default;
+  DBuf(const DBuf&) = delete;
+  DBuf& operator=(const DBuf&) = delete;
+  DBuf(DBuf&& o) noexcept : base(o.base), n(o.n), shift(o.shift) { o.base = nullptr; }
+  ~DBuf() {
+    try {
+      cu::free(base);
+    } catch (...) {
+    }
+  }
+  T* ptr() const { return base + kGuard + shift; }
+  size_t total() const { return n + 2 * kGuard + shift; }
+};
+
+// A device buffer holding `v` (or only sentinels when v is empty and n given), guards around it.
+template <typename T>
+DBuf<T> upload(const std::vector<T>& v, size_t n = 0, size_t shift = 0) {
+  DBuf<T> d;
+  d.n = v.empty() ? n : v.size();
+  d.shift = shift;
+  std::vector<T> host(d.total(), sentinel<T>());
+  if (!v.empty()) std::copy(v.begin(), v.end(), host.begin() + kGuard + shift);
+  d.base = static_cast<T*>(cu::malloc(host.size() * sizeof(T)));
+  cu::memcpy_h2d(d.base, host.data(), host.size() * sizeof(T));
+  return d;
+}
+template <typename T>
+DBuf<T> poisoned(size_t n, size_t shift = 0) {
+  return upload<T>({}, n, shift);
+}
+
+// The data part of a device buffer; checks that the guards still hold the sentinel.
+template <typename T>
+std::vector<T> download(const DBuf<T>& d, Result& r, const char* what) {
+  std::vector<T> host(d.total());
+  cu::memcpy_d2h(host.data(), d.base, host.size() * sizeof(T));
+  const T s = sentinel<T>();
+  for (size_t i = 0; i < host.size(); i++) {
+    const bool guard = i < kGuard + d.shift || i >= kGuard + d.shift + d.n;
+    if (guard && std::memcmp(&host[i], &s, sizeof(T)) != 0) {
+      r.guards_ok = false;
+      r.fail(std::string(what) + ": guard overwritten at " +
+             std::to_string(static_cast<long long>(i) - static_cast<long long>(kGuard + d.shift)));
+      break;
+    }
+  }
+  return std::vector<T>(host.begin() + kGuard + d.shift, host.begin() + kGuard + d.shift + d.n);
+}
+
+// -------------------------------------------------------------------------------------------- random data
+std::vector<float> randn(size_t n, float scale = 1.0f, float mean = 0.0f) {
+  std::normal_distribution<float> d(mean, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g_rng);
+  return v;
+}
+std::vector<float> uniform(size_t n, float lo, float hi) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g_rng);
+  return v;
+}
+std::vector<int32_t> randint(size_t n, int32_t lo, int32_t hi) {   // [lo, hi]
+  std::uniform_int_distribution<int32_t> d(lo, hi);
+  std::vector<int32_t> v(n);
+  for (auto& x : v) x = d(g_rng);
+  return v;
+}
+
+std::string join(const std::vector<std::string>& parts) {
+  std::string s;
+  for (size_t i = 0; i < parts.size(); i++) s += (i ? " " : "") + parts[i];
+  return s.size() > 44 ? s.substr(0, 41) + "..." : s;
+}
+
+const int64_t kRows[] = {1, 7, 129, 1000, 4097};   // uneven against every tile size used
+
+// ---------------------------------------------------------------------------------------------- runtime
+void test_runtime() {
+  check("allocator (reuse, accounting)", [](Result& r) {
+    cu::empty_cache();
+    const size_t used0 = cu::bytes_in_use();
+    void* p = cu::malloc(1000);
+    if (cu::bytes_in_use() != used0 + 1024) r.fail("1000 bytes should take a 1024-byte class");
+    cu::free(p);
+    void* q = cu::malloc(900);   // same class: the cached block comes back
+    if (q != p) r.fail("a freed block of the same class was not reused");
+    cu::free(q);
+    if (cu::bytes_in_use() != used0) r.fail("bytes_in_use did not return to its start");
+    const size_t reserved = cu::bytes_reserved();
+    cu::empty_cache();
+    if (cu::bytes_reserved() >= reserved) r.fail("empty_cache released nothing");
+    if (cu::malloc(0) != nullptr) r.fail("malloc(0) should be nullptr");
+    cu::free(nullptr);
+    bool threw = false;
+    try {
+      int x = 0;
+      cu::free(&x);
+    } catch (const std::invalid_argument&) {
+      threw = true;
+    }
+    if (!threw) r.fail("free of a foreign pointer did not throw");
+    return "1000 B, 900 B";
+  });
+  check("allocator (out of memory)", [](Result& r) {
+    const size_t huge = size_t(1) << 50;   // 1 PiB
+    bool threw = false;
+    try {
+      cu::malloc(huge);
+    } catch (const cu::OutOfMemory& e) {
+      threw = true;
+      if (e.requested() != huge || std::string(e.what()).find(std::to_string(huge)) == std::string::npos)
+        r.fail(std::string("message does not name the request: ") + e.what());
+    }
+    if (!threw) r.fail("no OutOfMemory for 1 PiB");
+    void* p = cu::malloc(4096);   // the device still works afterwards
+    cu::free(p);
+    return "1 PiB";
+  });
+  check("cast (bad dtype throws)", [](Result& r) {
+    bool threw = false;
+    try {
+      cu::cast(nullptr, static_cast<DType>(7), nullptr, DType::F32, 4);
+    } catch (const std::invalid_argument&) {
+      threw = true;
+    }
+    if (!threw) r.fail("no exception");
+    return "dtype 7";
+  });
+}
+
+// ---------------------------------------------------------------------------------------------- creation
+void test_fill() {
+  check("fill_f32", [](Result& r) {
+    std::vector<std::string> sizes;
+    for (int64_t n : {int64_t(1), int64_t(7), int64_t(129), int64_t(1000), int64_t(4097), int64_t(1) << 20 | 3}) {
+      for (size_t shift : {size_t(0), size_t(1), size_t(3)}) {
+        const float value = randn(1)[0];
+        std::vector<float> ref(n);
+        cpu::fill_f32(ref.data(), n, value);
+        auto d = poisoned<float>(n, shift);
+        cu::fill_f32(d.ptr(), n, value);
+        auto got = download(d, r, "out");
+        compare_exact(r, "out", got.data(), ref.data(), n);
+      }
+      sizes.push_back(std::to_string(n));
+    }
+    return "n=" + join(sizes) + " x3 offsets";
+  });
+}
+
+// -------------------------------------------------------------------------------------------------- casts
+// Inputs that reach every branch: random bit patterns (NaN payloads, infinities, subnormals), normal numbers of
+// every scale, and the rounding boundaries of the half types.
+std::vector<float> cast_inputs_f32(size_t n) {
+  std::vector<float> v(n);
+  std::uniform_int_distribution<uint32_t> bits;
+  std::uniform_int_distribution<int> kind(0, 7), ex(-30, 20);
+  const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 65504.0f, 65519.0f, 65520.0f, 65536.0f,
+                           5.9604645e-8f, 2.9802322e-8f, 6.1035156e-5f, 1e-40f, 3.3895314e38f, -1.5f};
+  for (auto& x : v) {
+    switch (kind(g_rng)) {
+      case 0: case 1: {
+        uint32_t b = bits(g_rng);
+        std::memcpy(&x, &b, 4);
+        break;
+      }
+      case 2: x = special[bits(g_rng) % (sizeof special / sizeof special[0])]; break;
+      case 3: {   // exact ties for bf16 (low 16 bits 0x8000) and f16 (low 13 bits 0x1000)
+        uint32_t b = bits(g_rng);
+        b = (bits(g_rng) & 1) ? ((b & 0xFFFF0000u) | 0x8000u) : ((b & 0xC7FFE000u) | 0x38001000u);
+        std::memcpy(&x, &b, 4);
+        break;
+      }
+      default: x = std::ldexp(std::normal_distribution<float>()(g_rng), ex(g_rng)); break;
+    }
+  }
+  return v;
+}
+
+template <typename T>
+std::vector<T> cast_inputs(DType dt, size_t n) {
+  std::vector<T> v(n);
+  if (dt == DType::F32) {
+    auto f = cast_inputs_f32(n);
+    std::memcpy(v.data(), f.data(), n * 4);
+  } else if (dt == DType::I32) {
+    std::uniform_int_distribution<int32_t> any(INT32_MIN, INT32_MAX), small(-70000, 70000);
+    for (auto& x : v) {
+      int32_t i = (g_rng() & 1) ? any(g_rng) : small(g_rng);
+      std::memcpy(&x, &i, 4);
+    }
+  } else {
+    std::uniform_int_distribution<uint32_t> bits(0, 0xFFFF);   // every 16-bit pattern is a valid input
+    for (auto& x : v) {
+      uint16_t b = static_cast<uint16_t>(bits(g_rng));
+      std::memcpy(&x, &b, 2);
+    }
+  }
+  return v;
+}
+
+const char* dtype_name(DType d) {
+  switch (d) {
+    case DType::F32: return "f32";
+    case DType::F16: return "f16";
+    case DType::BF16: return "bf16";
+    case DType::I32: return "i32";
+  }
+  return "?";
+}
+
+template <typename O, typename I>
+void cast_case(Result& r, DType od, DType id, int64_t n, size_t oshift, size_t ishift) {
+  auto x = cast_inputs<I>(id, n);
+  std::vector<O> ref(n);
+  cpu::cast(ref.data(), od, x.data(), id, n);
+  auto dx = upload(x, 0, ishift);
+  auto dout = poisoned<O>(n, oshift);
+  cu::cast(dout.ptr(), od, dx.ptr(), id, n);
+  auto got = download(dout, r, "out");
+  compare_exact(r, "out", got.data(), ref.data(), n);
+}
+
+void test_cast() {
+  const DType all[] = {DType::F32, DType::F16, DType::BF16, DType::I32};
+  for (DType od : all)
+    for (DType id : all) {
+      const std::string name = std::string("cast ") + dtype_name(id) + "->" + dtype_name(od);
+      check(name, [&](Result& r) {
+        std::vector<std::string> sizes;
+        for (int64_t n : {int64_t(1), int64_t(7), int64_t(129), int64_t(4097), int64_t(1000003)}) {
+          for (auto sh : {std::pair<size_t, size_t>{0, 0}, {1, 1}, {1, 0}, {3, 5}}) {
+            const bool o4 = modalab::dtype_size(od) == 4, i4 = modalab::dtype_size(id) == 4;
+            if (o4 && i4) cast_case<uint32_t, uint32_t>(r, od, id, n, sh.first, sh.second);
+            else if (o4) cast_case<uint32_t, uint16_t>(r, od, id, n, sh.first, sh.second);
+            else if (i4) cast_case<uint16_t, uint32_t>(r, od, id, n, sh.first, sh.second);
+            else cast_case<uint16_t, uint16_t>(r, od, id, n, sh.first, sh.second);
+          }
+          sizes.push_back(std::to_string(n));
+        }
+        return "n=" + join(sizes) + " x4 offsets";
+      });
+    }
+}
+
+// ------------------------------------------------------------------------------------------- elementwise
+const char* unary_name(UnaryOp op) {
+  static const char* names[] = {"neg", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "gelu_erf",
+                                "gelu_tanh", "silu", "abs", "square", "reciprocal", "sin", "cos"};
+  return names[static_cast<int>(op)];
+}
+
+const int64_t kElemSizes[] = {1, 7, 129, 1000, 4097, 100003};
+
+void test_unary() {
+  for (int o = 0; o <= static_cast<int>(UnaryOp::Cos); o++) {
+    const UnaryOp op = static_cast<UnaryOp>(o);
+    const bool positive = op == UnaryOp::Log || op == UnaryOp::Sqrt || op == UnaryOp::Reciprocal;
+    auto inputs = [&](int64_t n) {
+      auto x = randn(n, 2.0f);
+      if (positive)
+        for (auto& v : x) v = std::fabs(v) + 0.05f;
+      return x;
+    };
+    check(std::string("unary_forward ") + unary_name(op), [&](Result& r) {
+      for (int64_t n : kElemSizes) {
+        auto x = inputs(n);
+        std::vector<float> ref(n);
+        cpu::unary_forward(ref.data(), x.data(), n, op);
+        auto dx = upload(x);
+        auto dy = poisoned<float>(n);
+        cu::unary_forward(dy.ptr(), dx.ptr(), n, op);
+        auto got = download(dy, r, "y");
+        compare(r, "y", got.data(), ref.data(), n, 1e-5, 1e-6);
+      }
+      return std::string("n=1 7 129 1000 4097 100003");
+    });
+    check(std::string("unary_backward ") + unary_name(op), [&](Result& r) {
+      for (int64_t n : kElemSizes) {
+        auto x = inputs(n), g = randn(n);
+        std::vector<float> y(n), ref(n);
+        cpu::unary_forward(y.data(), x.data(), n, op);
+        cpu::unary_backward(ref.data(), g.data(), x.data(), y.data(), n, op);
+        auto dx = upload(x), dyv = upload(y), dg = upload(g);
+        auto out = poisoned<float>(n);
+        cu::unary_backward(out.ptr(), dg.ptr(), dx.ptr(), dyv.ptr(), n, op);
+        auto got = download(out, r, "dx");
+        compare(r, "dx", got.data(), ref.data(), n, 1e-5, 1e-6);
+      }
+      return std::string("n=1 7 129 1000 4097 100003");
+    });
+  }
+  check("affine", [](Result& r) {
+    for (int64_t n : kElemSizes) {
+      auto x = randn(n);
+      const float scale = randn(1)[0], shift = randn(1)[0];
+      std::vector<float> ref(n);
+      cpu::affine(ref.data(), x.data(), n, scale, shift);
+      auto dx = upload(x);
+      auto dy = poisoned<float>(n);
+      cu::affine(dy.ptr(), dx.ptr(), n, scale, shift);
+      auto got = download(dy, r, "y");
+      compare(r, "y", got.data(), ref.data(), n, 1e-5, 1e-6);
+    }
+    return std::string("n=1 7 129 1000 4097 100003");
+  });
+}
+
+const char* binary_name(BinaryOp op) {
+  static const char* names[] = {"add", "sub", "mul", "div", "pow", "maximum", "minimum",
+                                "eq", "lt", "gt", "le", "ge", "ne"};
+  return names[static_cast<int>(op)];
+}
+
+// One broadcast pattern: the output shape and each input's strides over it, and the element count each
+// input buffer needs.
+struct Bcast {
+  const char* what;
+  std::vector<int64_t> shape, as, bs;
+  int64_t na, nb;
+};
+
+std::vector<Bcast> bcast_patterns(int64_t R, int64_t C) {
+  return {
+      {"same", {R, C}, {C, 1}, {C, 1}, R * C, R * C},
+      {"row", {R, C}, {C, 1}, {0, 1}, R * C, C},
+      {"col", {R, C}, {C, 1}, {1, 0}, R * C, R},
+      {"scalar", {R, C}, {C, 1}, {0, 0}, R * C, 1},
+      {"a^T", {R, C}, {1, R}, {C, 1}, R * C, R * C},              // a is a (C, R) buffer read transposed
+      {"3d", {3, R, C}, {R * C, C, 1}, {0, 1, 0}, 3 * R * C, R},   // b (R, 1) broadcast over a batch axis
+  };
+}
+
+void test_binary() {
+  for (int o = 0; o <= static_cast<int>(BinaryOp::Ne); o++) {
+    const BinaryOp op = static_cast<BinaryOp>(o);
+    check(std::string("binary_forward ") + binary_name(op), [&](Result& r) {
+      const int64_t shapes[][2] = {{1, 1}, {7, 33}, {129, 7}, {1000, 257}, {4097, 3}};
+      for (auto& s : shapes) {
+        for (const Bcast& p : bcast_patterns(s[0], s[1])) {
+          std::vector<float> a, b;
+          if (op == BinaryOp::Pow) {
+            a = uniform(p.na, 0.1f, 3.0f);
+            b = uniform(p.nb, -2.0f, 2.0f);
+          } else if (o >= static_cast<int>(BinaryOp::Maximum)) {   // halves in [-2, 2]: equal values do occur
+            a = uniform(p.na, -2.0f, 2.0f);
+            b = uniform(p.nb, -2.0f, 2.0f);
+            for (auto& v : a) v = std::round(v * 2) / 2;
+            for (auto& v : b) v = std::round(v * 2) / 2;
+          } else {
+            a = randn(p.na);
+            b = randn(p.nb);
+            if (op == BinaryOp::Div)
+              for (auto& v : b) v = v < 0 ? v - 0.1f : v + 0.1f;
+          }
+          int64_t n = 1;
+          for (auto d : p.shape) n *= d;
+          const int nd = static_cast<int>(p.shape.size());
+          std::vector<float> ref(n);
+          cpu::binary_forward(ref.data(), a.data(), b.data(), nd, p.shape.data(), p.as.data(), p.bs.data(), op);
+          auto da = upload(a), db = upload(b);
+          auto dout = poisoned<float>(n);
+          cu::binary_forward(dout.ptr(), da.ptr(), db.ptr(), nd, p.shape.data(), p.as.data(), p.bs.data(), op);
+          auto got = download(dout, r, p.what);
+          compare(r, p.what, got.data(), ref.data(), n, 1e-5, 1e-6);
+        }
+      }
+      return std::string("(R,C)=1x1..4097x3, 6 broadcasts");
+    });
+  }
+}
+
+// ------------------------------------------------------------------------------------------------- reduce
+void test_reduce() {
+  const char* names[] = {"sum", "mean", "max", "min"};
+  const int64_t shapes[][3] = {{1, 1, 1},     {7, 129, 1},  {129, 1000, 1}, {1000, 7, 1},   {4097, 33, 1},
+                               {3, 5000, 1},  {1, 1048583, 1}, {2, 300000, 1}, {7, 129, 33},  {2, 1000, 7},
+                               {1, 4097, 3},  {4097, 2, 5},  {3, 0, 2}};
+  for (int o = 0; o < 4; o++) {
+    const ReduceOp op = static_cast<ReduceOp>(o);
+    const bool arg = op == ReduceOp::Max || op == ReduceOp::Min;
+    check(std::string("reduce ") + names[o], [&](Result& r) {
+      for (auto& s : shapes) {
+        const int64_t outer = s[0], len = s[1], inner = s[2], nout = outer * inner;
+        auto x = randn(outer * len * inner, 1.0f, 0.5f);
+        std::vector<float> ref(nout);
+        std::vector<int32_t> ref_idx(nout);
+        cpu::reduce(ref.data(), arg ? ref_idx.data() : nullptr, x.data(), outer, len, inner, op);
+        auto dx = upload(x);
+        auto dout = poisoned<float>(nout);
+        auto didx = poisoned<int32_t>(nout);
+        cu::reduce(dout.ptr(), arg ? didx.ptr() : nullptr, dx.ptr(), outer, len, inner, op);
+        auto got = download(dout, r, "out");
+        // Sums are accumulated in double on both sides; the budget allows for a different order.
+        compare(r, "out", got.data(), ref.data(), nout, 1e-5, arg ? 0.0 : 1e-5);
+        if (arg) {
+          auto gidx = download(didx, r, "argidx");
+          compare_exact(r, "argidx", gidx.data(), ref_idx.data(), nout);
+        }
+      }
+      return std::string("13 shapes, len 0..1048583, inner 1..33");
+    });
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ softmax
+void test_softmax() {
+  const int64_t shapes[][3] = {{1, 1, 1},   {7, 129, 1},  {129, 1000, 1}, {1000, 7, 1}, {4097, 33, 1},
+                               {3, 4097, 1}, {2, 50000, 1}, {7, 33, 129},  {2, 1000, 3}, {1, 5, 4097}};
+  for (bool log : {false, true}) {
+    const std::string suffix = log ? " (log)" : "";
+    check("softmax_forward" + suffix, [&](Result& r) {
+      for (auto& s : shapes) {
+        const int64_t outer = s[0], len = s[1], inner = s[2], n = outer * len * inner;
+        auto x = randn(n, 3.0f);
+        std::vector<float> ref(n);
+        cpu::softmax_forward(ref.data(), x.data(), outer, len, inner, log);
+        auto dx = upload(x);
+        auto dy = poisoned<float>(n);
+        cu::softmax_forward(dy.ptr(), dx.ptr(), outer, len, inner, log);
+        auto got = download(dy, r, "y");
+        compare(r, "y", got.data(), ref.data(), n, 1e-5, 1e-6);
+      }
+      return std::string("10 shapes, len 1..50000, inner 1..4097");
+    });
+    check("softmax_backward" + suffix, [&](Result& r) {
+      for (auto& s : shapes) {
+        const int64_t outer = s[0], len = s[1], inner = s[2], n = outer * len * inner;
+        auto x = randn(n, 3.0f), g = randn(n);
+        std::vector<float> y(n), ref(n);
+        cpu::softmax_forward(y.data(), x.data(), outer, len, inner, log);
+        cpu::softmax_backward(ref.data(), g.data(), y.data(), outer, len, inner, log);
+        auto dyv = upload(y), dg = upload(g);
+        auto dx = poisoned<float>(n);
+        cu::softmax_backward(dx.ptr(), dg.ptr(), dyv.ptr(), outer, len, inner, log);
+        auto got = download(dx, r, "dx");
+        // dx = y (dy - sum(dy y)) sums len products: allow for a different summation order.
+        compare(r, "dx", got.data(), ref.data(), n, 1e-5, 1e-6 * std::sqrt(double(len)));
+      }
+      return std::string("10 shapes, len 1..50000, inner 1..4097");
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- layernorm
+void test_layernorm() {
+  const int64_t shapes[][2] = {{1, 1}, {7, 33}, {129, 768}, {1000, 1500}, {4097, 64}, {3, 4097}, {1200, 1}};
+  for (bool affine : {true, false}) {
+    const std::string suffix = affine ? "" : " (no weight/bias)";
+    check("layernorm_forward" + suffix, [&](Result& r) {
+      for (auto& s : shapes) {
+        const int64_t rows = s[0], C = s[1];
+        auto x = randn(rows * C, 2.0f, 3.0f), w = randn(C), b = randn(C);
+        std::vector<float> ref(rows * C), rm(rows), rr(rows);
+        const float eps = 1e-5f;
+        cpu::layernorm_forward(ref.data(), rm.data(), rr.data(), x.data(), affine ? w.data() : nullptr,
+                               affine ? b.data() : nullptr, rows, C, eps);
+        auto dx = upload(x), dw = upload(w), db = upload(b);
+        auto dy = poisoned<float>(rows * C), dm = poisoned<float>(rows), dr = poisoned<float>(rows);
+        cu::layernorm_forward(dy.ptr(), dm.ptr(), dr.ptr(), dx.ptr(), affine ? dw.ptr() : nullptr,
+                              affine ? db.ptr() : nullptr, rows, C, eps);
+        auto gy = download(dy, r, "y"), gm = download(dm, r, "mean"), gr = download(dr, r, "rstd");
+        compare(r, "y", gy.data(), ref.data(), rows * C, 1e-5, 1e-5);
+        compare(r, "mean", gm.data(), rm.data(), rows, 1e-5, 1e-6);
+        compare(r, "rstd", gr.data(), rr.data(), rows, 1e-5, 1e-6);
+      }
+      return std::string("(rows,C)=1x1 7x33 129x768 1000x1500 4097x64..");
+    });
+    check("layernorm_backward" + suffix, [&](Result& r) {
+      for (auto& s : shapes) {
+        const int64_t rows = s[0], C = s[1];
+        auto x = randn(rows * C, 2.0f, 3.0f), w = randn(C), b = randn(C), g = randn(rows * C);
+        std::vector<float> y(rows * C), m(rows), rs(rows), rdx(rows * C), rdw(C), rdb(C);
+        const float* wp = affine ? w.data() : nullptr;
+        cpu::layernorm_forward(y.data(), m.data(), rs.data(), x.data(), wp, affine ? b.data() : nullptr, rows, C,
+                               1e-5f);
+        cpu::layernorm_backward(rdx.data(), rdw.data(), rdb.data(), g.data(), x.data(), wp, m.data(), rs.data(),
+                                rows, C);
+        auto dx_in = upload(x), dw_in = upload(w), dg = upload(g), dm = upload(m), drs = upload(rs);
+        auto ddx = poisoned<float>(rows * C), ddw = poisoned<float>(C), ddb = poisoned<float>(C);
+        cu::layernorm_backward(ddx.ptr(), ddw.ptr(), ddb.ptr(), dg.ptr(), dx_in.ptr(), affine ? dw_in.ptr() : nullptr,
+                               dm.ptr(), drs.ptr(), rows, C);
+        auto gdx = download(ddx, r, "dx"), gdw = download(ddw, r, "dweight"), gdb = download(ddb, r, "dbias");
+        compare(r, "dx", gdx.data(), rdx.data(), rows * C, 1e-5, 1e-5);
+        compare(r, "dweight", gdw.data(), rdw.data(), C, 1e-5, 1e-5);
+        compare(r, "dbias", gdb.data(), rdb.data(), C, 1e-5, 1e-5);
+      }
+      return std::string("(rows,C)=1x1 7x33 129x768 1000x1500 4097x64..");
+    });
+  }
+}
+
+// ------------------------------------------------------------------------------------------ cross entropy
+void test_cross_entropy() {
+  const int64_t shapes[][2] = {{1, 1}, {7, 10}, {129, 1000}, {1000, 129}, {4097, 33}, {3, 50257}};
+  const int32_t ignore = -100;
+  auto targets_for = [&](int64_t N, int64_t C) {   // about one row in five ignored
+    auto t = randint(N, 0, static_cast<int32_t>(C - 1));
+    for (auto& v : t)
+      if (g_rng() % 5 == 0) v = ignore;
+    return t;
+  };
+  for (float smoothing : {0.0f, 0.1f}) {
+    const std::string suffix = smoothing != 0.0f ? " (smoothing 0.1)" : "";
+    check("cross_entropy_forward" + suffix, [&](Result& r) {
+      for (auto& s : shapes) {
+        const int64_t N = s[0], C = s[1];
+        auto x = randn(N * C, 3.0f);
+        auto t = targets_for(N, C);
+        std::vector<float> rl(N), rlse(N);
+        const int64_t rbad = cpu::cross_entropy_forward(rl.data(), rlse.data(), x.data(), t.data(), N, C, ignore,
+                                                        smoothing);
+        auto dx = upload(x);
+        auto dt = upload(t);
+        auto dl = poisoned<float>(N), dlse = poisoned<float>(N);
+        const int64_t bad = cu::cross_entropy_forward(dl.ptr(), dlse.ptr(), dx.ptr(), dt.ptr(), N, C, ignore,
+                                                      smoothing);
+        if (bad != rbad) r.fail("returned " + std::to_string(bad) + ", cpu " + std::to_string(rbad));
+        auto gl = download(dl, r, "loss"), glse = download(dlse, r, "lse");
+        compare(r, "loss", gl.data(), rl.data(), N, 1e-5, 1e-5);
+        compare(r, "lse", glse.data(), rlse.data(), N, 1e-5, 1e-5);
+      }
+      // A target outside [0, C): the first bad row comes back, as on the CPU.
+      {
+        const int64_t N = 129, C = 17;
+        auto x = randn(N * C);
+        auto t = targets_for(N, C);
+        t[40] = C;
+        t[77] = -1;
+        std::vector<float> rl(N), rlse(N);
+        const int64_t rbad = cpu::cross_entropy_forward(rl.data(), rlse.data(), x.data(), t.data(), N, C, ignore,
+                                                        smoothing);
+        auto dx = upload(x);
+        auto dt = upload(t);
+        auto dl = poisoned<float>(N), dlse = poisoned<float>(N);
+        const int64_t bad = cu::cross_entropy_forward(dl.ptr(), dlse.ptr(), dx.ptr(), dt.ptr(), N, C, ignore,
+                                                      smoothing);
+        if (bad != rbad || bad != 40)
+          r.fail("bad target: returned " + std::to_string(bad) + ", cpu " + std::to_string(rbad) + ", want 40");
+        auto gl = download(dl, r, "loss");
+        compare(r, "loss (bad rows)", gl.data(), rl.data(), N, 1e-5, 1e-5);
+      }
+      return std::string("(N,C)=1x1 7x10 129x1000 1000x129 4097x33 3x50257");
+    });
+    check("cross_entropy_backward" + suffix, [&](Result& r) {
+      for (auto& s : shapes) {
+        const int64_t N = s[0], C = s[1];
+        auto x = randn(N * C, 3.0f), dloss = randn(N);
+        auto t = targets_for(N, C);
+        std::vector<float> rl(N), rlse(N), rdx(N * C);
+        cpu::cross_entropy_forward(rl.data(), rlse.data(), x.data(), t.data(), N, C, ignore, smoothing);
+        cpu::cross_entropy_backward(rdx.data(), dloss.data(), x.data(), rlse.data(), t.data(), N, C, ignore,
+                                    smoothing);
+        auto dx = upload(x), dd = upload(dloss), dlse = upload(rlse);
+        auto dt = upload(t);
+        auto out = poisoned<float>(N * C);
+        cu::cross_entropy_backward(out.ptr(), dd.ptr(), dx.ptr(), dlse.ptr(), dt.ptr(), N, C, ignore, smoothing);
+        auto got = download(out, r, "dlogits");
+        compare(r, "dlogits", got.data(), rdx.data(), N * C, 1e-5, 1e-6);
+      }
+      return std::string("(N,C)=1x1 7x10 129x1000 1000x129 4097x33 3x50257");
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- embedding
+void test_embedding() {
+  const int64_t shapes[][3] = {{1, 1, 1}, {7, 10, 33}, {129, 50, 768}, {1000, 7, 129}, {4097, 1000, 64}};
+  check("embedding_forward", [&](Result& r) {
+    for (auto& s : shapes) {
+      const int64_t n = s[0], V = s[1], C = s[2];
+      auto table = randn(V * C);
+      auto idx = randint(n, 0, static_cast<int32_t>(V - 1));
+      std::vector<float> ref(n * C);
+      cpu::embedding_forward(ref.data(), table.data(), idx.data(), n, V, C);
+      auto dt = upload(table);
+      auto di = upload(idx);
+      auto dy = poisoned<float>(n * C);
+      const int64_t bad = cu::embedding_forward(dy.ptr(), dt.ptr(), di.ptr(), n, V, C);
+      if (bad != -1) r.fail("returned " + std::to_string(bad) + " for valid indices");
+      auto got = download(dy, r, "y");
+      compare_exact(r, "y", got.data(), ref.data(), n * C);
+    }
+    {   // bad indices: the first one's position comes back and y is not written
+      const int64_t n = 129, V = 20, C = 7;
+      auto table = randn(V * C);
+      auto idx = randint(n, 0, static_cast<int32_t>(V - 1));
+      idx[50] = static_cast<int32_t>(V);
+      idx[90] = -3;
+      std::vector<float> ref(n * C);
+      const int64_t rbad = cpu::embedding_forward(ref.data(), table.data(), idx.data(), n, V, C);
+      auto dt = upload(table);
+      auto di = upload(idx);
+      auto dy = poisoned<float>(n * C);
+      const int64_t bad = cu::embedding_forward(dy.ptr(), dt.ptr(), di.ptr(), n, V, C);
+      if (bad != rbad || bad != 50)
+        r.fail("bad index: returned " + std::to_string(bad) + ", cpu " + std::to_string(rbad) + ", want 50");
+      auto got = download(dy, r, "y");
+      const float s = sentinel<float>();
+      for (auto v : got)
+        if (std::memcmp(&v, &s, 4) != 0) {
+          r.fail("y written despite a bad index");
+          break;
+        }
+    }
+    return std::string("(n,V,C)=1x1x1 7x10x33 129x50x768 .. 4097x1000x64");
+  });
+  check("embedding_backward", [&](Result& r) {
+    for (auto& s : shapes) {
+      const int64_t n = s[0], V = s[1], C = s[2];
+      auto dtable0 = randn(V * C), dy = randn(n * C);
+      auto idx = randint(n, 0, static_cast<int32_t>(V - 1));   // V < n: rows repeat
+      std::vector<float> ref = dtable0;
+      cpu::embedding_backward(ref.data(), dy.data(), idx.data(), n, V, C);
+      auto dtab = upload(dtable0), ddy = upload(dy);
+      auto di = upload(idx);
+      cu::embedding_backward(dtab.ptr(), ddy.ptr(), di.ptr(), n, V, C);
+      auto got = download(dtab, r, "dtable");
+      // Atomic additions in any order: allow for the rounding of a different order of up to n/V terms.
+      compare(r, "dtable", got.data(), ref.data(), V * C, 1e-5, 1e-6 * std::sqrt(double(n)));
+    }
+    return std::string("(n,V,C)=1x1x1 7x10x33 129x50x768 .. 4097x1000x64");
+  });
+}
+
+// ---------------------------------------------------------------------------------------------- optimizer
+void test_adamw() {
+  check("adamw_step", [](Result& r) {
+    for (int64_t n : kElemSizes) {
+      auto p = randn(n), m = randn(n, 0.1f), g = randn(n);
+      auto v = uniform(n, 0.0f, 0.01f);
+      const float lr = 1e-3f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.01f;
+      const int t = 3;
+      const float c1 = static_cast<float>(1 - std::pow(0.9, t)), c2 = static_cast<float>(1 - std::pow(0.999, t));
+      std::vector<float> rp = p, rm = m, rv = v;
+      cpu::adamw_step(rp.data(), rm.data(), rv.data(), g.data(), n, lr, b1, b2, eps, wd, c1, c2);
+      auto dp = upload(p), dm = upload(m), dv = upload(v), dg = upload(g);
+      cu::adamw_step(dp.ptr(), dm.ptr(), dv.ptr(), dg.ptr(), n, lr, b1, b2, eps, wd, c1, c2);
+      auto gp = download(dp, r, "p"), gm = download(dm, r, "m"), gv = download(dv, r, "v");
+      compare(r, "p", gp.data(), rp.data(), n, 1e-6, 1e-7);
+      compare(r, "m", gm.data(), rm.data(), n, 1e-6, 1e-8);
+      compare(r, "v", gv.data(), rv.data(), n, 1e-6, 1e-10);
+    }
+    return std::string("n=1 7 129 1000 4097 100003");
+  });
+}
+
+// ------------------------------------------------------------------------------------------------- matmul
+struct MM {
+  int64_t M, N, K;
+  std::vector<int64_t> bshape, as, bs;   // batch axes; element strides of a's and b's matrices
+  int64_t na, nb;                        // elements in a and b
+};
+
+std::vector<MM> matmul_cases() {
+  std::vector<MM> cases;
+  const int64_t mnk[][3] = {{1, 1, 1},     {7, 129, 33},  {129, 7, 1000}, {1000, 129, 257},
+                            {4097, 64, 129}, {65, 4097, 17}, {128, 128, 128}, {33, 65, 0}};
+  for (auto& s : mnk) cases.push_back({s[0], s[1], s[2], {}, {}, {}, s[0] * s[2], s[2] * s[1]});
+  // Batched: (2, 3) batch; a broadcast over the first batch axis, b not.
+  const int64_t M = 37, N = 70, K = 45;
+  cases.push_back({M, N, K, {2, 3}, {0, M * K}, {3 * K * N, K * N}, 3 * M * K, 6 * K * N});
+  // b shared by every batch (a linear layer applied to a batch of sequences).
+  cases.push_back({129, 33, 64, {5}, {129 * 64}, {0}, 5 * 129 * 64, 33 * 64});
+  return cases;
+}
+
+using MatmulFn = std::function<void(float*, const float*, const float*, int64_t, int64_t, int64_t, bool, bool, int,
+                                    const int64_t*, const int64_t*, const int64_t*, float, float)>;
+
+void matmul_check(const std::string& name, const MatmulFn& fn) {
+  check(name, [&](Result& r) {
+    for (const MM& c : matmul_cases()) {
+      int64_t nbatch = 1;
+      for (auto d : c.bshape) nbatch *= d;
+      const int64_t nc = nbatch * c.M * c.N;
+      for (int tr = 0; tr < 4; tr++) {
+        const bool ta = tr & 1, tb = tr & 2;
+        for (int ab = 0; ab < 2; ab++) {   // (alpha, beta) = (1, 0) on a NaN-filled c, then (0.5, 2) on random c
+          const float alpha = ab ? 0.5f : 1.0f, beta = ab ? 2.0f : 0.0f;
+          auto a = randn(c.na), b = randn(c.nb);
+          auto c0 = randn(nc);
+          std::vector<float> ref = c0;
+          cpu::matmul(ref.data(), a.data(), b.data(), c.M, c.N, c.K, ta, tb, static_cast<int>(c.bshape.size()),
+                      c.bshape.data(), c.as.data(), c.bs.data(), alpha, beta);
+          const size_t shift = (tr == 3 && ab) ? 1 : 0;   // one unaligned a: the loader's element path
+          auto da = upload(a, 0, shift), db = upload(b);
+          auto dc = ab ? upload(c0) : poisoned<float>(nc);
+          fn(dc.ptr(), da.ptr(), db.ptr(), c.M, c.N, c.K, ta, tb, static_cast<int>(c.bshape.size()), c.bshape.data(),
+             c.as.data(), c.bs.data(), alpha, beta);
+          auto got = download(dc, r, "c");
+          // f32 sums of K products of N(0,1) numbers in another order: rounding grows with K.
+          compare(r, "c", got.data(), ref.data(), nc, 1e-5, 1e-6 * (c.K + 1));
+        }
+      }
+    }
+    return std::string("MxNxK 1x1x1..4097x64x129 65x4097x17, batched, 4 trans");
+  });
+}
+
+void half_matmul_check(const std::string& name, DType dt, cu::GemmImpl impl) {
+  check(name, [&](Result& r) {
+    for (const MM& c : matmul_cases()) {
+      int64_t nbatch = 1;
+      for (auto d : c.bshape) nbatch *= d;
+      const int64_t nc = nbatch * c.M * c.N;
+      for (int tr = 0; tr < 4; tr++) {
+        const bool ta = tr & 1, tb = tr & 2;
+        const float alpha = tr == 2 ? 0.5f : 1.0f, beta = tr == 2 ? 2.0f : 0.0f;
+        // Inputs rounded to the half type; the reference multiplies those exact values in f32 on the CPU.
+        auto a = randn(c.na), b = randn(c.nb);
+        std::vector<uint16_t> ah(c.na), bh(c.nb);
+        cpu::cast(ah.data(), dt, a.data(), DType::F32, c.na);
+        cpu::cast(bh.data(), dt, b.data(), DType::F32, c.nb);
+        cpu::cast(a.data(), DType::F32, ah.data(), dt, c.na);
+        cpu::cast(b.data(), DType::F32, bh.data(), dt, c.nb);
+        auto c0 = randn(nc);
+        std::vector<float> ref = c0;
+        cpu::matmul(ref.data(), a.data(), b.data(), c.M, c.N, c.K, ta, tb, static_cast<int>(c.bshape.size()),
+                    c.bshape.data(), c.as.data(), c.bs.data(), alpha, beta);
+        const size_t shift = tr == 1 ? 1 : 0;   // unaligned a: element loads
+        auto da = upload(ah, 0, shift), db = upload(bh);
+        auto dc = beta != 0.0f ? upload(c0) : poisoned<float>(nc);
+        cu::matmul_half(dc.ptr(), da.ptr(), db.ptr(), dt, c.M, c.N, c.K, ta, tb, static_cast<int>(c.bshape.size()),
+                        c.bshape.data(), c.as.data(), c.bs.data(), alpha, beta, impl);
+        auto got = download(dc, r, "c");
+        compare(r, "c", got.data(), ref.data(), nc, 1e-4, 2e-6 * (c.K + 1));
+      }
+    }
+    return std::string("MxNxK 1x1x1..4097x64x129 65x4097x17, batched, 4 trans");
+  });
+}
+
+void test_matmul() {
+  matmul_check("matmul_tiled f32", cu::matmul_tiled);
+  if (cu::have_cublas()) matmul_check("matmul f32 (cuBLAS)", cu::matmul);
+  half_matmul_check("matmul_half bf16 (wmma)", DType::BF16, cu::GemmImpl::TensorCore);
+  half_matmul_check("matmul_half f16 (wmma)", DType::F16, cu::GemmImpl::TensorCore);
+  if (cu::have_cublas()) {
+    half_matmul_check("matmul_half bf16 (cuBLAS)", DType::BF16, cu::GemmImpl::Cublas);
+    half_matmul_check("matmul_half f16 (cuBLAS)", DType::F16, cu::GemmImpl::Cublas);
+  }
+}
+
+// -------------------------------------------------------------------------------------------------- bench
+struct Dev {   // a plain device buffer for the benchmarks (random contents, written on the device)
+  void* p = nullptr;
+  explicit Dev(size_t bytes) : p(cu::malloc(bytes)) {}
+  ~Dev() {
+    try {
+      cu::free(p);
+    } catch (...) {
+    }
+  }
+  float* f() const { return static_cast<float*>(p); }
+};
+
+void fill_random(float* d, int64_t n) {   // random values without a device RNG: a random block, replicated
+  const int64_t block = std::min<int64_t>(n, 1 << 20);
+  auto v = randn(block);
+  for (int64_t i = 0; i < n; i += block) cu::memcpy_h2d(d + i, v.data(), sizeof(float) * std::min(block, n - i));
+}
+
+void bench_line(const char* what, const char* size, double ms, double amount, const char* unit) {
+  std::printf("bench %-34s %-22s %9.3f ms  %9.1f %s\n", what, size, ms, amount, unit);
+  std::fflush(stdout);
+}
+
+void run_bench() {
+  std::printf("benchmarks (median of timed runs after warm-up; bandwidth counts bytes read + written)\n");
+  const int W = 3, I = 10;
+  {   // GEMM 4096^3
+    const int64_t S = 4096;
+    Dev a(S * S * 4), b(S * S * 4), c(S * S * 4), ah(S * S * 2), bh(S * S * 2);
+    fill_random(a.f(), S * S);
+    fill_random(b.f(), S * S);
+    cu::cast(ah.p, DType::BF16, a.p, DType::F32, S * S);
+    cu::cast(bh.p, DType::BF16, b.p, DType::F32, S * S);
+    const double flop = 2.0 * S * S * S;
+    double ms = cu::time_ms([&] { cu::matmul_tiled(c.f(), a.f(), b.f(), S, S, S, false, false, 0, nullptr, nullptr, nullptr, 1.0f, 0.0f); }, W, I);
+    bench_line("matmul f32 (tiled)", "4096^3", ms, flop / ms / 1e9, "TFLOP/s");
+    if (cu::have_cublas()) {
+      ms = cu::time_ms([&] { cu::matmul(c.f(), a.f(), b.f(), S, S, S, false, false, 0, nullptr, nullptr, nullptr, 1.0f, 0.0f); }, W, I);
+      bench_line("matmul f32 (cuBLAS)", "4096^3", ms, flop / ms / 1e9, "TFLOP/s");
+    }
+    ms = cu::time_ms([&] { cu::matmul_half(c.f(), ah.p, bh.p, DType::BF16, S, S, S, false, false, 0, nullptr, nullptr, nullptr, 1.0f, 0.0f, cu::GemmImpl::TensorCore); }, W, I);
+    bench_line("matmul bf16 (wmma)", "4096^3", ms, flop / ms / 1e9, "TFLOP/s");
+    ms = cu::time_ms([&] { cu::matmul_half(c.f(), ah.p, bh.p, DType::BF16, S, S, S, true, true, 0, nullptr, nullptr, nullptr, 1.0f, 0.0f, cu::GemmImpl::TensorCore); }, W, I);
+    bench_line("matmul bf16 (wmma, a^T b^T)", "4096^3", ms, flop / ms / 1e9, "TFLOP/s");
+    if (cu::have_cublas()) {
+      ms = cu::time_ms([&] { cu::matmul_half(c.f(), ah.p, bh.p, DType::BF16, S, S, S, false, false, 0, nullptr, nullptr, nullptr, 1.0f, 0.0f, cu::GemmImpl::Cublas); }, W, I);
+      bench_line("matmul bf16 (cuBLAS)", "4096^3", ms, flop / ms / 1e9, "TFLOP/s");
+    }
+  }
+  {   // casts over 64M elements against a device-to-device copy of the same bytes
+    const int64_t n = int64_t(64) << 20;
+    Dev f(n * 4), h(n * 2), f2(n * 4);
+    fill_random(f.f(), n);
+    double ms = cu::time_ms([&] { cu::memcpy_d2d(f2.p, f.p, n * 4); }, W, I);
+    bench_line("memcpy d2d (f32 bytes)", "64M x 4 B", ms, 2.0 * n * 4 / ms / 1e6, "GB/s");
+    ms = cu::time_ms([&] { cu::memcpy_d2d(h.p, f.p, n * 2); }, W, I);
+    bench_line("memcpy d2d (half bytes)", "64M x 2 B", ms, 2.0 * n * 2 / ms / 1e6, "GB/s");
+    const double bytes = n * 6.0;
+    ms = cu::time_ms([&] { cu::cast(h.p, DType::BF16, f.p, DType::F32, n); }, W, I);
+    bench_line("cast f32->bf16", "64M", ms, bytes / ms / 1e6, "GB/s");
+    ms = cu::time_ms([&] { cu::cast(f2.p, DType::F32, h.p, DType::BF16, n); }, W, I);
+    bench_line("cast bf16->f32", "64M", ms, bytes / ms / 1e6, "GB/s");
+    ms = cu::time_ms([&] { cu::cast(h.p, DType::F16, f.p, DType::F32, n); }, W, I);
+    bench_line("cast f32->f16", "64M", ms, bytes / ms / 1e6, "GB/s");
+    ms = cu::time_ms([&] { cu::cast(f2.p, DType::F32, h.p, DType::F16, n); }, W, I);
+    bench_line("cast f16->f32", "64M", ms, bytes / ms / 1e6, "GB/s");
+  }
+  {   // softmax and layernorm over 64M elements (16384 rows of 4096), and 262144 rows of 256
+    const int64_t shapes[][2] = {{16384, 4096}, {262144, 256}};
+    for (auto& s : shapes) {
+      const int64_t rows = s[0], C = s[1], n = rows * C;
+      Dev x(n * 4), y(n * 4), w(C * 4), b(C * 4), m(rows * 4), r(rows * 4), g(n * 4), dw(C * 4), db(C * 4);
+      fill_random(x.f(), n);
+      fill_random(g.f(), n);
+      fill_random(w.f(), C);
+      fill_random(b.f(), C);
+      char size[64];
+      std::snprintf(size, sizeof size, "%lldx%lld", static_cast<long long>(rows), static_cast<long long>(C));
+      double ms = cu::time_ms([&] { cu::softmax_forward(y.f(), x.f(), rows, C, 1, false); }, W, I);
+      bench_line("softmax_forward", size, ms, 2.0 * n * 4 / ms / 1e6, "GB/s");
+      ms = cu::time_ms([&] { cu::softmax_backward(x.f(), g.f(), y.f(), rows, C, 1, false); }, W, I);
+      bench_line("softmax_backward", size, ms, 3.0 * n * 4 / ms / 1e6, "GB/s");
+      fill_random(x.f(), n);
+      ms = cu::time_ms([&] { cu::layernorm_forward(y.f(), m.f(), r.f(), x.f(), w.f(), b.f(), rows, C, 1e-5f); }, W, I);
+      bench_line("layernorm_forward", size, ms, 2.0 * n * 4 / ms / 1e6, "GB/s");
+      ms = cu::time_ms([&] { cu::layernorm_backward(y.f(), dw.f(), db.f(), g.f(), x.f(), w.f(), m.f(), r.f(), rows, C); }, W, I);
+      bench_line("layernorm_backward", size, ms, 3.0 * n * 4 / ms / 1e6, "GB/s");
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool bench = false;
+  uint64_t seed = std::random_device{}() ^ (uint64_t(std::random_device{}()) << 32);
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    if (a == "--bench") bench = true;
+    else if (a == "--seed" && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
+    else g_filters.push_back(a);
+  }
+  if (cu::device_count() == 0) {
+    std::printf("no CUDA device: skipped (runtime %d, driver %d)\n", cu::runtime_version(), cu::driver_version());
+    return 0;
+  }
+  g_rng.seed(seed);
+  try {
+    std::printf("device: %s; CUDA runtime %d, driver %d; cuBLAS: %s; CPU reference: %s, %d threads\n",
+                cu::device_name().c_str(), cu::runtime_version(), cu::driver_version(),
+                cu::have_cublas() ? "yes" : "no", cpu::blas_name(), cpu::num_threads());
+  } catch (const std::exception& e) {
+    std::printf("device query failed: %s\n", e.what());
+    return 1;
+  }
+  if (bench) {
+    try {
+      run_bench();
+    } catch (const std::exception& e) {
+      std::printf("bench failed: %s\n", e.what());
+      return 1;
+    }
+    return 0;
+  }
+  std::printf("seed %llu (rerun with --seed %llu)\n", static_cast<unsigned long long>(seed),
+              static_cast<unsigned long long>(seed));
+  test_runtime();
+  test_fill();
+  test_cast();
+  test_unary();
+  test_binary();
+  test_reduce();
+  test_softmax();
+  test_layernorm();
+  test_cross_entropy();
+  test_embedding();
+  test_adamw();
+  test_matmul();
+  try {
+    cu::synchronize();
+  } catch (const std::exception& e) {
+    std::printf("final synchronize failed: %s\n", e.what());
+    g_failed++;
+  }
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed ? 1 : 0;
+}

@@ -1,0 +1,133 @@
+// modalab CUDA backend: the CUDA side of the kernel contract in kernels.h.
+//
+// Every kernel below has the SAME signature and semantics as its modalab::cpu namesake in kernels.h, with every
+// tensor pointer a DEVICE pointer (from cuda::malloc). Size and stride arrays (binary_forward's shape/astride/
+// bstride, matmul's bshape/astride/bstride) stay HOST pointers, exactly as the bindings pass them; they are read
+// before the launcher returns. Kernels run asynchronously on the backend's one stream, in call order; results
+// are visible to the host after memcpy_d2h or synchronize().
+//
+// Errors: every CUDA call is checked and a failure throws std::runtime_error naming the kernel or call and
+// cudaGetErrorString (never exit() or abort()); an allocation that fails even after emptying the cache throws
+// cuda::OutOfMemory, which names the requested size. Bad arguments (a dtype pair with no kernel) throw
+// std::invalid_argument. The functions that meet bad user data (cross_entropy_forward, embedding_forward)
+// return the first bad position like their CPU namesakes; they synchronise to read it back.
+//
+// This header includes no CUDA header: the bindings and the test program are plain C++ and link modalab_cuda.
+// Nothing here is usable unless the build defines MODALAB_HAVE_CUDA (CMake: check_language(CUDA)).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <stdexcept>
+#include <string>
+
+#include "modalab/kernels.h"
+
+namespace modalab {
+namespace cuda {
+
+// ---------------------------------------------------------------------------------------------- runtime
+// The number of usable devices; 0 (never an exception) when there is no driver, no GPU, or the driver is too old
+// for this build's runtime. Everything else below requires device_count() > 0.
+int device_count();
+// "NVIDIA H200 (sm_90, 132 SMs, 139.8 GiB)", for logs; "" without a device.
+std::string device_name();
+// The CUDA runtime version this build carries (statically linked) and the driver's, as 13000 for 13.0; 0 if none.
+int runtime_version();
+int driver_version();
+// Whether matmul goes through cuBLAS in this build (MODALAB_HAVE_CUBLAS).
+bool have_cublas();
+
+// Thrown when the device cannot satisfy an allocation even after the cache has been emptied.
+class OutOfMemory : public std::runtime_error {
+ public:
+  OutOfMemory(const std::string& what, size_t requested) : std::runtime_error(what), requested_(requested) {}
+  size_t requested() const { return requested_; }
+
+ private:
+  size_t requested_;
+};
+
+// Caching allocator. cudaMalloc and cudaFree synchronise the device and cost tens of microseconds, so freed
+// blocks are kept in per-size-class free lists and handed out again. Sizes round up to a class: 512-byte steps
+// up to 4 KiB, then four classes per power of two (at most 25% waste). Blocks are reused only on the one stream
+// everything runs on, so a block freed while a kernel still reads it is safe to hand out (stream order).
+// malloc(0) returns nullptr; free(nullptr) does nothing; free of a pointer not from malloc throws.
+void* malloc(size_t bytes);
+void free(void* ptr);
+size_t bytes_in_use();     // sum of the class sizes of blocks handed out and not yet freed
+size_t bytes_reserved();   // sum of everything obtained from cudaMalloc (in use + cached)
+void empty_cache();        // return every cached (free) block to the driver
+
+// Copies on the backend's stream. h2d returns once the host buffer may be reused; d2h returns once the data
+// has arrived (it waits for the kernels queued before it); d2d is asynchronous like a kernel.
+void memcpy_h2d(void* dst, const void* src, size_t bytes);
+void memcpy_d2h(void* dst, const void* src, size_t bytes);
+void memcpy_d2d(void* dst, const void* src, size_t bytes);
+// Wait for everything queued so far; a kernel's asynchronous fault surfaces here as an exception.
+void synchronize();
+
+// Timing for benchmarks: runs body `warmup` times, then `iters` times each between two events on the stream,
+// and returns the median milliseconds per run.
+double time_ms(const std::function<void()>& body, int warmup, int iters);
+
+// ---------------------------------------------------------------------------------------------- kernels
+// Same contract as modalab::cpu (kernels.h); device pointers. One launcher per direction.
+void fill_f32(float* out, int64_t n, float value);   // out (n)
+
+// Every pair of F32, F16, BF16 and I32, bit-for-bit what cpu::cast gives (round to nearest even, NaN stays NaN
+// with the CPU's payload rules, overflow to infinity, subnormals exact). 16-byte accesses where aligned.
+void cast(void* out, DType out_dtype, const void* x, DType x_dtype, int64_t n);
+
+void unary_forward(float* y, const float* x, int64_t n, UnaryOp op);   // y (n) = f(x (n))
+void unary_backward(float* dx, const float* dy, const float* x, const float* y, int64_t n, UnaryOp op);   // =
+void affine(float* y, const float* x, int64_t n, float scale, float shift);   // y (n) = x (n) * scale + shift
+// out (shape) = a op b, a and b laid over shape by element strides (0 on broadcast axes); shape/strides on host.
+void binary_forward(float* out, const float* a, const float* b, int ndim, const int64_t* shape,
+                    const int64_t* astride, const int64_t* bstride, BinaryOp op);
+
+// x (outer, len, inner) -> out (outer, inner); argidx (outer, inner) for Max/Min, may be null.
+void reduce(float* out, int32_t* argidx, const float* x, int64_t outer, int64_t len, int64_t inner, ReduceOp op);
+
+void softmax_forward(float* y, const float* x, int64_t outer, int64_t len, int64_t inner, bool log);
+void softmax_backward(float* dx, const float* dy, const float* y, int64_t outer, int64_t len, int64_t inner,
+                      bool log);   // =
+
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* weight,
+                       const float* bias, int64_t rows, int64_t C, float eps);
+void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x,
+                        const float* weight, const float* mean, const float* rstd, int64_t rows, int64_t C);   // =
+
+int64_t cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets,
+                              int64_t N, int64_t C, int32_t ignore_index, float smoothing);   // synchronises
+void cross_entropy_backward(float* dlogits, const float* dloss, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t N, int64_t C, int32_t ignore_index, float smoothing);
+
+// Checks every index first and writes nothing when one is bad (synchronises to read the check back).
+int64_t embedding_forward(float* y, const float* table, const int32_t* idx, int64_t n, int64_t V, int64_t C);
+// dtable (V, C) += dy (n, C) scattered by idx; indices outside [0, V) are skipped. Atomic adds: the order of
+// the additions into one row (a token repeated in the batch) is not fixed, so the last bit may vary run to run.
+void embedding_backward(float* dtable, const float* dy, const int32_t* idx, int64_t n, int64_t V, int64_t C);
+
+void adamw_step(float* p, float* m, float* v, const float* g, int64_t n, float lr, float beta1, float beta2,
+                float eps, float weight_decay, float bias_c1, float bias_c2);
+
+// c (batch..., M, N) = alpha * op(a) @ op(b) + beta * c, batch axes broadcast by strides (host arrays); beta = 0
+// never reads c. Goes through cuBLAS (plain f32, no TF32) when the build has it, else through matmul_tiled.
+void matmul(float* c, const float* a, const float* b, int64_t M, int64_t N, int64_t K, bool trans_a,
+            bool trans_b, int nbatch, const int64_t* bshape, const int64_t* astride, const int64_t* bstride,
+            float alpha, float beta);
+// The backend's own shared-memory tiled f32 GEMM (same contract), exposed so tests check it with cuBLAS present.
+void matmul_tiled(float* c, const float* a, const float* b, int64_t M, int64_t N, int64_t K, bool trans_a,
+                  bool trans_b, int nbatch, const int64_t* bshape, const int64_t* astride, const int64_t* bstride,
+                  float alpha, float beta);
+
+// Mixed precision: a and b in ab_dtype (F16 or BF16), f32 accumulation, c in f32 (same contract otherwise).
+enum class GemmImpl : int32_t { Auto = 0, TensorCore, Cublas };
+// Auto: cuBLAS when the build has it, else the wmma tensor-core kernel. Cublas without cuBLAS throws.
+void matmul_half(float* c, const void* a, const void* b, DType ab_dtype, int64_t M, int64_t N, int64_t K,
+                 bool trans_a, bool trans_b, int nbatch, const int64_t* bshape, const int64_t* astride,
+                 const int64_t* bstride, float alpha, float beta, GemmImpl impl = GemmImpl::Auto);
+
+}  // namespace cuda
+}  // namespace modalab
