@@ -6,6 +6,9 @@ namespace modalab {
 namespace bind {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  // Start the thread pool now: that is when MODALAB_NUM_THREADS is read and handed to the BLAS, so even a first
+  // op that goes straight to the BLAS runs with the configured thread count.
+  cpu::num_threads();
   RegisterStorage(env, exports);
   RegisterCreation(env, exports);
   RegisterElementwise(env, exports);
