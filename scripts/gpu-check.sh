@@ -52,6 +52,7 @@ if [ -z "${CUDA_ARCHS:-}" ]; then
     *) CUDA_ARCHS="90-real" ;;
   esac
 fi
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH=/usr/local/cuda/bin:$PATH; fi
 echo "nvcc: $(command -v nvcc || echo 'not on PATH')"; nvcc --version 2>/dev/null | tail -2
 echo "cmake: $(cmake --version 2>/dev/null | head -1); ninja: $(ninja --version 2>/dev/null || echo none); jobs: $JOBS"
 
