@@ -163,21 +163,24 @@ export function addonCandidates(): string[] {
 export function binding(): Binding {
   if (cached) return cached;
   const tried: string[] = [];
+  const explicit = process.env.MODALAB_ADDON;
   for (const p of addonCandidates()) {
     if (!fs.existsSync(p)) {
       tried.push(`  ${p}: not found`);
-      continue;
+    } else {
+      try {
+        // eslint-disable-next-line @typescript-eslint/no-var-requires
+        cached = require(p) as Binding;
+        return cached;
+      } catch (e) {
+        tried.push(`  ${p}: ${(e as Error).message.split('\n')[0]}`);
+      }
     }
-    try {
-      // eslint-disable-next-line @typescript-eslint/no-var-requires
-      cached = require(p) as Binding;
-      return cached;
-    } catch (e) {
-      tried.push(`  ${p}: ${(e as Error).message.split('\n')[0]}`);
-    }
+    // An explicit MODALAB_ADDON that does not load is an error, not a reason to quietly use another build.
+    if (explicit && tried.length === 1) break;
   }
   throw new Error(
     'modalab: the native addon could not be loaded.\n' + tried.join('\n') + '\n' +
-    'Build it with `npm run build:native` (needs cmake, g++ and, for fast GEMM, libopenblas-dev), ' +
-    'or point MODALAB_ADDON at a built modalab.node.');
+    (explicit ? 'MODALAB_ADDON is set: point it at a built modalab.node, or unset it to use build/Release.\n' : '') +
+    'Build it with `npm run build:native` (needs cmake, g++ and, for fast GEMM, libopenblas-dev).');
 }
