@@ -71,6 +71,26 @@ export function median(xs: readonly number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
+/**
+ * Combining rounds. Each round gives each side a list of samples; the number of samples varies with speed (a
+ * round sampled for a fixed time yields more samples when the machine was quiet), so pooling them would weigh
+ * quiet rounds more. Instead every round counts once: a side's value is the median of its round medians, and
+ * a ratio is the median of the per-round ratios, each taken between the two sides' runs that sat next to each
+ * other in time, so that slow drift of the machine cancels.
+ */
+export function medianOfRounds(rounds: readonly (readonly number[])[]): number {
+  return median(rounds.filter((r) => r.length > 0).map(median));
+}
+
+/** Per-round ratios of median times, ours / theirs, for the rounds where both sides ran. */
+export function roundTimeRatios(ours: readonly (readonly number[])[], theirs: readonly (readonly number[])[]): number[] {
+  const out: number[] = [];
+  for (let r = 0; r < Math.min(ours.length, theirs.length); r++) {
+    if (ours[r].length && theirs[r].length) out.push(median(ours[r]) / median(theirs[r]));
+  }
+  return out;
+}
+
 /** Quartile spread relative to the median, (q3 - q1) / median: how noisy the samples were. */
 export function relSpread(xs: readonly number[]): number {
   if (xs.length < 4) return NaN;

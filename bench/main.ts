@@ -79,6 +79,8 @@ function main(): number {
       const r = s.run(ctx);
       const others = othersShare(before, cpuSnapshot());
       if (others !== null && others > BUSY) busySuites.push(`${s.name} (${(others * 100).toFixed(0)}%)`);
+      // A run at a thread count other than all cores gets its own section beside the default one.
+      if (args.threads !== info.cores) r.title += ` (${args.threads} thread${args.threads === 1 ? '' : 's'})`;
       body = renderSection(s.name, r, info, others);
       for (const g of r.goals) {
         verdicts.push(`${g.ratio === null ? 'NOT MEASURED' : g.pass(g.ratio) ? 'PASS' : 'MISS'}  ${g.text}` +
@@ -90,7 +92,8 @@ function main(): number {
       continue;
     }
     console.log('\n' + body + '\n');
-    if (args.docs) writeSection(s.name, body, SUITES.map((t) => t.name));
+    const id = args.threads === info.cores ? s.name : `${s.name}-t${args.threads}`;
+    if (args.docs) writeSection(id, body, SUITES.map((t) => t.name));
   }
   console.log(`bench: done in ${((Date.now() - started) / 1000).toFixed(0)}s` +
     (args.docs ? '; docs/benchmarks.md updated' : ''));

@@ -136,22 +136,40 @@ const end = (name: string): string => `<!-- bench:${name}:end -->`;
 const HEADER = `# Benchmarks
 
 Written by \`npm run bench\` (bench/main.ts): each suite measures modalab and runs the same work in PyTorch
-(Debian's /usr/bin/python3, bench/torch/<suite>.py) in the same run, with the same thread count, and reports
-medians over repeated timed samples after warm-up, and their ratio. The machines these run on are shared and
-noisy: compare ratios from one run, not absolute times across runs. Each section below is rewritten by the
-run that measured it; the rest of this file is left alone.
+(Debian's /usr/bin/python3, bench/torch/<suite>.py) in the same run, with the same thread count. Both sides take
+repeated timed samples after a warm-up; the run alternates modalab and PyTorch in rounds (default 3), each
+round counts once (a side's figure is the median of its round medians; a ratio is the median of the per-round
+ratios, each between two runs that sat next to each other in time). Each section is rewritten by the run that
+measured it; the rest of this file is left alone.
 
 \`\`\`
-npm run bench                      # every suite
+npm run bench                      # every suite, all cores
 npm run bench -- gemm tiny         # some suites
-npm run bench -- --threads 1       # thread count for both libraries (default: MODALAB_NUM_THREADS, else all cores)
-npm run bench -- --rounds 3        # alternations of modalab and PyTorch (default 3), samples pooled
+npm run bench -- --threads 1       # both libraries on 1 thread; written to its own sections (gemm-t1, ...)
+npm run bench -- --rounds 5        # more alternations of modalab and PyTorch (default 3)
 npm run bench -- --no-docs         # print only, leave this file alone
 npm run bench -- --list            # the suites
 \`\`\`
+
+Reading these numbers:
+
+- The machines are shared and noisy. Quote ratios from one run, not absolute times across runs. Each section
+  says how much of the CPUs other processes used while it ran and warns above 20%.
+- On these machines both libraries reach the same OpenBLAS (Debian's libopenblas 0.3.21, pthreads build), so
+  a GEMM ratio near 1 is what to expect; departures from it are noise or overhead around the call.
+- PyTorch parallelises element-wise ops with OpenMP, which splits the work statically between its threads.
+  When another process holds one of the two cores, every parallel region waits for the descheduled thread:
+  \`mul_\` on 262k floats measured 56 us on 1 thread and 6.9 ms on 2 while other work ran. modalab's pool
+  hands out chunks dynamically, so the calling thread finishes the work when a worker is late. Multi-threaded
+  PyTorch numbers from a busy machine are therefore pessimistic; the 1-thread sections avoid the effect.
+- A suite is a file in bench/cases exporting a \`Suite\`, a script bench/torch/<suite>.py doing the same work in
+  PyTorch, and an entry in SUITES in bench/main.ts.
 `;
 
-/** Replace the section of `name` in docs/benchmarks.md (or insert it before the next suite in `order`). */
+/**
+ * Replace the section `name` (a suite, or `suite-tN` for a run at N threads) in docs/benchmarks.md, or insert it
+ * before the sections of the suites that come after its suite in `order`.
+ */
 export function writeSection(name: string, body: string, order: string[]): void {
   let doc = fs.existsSync(DOC) ? fs.readFileSync(DOC, 'utf8') : HEADER;
   const block = `${begin(name)}\n${body}\n${end(name)}`;
@@ -160,7 +178,8 @@ export function writeSection(name: string, body: string, order: string[]): void 
   if (i >= 0 && j > i) {
     doc = doc.slice(0, i) + block + doc.slice(j + end(name).length);
   } else {
-    const later = order.slice(order.indexOf(name) + 1).map((n) => doc.indexOf(begin(n))).filter((k) => k >= 0);
+    const suite = name.replace(/-t\d+$/, '');
+    const later = order.slice(order.indexOf(suite) + 1).map((n) => doc.indexOf(begin(n))).filter((k) => k >= 0);
     if (later.length) {
       const k = Math.min(...later);
       doc = doc.slice(0, k) + block + '\n\n' + doc.slice(k);

@@ -5,7 +5,7 @@
 import * as ml from '../../src/index';
 import {
   Goal, MeasureOptions, Samples, Suite, SuiteContext, SuiteResult, TorchInfo, fmt, fmtRatio, fmtSpread, measure,
-  median, relSpread, runTorch,
+  median, medianOfRounds, relSpread, roundTimeRatios, runTorch,
 } from '../harness';
 
 const SIZES = [256, 512, 1024, 2048];
@@ -30,52 +30,50 @@ export const gemm: Suite = {
   name: 'gemm',
   summary: 'square f32 matmul GFLOP/s at 256..2048, ml.matmul vs torch.mm',
   run(ctx: SuiteContext): SuiteResult {
-    const mine = new Map<number, number[]>(SIZES.map((n) => [n, []]));
-    const theirs = new Map<number, number[]>(SIZES.map((n) => [n, []]));
-    const roundRatios: number[] = [];
+    // Per size, per round: samples (ns per call) of each side.
+    const mine = new Map<number, number[][]>(SIZES.map((n) => [n, []]));
+    const theirs = new Map<number, number[][]>(SIZES.map((n) => [n, []]));
     let torchSkipped: string | undefined;
     let torchInfo: TorchInfo | undefined;
     for (let r = 0; r < ctx.rounds; r++) {
-      const ourMedians = new Map<number, number>();
       for (const n of SIZES) {
         ctx.log(`gemm round ${r + 1}/${ctx.rounds}: modalab ${n}`);
-        const s = ours(n);
-        mine.get(n)!.push(...s.ns);
-        ourMedians.set(n, median(s.ns));
+        mine.get(n)!.push(ours(n).ns);
       }
       if (torchSkipped) continue;
       ctx.log(`gemm round ${r + 1}/${ctx.rounds}: torch ${SIZES.join(', ')}`);
       const t = runTorch<Record<string, Samples>>('gemm', { sizes: SIZES, measure: OPTS }, ctx.threads);
       if (!t.ok) { torchSkipped = t.reason; continue; }
       torchInfo = t.run.info;
-      for (const n of SIZES) theirs.get(n)!.push(...t.run.results[String(n)].ns);
-      // Ratio of throughputs = torch time / our time, per round, to show how much the headline moves between runs.
-      roundRatios.push(median(t.run.results[String(GOAL_SIZE)].ns) / ourMedians.get(GOAL_SIZE)!);
+      for (const n of SIZES) theirs.get(n)!.push(t.run.results[String(n)].ns);
     }
 
+    // Throughput ratio = torch time / our time, round by round.
+    const ratios = (n: number): number[] => roundTimeRatios(mine.get(n)!, theirs.get(n)!).map((x) => 1 / x);
     const rows = SIZES.map((n) => {
       const m = mine.get(n)!, t = theirs.get(n)!;
-      const gm = gflops(n, median(m));
-      const gt = t.length ? gflops(n, median(t)) : null;
-      return [String(n), fmt(gm), gt === null ? 'skipped' : fmt(gt), gt === null ? 'n/a' : fmtRatio(gm / gt),
-        `${fmt(median(m) / 1e6)} / ${t.length ? fmt(median(t) / 1e6) : 'n/a'}`,
-        `${fmtSpread(relSpread(m))} / ${fmtSpread(relSpread(t))}`, `${m.length} / ${t.length}`];
+      const tm = medianOfRounds(m), tt = t.length ? medianOfRounds(t) : null;
+      return [String(n), fmt(gflops(n, tm)), tt === null ? 'skipped' : fmt(gflops(n, tt)),
+        tt === null ? 'n/a' : fmtRatio(median(ratios(n))),
+        `${fmt(tm / 1e6)} / ${tt === null ? 'n/a' : fmt(tt / 1e6)}`,
+        `${fmtSpread(relSpread(m.flat()))} / ${fmtSpread(relSpread(t.flat()))}`,
+        `${m.flat().length} / ${t.flat().length}`];
     });
-    const tGoal = theirs.get(GOAL_SIZE)!;
-    const goalRatio = tGoal.length ? median(tGoal) / median(mine.get(GOAL_SIZE)!) : null;
+    const goalRatios = ratios(GOAL_SIZE);
     const goals: Goal[] = [{
       text: `GEMM ${GOAL_SIZE}: modalab at least ${GOAL_RATIO}x PyTorch's GFLOP/s`,
-      ratio: goalRatio,
+      ratio: goalRatios.length ? median(goalRatios) : null,
       pass: (x) => x >= GOAL_RATIO,
-      note: roundRatios.length > 1 ? `per round: ${roundRatios.map(fmtRatio).join(', ')}` : undefined,
+      note: goalRatios.length > 1 ? `per round: ${goalRatios.map(fmtRatio).join(', ')}` : undefined,
     }];
     const info = ml.backendInfo();
     return {
       title: 'gemm: square f32 matmul',
       description:
         'C = A @ B for random n x n f32 matrices: `ml.matmul(a, b)` (output disposed each call) against ' +
-        '`torch.mm(a, b)`. GFLOP/s = 2n^3 / median time per call. Ratio = modalab GFLOP/s / torch GFLOP/s ' +
-        '(above 1: modalab is faster).',
+        '`torch.mm(a, b)`. GFLOP/s = 2n^3 / median time per call (the median over rounds of each round\'s ' +
+        'median). Ratio = modalab GFLOP/s / torch GFLOP/s, the median of the per-round ratios (above 1: modalab ' +
+        'is faster).',
       columns: ['n', 'modalab GFLOP/s', 'torch GFLOP/s', 'ratio', 'ms per call (m / t)', 'spread (m / t)',
         'samples (m / t)'],
       rows,

@@ -7,7 +7,7 @@
 import * as ml from '../../src/index';
 import {
   MeasureOptions, Samples, Suite, SuiteContext, SuiteResult, TorchInfo, fmt, fmtRatio, fmtSpread, measure, median,
-  relSpread, runTorch,
+  medianOfRounds, relSpread, roundTimeRatios, runTorch,
 } from '../harness';
 
 const SIZES = [256, 512, 512, 10];
@@ -59,8 +59,8 @@ export const mlp: Suite = {
   name: 'mlp',
   summary: 'one AdamW training step of an MLP 256-512-512-10 (gelu) on batch 128, vs torch',
   run(ctx: SuiteContext): SuiteResult {
-    const mine: number[] = [], theirs: number[] = [];
-    const roundRatios: number[] = [];
+    // Per round: samples (ns per step) of each side.
+    const mine: number[][] = [], theirs: number[][] = [];
     const losses: string[] = [];
     let torchSkipped: string | undefined;
     let torchInfo: TorchInfo | undefined;
@@ -68,7 +68,7 @@ export const mlp: Suite = {
       ctx.log(`mlp round ${r + 1}/${ctx.rounds}: modalab`);
       const o = ours();
       if (!(o.lastLoss < o.firstLoss)) throw new Error(`mlp: the loss did not fall (${o.firstLoss} -> ${o.lastLoss}); not timing a broken step`);
-      mine.push(...o.samples.ns);
+      mine.push(o.samples.ns);
       losses.push(`modalab ${o.firstLoss.toFixed(3)} -> ${o.lastLoss.toFixed(3)}`);
       if (torchSkipped) continue;
       ctx.log(`mlp round ${r + 1}/${ctx.rounds}: torch`);
@@ -76,11 +76,11 @@ export const mlp: Suite = {
         { batch: BATCH, sizes: SIZES, lr: LR, weightDecay: WEIGHT_DECAY, measure: OPTS }, ctx.threads);
       if (!t.ok) { torchSkipped = t.reason; continue; }
       torchInfo = t.run.info;
-      theirs.push(...t.run.results.step.ns);
+      theirs.push(t.run.results.step.ns);
       losses.push(`torch ${t.run.results.firstLoss.toFixed(3)} -> ${t.run.results.lastLoss.toFixed(3)}`);
-      roundRatios.push(median(o.samples.ns) / median(t.run.results.step.ns));
     }
-    const m = median(mine), t = theirs.length ? median(theirs) : null;
+    const m = medianOfRounds(mine), t = theirs.length ? medianOfRounds(theirs) : null;
+    const ratios = roundTimeRatios(mine, theirs);
     return {
       title: 'mlp: one training step',
       description:
@@ -88,16 +88,18 @@ export const mlp: Suite = {
         'forward through `nn.Linear` and `ml.gelu`, `ml.crossEntropy`, `backward()`, AdamW `step()` ' +
         `(lr ${LR}, weight decay ${WEIGHT_DECAY}), each step in \`ml.tidy\`, the loss read with \`item()\`; ` +
         'PyTorch does the same with `zero_grad(set_to_none=True)`, `nn.Linear`, `F.gelu`, `F.cross_entropy` and ' +
-        '`torch.optim.AdamW`. Ratio = modalab time / torch time (below 1: modalab is faster).',
+        '`torch.optim.AdamW`. Times are the median over rounds of each round\'s median; ratio = modalab time / ' +
+        'torch time, the median of the per-round ratios (below 1: modalab is faster).',
       columns: ['step', 'modalab ms', 'torch ms', 'ratio', 'modalab GFLOP/s', 'torch GFLOP/s', 'spread (m / t)',
         'samples (m / t)'],
       rows: [[`MLP ${SIZES.join('-')}, batch ${BATCH}`, fmt(m / 1e6), t === null ? 'skipped' : fmt(t / 1e6),
-        t === null ? 'n/a' : fmtRatio(m / t), fmt(FLOPS_PER_STEP / m), t === null ? 'n/a' : fmt(FLOPS_PER_STEP / t),
-        `${fmtSpread(relSpread(mine))} / ${fmtSpread(relSpread(theirs))}`, `${mine.length} / ${theirs.length}`]],
+        t === null ? 'n/a' : fmtRatio(median(ratios)), fmt(FLOPS_PER_STEP / m), t === null ? 'n/a' : fmt(FLOPS_PER_STEP / t),
+        `${fmtSpread(relSpread(mine.flat()))} / ${fmtSpread(relSpread(theirs.flat()))}`,
+        `${mine.flat().length} / ${theirs.flat().length}`]],
       goals: [],
       notes: [
         `GFLOP/s counts ${(FLOPS_PER_STEP / 1e9).toFixed(3)} GFLOP a step (the GEMMs of forward and backward). ` +
-        (roundRatios.length > 1 ? `Ratio per round: ${roundRatios.map(fmtRatio).join(', ')}. ` : '') +
+        (ratios.length > 1 ? `Ratio per round: ${ratios.map(fmtRatio).join(', ')}. ` : '') +
         `Loss over the timed steps (a sanity check; the two inits differ): ${losses.join('; ')}.`,
       ],
       torchSkipped,

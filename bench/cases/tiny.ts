@@ -7,7 +7,7 @@
 import * as ml from '../../src/index';
 import {
   Goal, MeasureOptions, Samples, Suite, SuiteContext, SuiteResult, TorchInfo, fmt, fmtRatio, fmtSpread, measure,
-  median, relSpread, runTorch,
+  median, medianOfRounds, relSpread, roundTimeRatios, runTorch,
 } from '../harness';
 
 const N = 16;
@@ -57,34 +57,33 @@ export const tiny: Suite = {
   name: 'tiny',
   summary: 'per-call time of adding two [16] f32 tensors, ml.add + dispose vs torch a + b',
   run(ctx: SuiteContext): SuiteResult {
-    const mine: number[] = [], mineTidy: number[] = [], theirs: number[] = [];
-    const roundRatios: number[] = [];
+    // Per round: samples (ns per call) of each variant.
+    const mine: number[][] = [], mineTidy: number[][] = [], theirs: number[][] = [];
     let torchSkipped: string | undefined;
     let torchInfo: TorchInfo | undefined;
     for (let r = 0; r < ctx.rounds; r++) {
       ctx.log(`tiny round ${r + 1}/${ctx.rounds}: modalab`);
-      const p = plain();
-      mine.push(...p.ns);
-      mineTidy.push(...tidied().ns);
+      mine.push(plain().ns);
+      mineTidy.push(tidied().ns);
       if (torchSkipped) continue;
       ctx.log(`tiny round ${r + 1}/${ctx.rounds}: torch`);
       const t = runTorch<{ add: Samples }>('tiny', { n: N, measure: OPTS }, ctx.threads);
       if (!t.ok) { torchSkipped = t.reason; continue; }
       torchInfo = t.run.info;
-      theirs.push(...t.run.results.add.ns);
-      roundRatios.push(median(p.ns) / median(t.run.results.add.ns));
+      theirs.push(t.run.results.add.ns);
     }
-    const tm = theirs.length ? median(theirs) : null;
-    const row = (label: string, xs: number[]): string[] => {
-      const m = median(xs);
-      return [label, fmt(m / 1e3), tm === null ? 'skipped' : fmt(tm / 1e3), tm === null ? 'n/a' : fmtRatio(m / tm),
-        `${fmtSpread(relSpread(xs))} / ${fmtSpread(relSpread(theirs))}`, `${xs.length} x ${OPTS.callsPerSample}`];
-    };
+    const tt = theirs.length ? medianOfRounds(theirs) : null;
+    const row = (label: string, xs: number[][]): string[] => [
+      label, fmt(medianOfRounds(xs) / 1e3), tt === null ? 'skipped' : fmt(tt / 1e3),
+      tt === null ? 'n/a' : fmtRatio(median(roundTimeRatios(xs, theirs))),
+      `${fmtSpread(relSpread(xs.flat()))} / ${fmtSpread(relSpread(theirs.flat()))}`,
+      `${xs.flat().length} x ${OPTS.callsPerSample}`];
+    const ratios = roundTimeRatios(mine, theirs);
     const goals: Goal[] = [{
       text: `tiny op: ml.add + dispose at most ${GOAL_RATIO}x PyTorch's per-call time`,
-      ratio: tm === null ? null : median(mine) / tm,
+      ratio: ratios.length ? median(ratios) : null,
       pass: (x) => x <= GOAL_RATIO,
-      note: roundRatios.length > 1 ? `per round: ${roundRatios.map(fmtRatio).join(', ')}` : undefined,
+      note: ratios.length > 1 ? `per round: ${ratios.map(fmtRatio).join(', ')}` : undefined,
     }];
     return {
       title: 'tiny: per-call cost of a 16-element add',
@@ -92,8 +91,9 @@ export const tiny: Suite = {
         `Adding two [${N}] f32 tensors in a loop, ${OPTS.callsPerSample! * OPTS.minSamples} timed calls per side ` +
         `per round after ${OPTS.warmup} warm-up calls, in samples of ${OPTS.callsPerSample}. ` +
         '`ml.add(a, b).dispose()` is the headline; the tidy row runs the same adds inside `ml.tidy()` scopes of ' +
-        `${TIDY_BATCH} calls. PyTorch runs \`c = a + b\` in a plain Python loop. Ratio = modalab time / torch ` +
-        'time (below 1: modalab is faster).',
+        `${TIDY_BATCH} calls. PyTorch runs \`c = a + b\` in a plain Python loop. Times are the median over rounds ` +
+        'of each round\'s median; ratio = modalab time / torch time, the median of the per-round ratios (below 1: ' +
+        'modalab is faster).',
       columns: ['variant', 'modalab us/call', 'torch us/call', 'ratio', 'spread (m / t)', 'samples'],
       rows: [row('ml.add + dispose', mine), row(`ml.add in tidy (${TIDY_BATCH}/scope)`, mineTidy)],
       goals,
