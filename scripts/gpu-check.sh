@@ -148,6 +148,19 @@ else
   row "node" "skipped (no .device/node.xz)"
 fi
 
+# ------------------------------------------------------------------------------------------------ safetensors
+# Python's safetensors library (not packaged by Debian, so not on the CPU machines) reads what ml.save wrote.
+echo "=== safetensors interop (test/fixtures/check_modalab_written.py)"
+if python3 -c "import safetensors" >/dev/null 2>&1; then
+  if python3 test/fixtures/check_modalab_written.py 2>&1 | tee "$LOGS/safetensors.log"; then
+    row "safetensors" "Python safetensors reads ml.save's file: $(tail -1 "$LOGS/safetensors.log")"
+  else
+    row "safetensors" "FAIL: $(tail -1 "$LOGS/safetensors.log")"
+  fi
+else
+  row "safetensors" "skipped (no Python safetensors here)"
+fi
+
 # ------------------------------------------------------------------------------------------------ table
 echo
 echo "=== summary ($(secs $START) s in all; logs in $LOGS)"
