@@ -53,18 +53,27 @@ function tidied(): Samples {
   return { ns: s.ns.map((x) => x / TIDY_BATCH), callsPerSample: s.callsPerSample * TIDY_BATCH };
 }
 
+/** No dispose at all: every result waits for the garbage collector (what a careless loop costs). */
+function collected(): Samples {
+  const { a, b } = inputs();
+  const s = measure(() => { ml.add(a, b); }, OPTS);
+  a.dispose(); b.dispose();
+  return s;
+}
+
 export const tiny: Suite = {
   name: 'tiny',
   summary: 'per-call time of adding two [16] f32 tensors, ml.add + dispose vs torch a + b',
   run(ctx: SuiteContext): SuiteResult {
     // Per round: samples (ns per call) of each variant.
-    const mine: number[][] = [], mineTidy: number[][] = [], theirs: number[][] = [];
+    const mine: number[][] = [], mineTidy: number[][] = [], mineGc: number[][] = [], theirs: number[][] = [];
     let torchSkipped: string | undefined;
     let torchInfo: TorchInfo | undefined;
     for (let r = 0; r < ctx.rounds; r++) {
       ctx.log(`tiny round ${r + 1}/${ctx.rounds}: modalab`);
       mine.push(plain().ns);
       mineTidy.push(tidied().ns);
+      mineGc.push(collected().ns);
       if (torchSkipped) continue;
       ctx.log(`tiny round ${r + 1}/${ctx.rounds}: torch`);
       const t = runTorch<{ add: Samples }>('tiny', { n: N, measure: OPTS }, ctx.threads);
@@ -91,11 +100,12 @@ export const tiny: Suite = {
         `Adding two [${N}] f32 tensors in a loop, ${OPTS.callsPerSample! * OPTS.minSamples} timed calls per side ` +
         `per round after ${OPTS.warmup} warm-up calls, in samples of ${OPTS.callsPerSample}. ` +
         '`ml.add(a, b).dispose()` is the headline; the tidy row runs the same adds inside `ml.tidy()` scopes of ' +
-        `${TIDY_BATCH} calls. PyTorch runs \`c = a + b\` in a plain Python loop. Times are the median over rounds ` +
+        `${TIDY_BATCH} calls; the last row never disposes and leaves every result to the garbage collector. PyTorch runs \`c = a + b\` in a plain Python loop. Times are the median over rounds ` +
         'of each round\'s median; ratio = modalab time / torch time, the median of the per-round ratios (below 1: ' +
         'modalab is faster).',
       columns: ['variant', 'modalab us/call', 'torch us/call', 'ratio', 'spread (m / t)', 'samples'],
-      rows: [row('ml.add + dispose', mine), row(`ml.add in tidy (${TIDY_BATCH}/scope)`, mineTidy)],
+      rows: [row('ml.add + dispose', mine), row(`ml.add in tidy (${TIDY_BATCH}/scope)`, mineTidy),
+        row('ml.add, never disposed (GC frees)', mineGc)],
       goals,
       notes: [],
       torchSkipped,
