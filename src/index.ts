@@ -33,3 +33,5 @@ export * as nn from './api/nn';
 export * as optim from './api/optim';
 export { save, load, loadHeader } from './api/io/safetensors';
 export type { Loaded, TensorMap, SafetensorsHeader } from './api/io/safetensors';
+export { autocast, autocastDtype } from './api/amp';
+export type { AutocastDType } from './api/amp';
