@@ -14,7 +14,7 @@ export type { Shape } from './api/tensor';
 export type { DType, Device, FloatDType, ArrayFor } from './api/dtype';
 export { noGrad, isGradEnabled } from './api/autograd';
 export { tidy } from './api/scope';
-export { memory, emptyCache } from './api/storage';
+export { memory, emptyCache, resetPeak } from './api/storage';
 export type { MemoryInfo } from './api/storage';
 export { manualSeed, getRngState, setRngState } from './api/random';
 export * from './api/creation';

@@ -145,3 +145,17 @@ test('the finalizer backstop frees tensors that were never disposed', async () =
   assert.equal(ml.memory().numBytes, before);
   assert.equal(ml.memory().numTensors, tensorsBefore);
 });
+
+test('peakBytes is the high-water mark of live bytes since resetPeak()', () => {
+  ml.resetPeak();
+  const base = ml.memory().numBytes;
+  const a = ml.zeros([1000]);   // +4000
+  const b = ml.zeros([2000]);   // +8000
+  a.dispose();
+  b.dispose();
+  const c = ml.zeros([10]);
+  assert.equal(ml.memory().peakBytes, base + 12000);
+  ml.resetPeak();
+  assert.equal(ml.memory().peakBytes, base + 40);
+  c.dispose();
+});

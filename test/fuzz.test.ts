@@ -315,7 +315,7 @@ const SIG: Record<string, string[]> = {
 /** Exported functions deliberately not fuzzed here, and why. */
 const EXCLUDED: Record<string, string> = {
   shapeSize: 'pure arithmetic on a shape array, no tensors',
-  isGradEnabled: 'takes no arguments', memory: 'takes no arguments', emptyCache: 'takes no arguments', getRngState: 'takes no arguments',
+  isGradEnabled: 'takes no arguments', memory: 'takes no arguments', emptyCache: 'takes no arguments', resetPeak: 'takes no arguments', getRngState: 'takes no arguments',
   backendInfo: 'takes no arguments',
   setNumThreads: 'global state: fuzzed in its own child below with a fixed list',
 };

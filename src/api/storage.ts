@@ -50,18 +50,20 @@ export class Storage {
   }
 }
 
-interface DeviceStats { tensors: number; bytes: number; buffers: number }
+interface DeviceStats { tensors: number; bytes: number; buffers: number; peak: number }
 const stats: Record<Device, DeviceStats> = {
-  cpu: { tensors: 0, bytes: 0, buffers: 0 },
-  cuda: { tensors: 0, bytes: 0, buffers: 0 },
+  cpu: { tensors: 0, bytes: 0, buffers: 0, peak: 0 },
+  cuda: { tensors: 0, bytes: 0, buffers: 0, peak: 0 },
 };
 
 export function allocStorage(nbytes: number, device: Device, zero = false): Storage {
   if (device !== 'cpu') {
     throw new Error(`device '${device}' is not available in this build (only 'cpu'); see ml.cuda.isAvailable()`);
   }
-  stats[device].bytes += nbytes;
-  stats[device].buffers++;
+  const st = stats[device];
+  st.bytes += nbytes;
+  st.buffers++;
+  if (st.bytes > st.peak) st.peak = st.bytes;
   if (nbytes <= SMALL_MAX && !zero) {
     const cls = Math.max(1, Math.ceil(nbytes / CLASS_BYTES));
     const cap = cls * CLASS_BYTES;
@@ -109,19 +111,31 @@ export interface MemoryInfo {
   /** Bytes held by live storages on all devices. */
   numBytes: number;
   numBuffers: number;
+  /** The highest numBytes since the start or the last resetPeak() (the peak memory of a step). */
+  peakBytes: number;
   /** Freed small host buffers kept for reuse (see emptyCache). */
   cachedBytes: number;
-  byDevice: Record<Device, { numTensors: number; numBytes: number; numBuffers: number }>;
+  byDevice: Record<Device, { numTensors: number; numBytes: number; numBuffers: number; peakBytes: number }>;
 }
 
 /** Live tensors and bytes, per device and in total. */
 export function memory(): MemoryInfo {
   const byDevice = {} as MemoryInfo['byDevice'];
-  let numTensors = 0, numBytes = 0, numBuffers = 0;
+  let numTensors = 0, numBytes = 0, numBuffers = 0, peakBytes = 0;
   for (const d of Object.keys(stats) as Device[]) {
     const s = stats[d];
-    byDevice[d] = { numTensors: s.tensors, numBytes: s.bytes, numBuffers: s.buffers };
-    numTensors += s.tensors; numBytes += s.bytes; numBuffers += s.buffers;
+    byDevice[d] = { numTensors: s.tensors, numBytes: s.bytes, numBuffers: s.buffers, peakBytes: s.peak };
+    numTensors += s.tensors; numBytes += s.bytes; numBuffers += s.buffers; peakBytes += s.peak;
   }
-  return { numTensors, numBytes, numBuffers, cachedBytes, byDevice };
+  return { numTensors, numBytes, numBuffers, peakBytes, cachedBytes, byDevice };
+}
+
+/** Start a new peak measurement: peakBytes becomes the bytes live now. Returns the previous peak. */
+export function resetPeak(): number {
+  let prev = 0;
+  for (const d of Object.keys(stats) as Device[]) {
+    prev += stats[d].peak;
+    stats[d].peak = stats[d].bytes;
+  }
+  return prev;
 }
