@@ -63,7 +63,7 @@ function main(): number {
   ml.setNumThreads(args.threads);
   const info = runInfo(args.threads, args.raw);
   const started = Date.now();
-  console.log(`bench: ${info.cpu}, ${info.cores} cores, ${args.threads} threads; modalab ${info.backend}`);
+  console.log(`bench: ${info.cpu}, ${info.cores} cores, ${args.threads} thread${args.threads === 1 ? '' : 's'}; modalab ${info.backend}`);
   const ctx: SuiteContext = {
     threads: args.threads,
     rounds: args.rounds,

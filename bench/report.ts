@@ -102,7 +102,8 @@ export function renderSection(name: string, r: SuiteResult, info: RunInfo, other
   out.push(`## ${r.title}`, '', r.description, '');
   out.push(`- Date: ${info.date}, commit ${info.commit}`);
   const busy = others === null ? 'unknown' : `${(others * 100).toFixed(0)}%`;
-  out.push(`- Machine: ${info.cpu}, ${info.cores} cores; ${info.threads} threads for both libraries; node ${info.node}; ` +
+  const threads = `${info.threads} thread${info.threads === 1 ? '' : 's'}`;
+  out.push(`- Machine: ${info.cpu}, ${info.cores} cores; ${threads} for both libraries; node ${info.node}; ` +
     `other processes used ${busy} of the CPUs during this suite (load average ${info.load.toFixed(1)} before the run)`);
   out.push(`- modalab: ${info.backend}; addon ${info.addon}`);
   out.push(`- PyTorch: ${r.torchInfo ? torchLine(r.torchInfo) : `skipped (${r.torchSkipped ?? 'not run'})`}`);
