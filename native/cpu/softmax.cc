@@ -15,13 +15,9 @@
 
 #include "modalab/kernels.h"
 #include "parallel.h"
+#include "vmath.h"
 
-// GCC turns the clamps in vexp into branches, and then vectorises none of the loops that call it, unless it may
-// assume that float compares do not trap. modalab never unmasks floating-point exceptions, so this changes no
-// result; it only lets the exp loops run 4 (SSE2) lanes wide. Clang vectorises them as they are.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
-#endif
+// vexp (vmath.h) vectorises because the build passes -fno-trapping-math (CMakeLists.txt says why).
 
 namespace modalab {
 namespace cpu {
@@ -32,35 +28,6 @@ constexpr int64_t kTile = 64;           // columns walked together on a strided 
 constexpr int64_t kChunk = 256;         // scratch length for logSoftmax's exp pass
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// exp(x) in a form the compiler vectorises (std::exp is a scalar libm call). Cody-Waite reduction x = n ln2 + r,
-// |r| <= ln2/2, then Cephes' degree-6 polynomial for exp(r): within 1.2e-7 relative of exp over the normal
-// range. 2^n is applied as two factors 2^(n/2) 2^(n - n/2) so that results fall smoothly into the subnormals.
-// Edges: x < -103.9 (and -inf) give exactly 0 as float exp does, x > 88.72 (and +inf) give +inf, NaN stays NaN
-// (it passes both clamps, which only replace values that compare beyond them). No branches, no libm calls.
-inline float vexp(float x) {
-  float xc = x < -110.0f ? -110.0f : x;
-  xc = xc > 89.0f ? 89.0f : xc;
-  float t = xc * 1.44269504088896341f + 12582912.0f;  // 1.5 * 2^23: round(x log2 e) lands in the low bits
-  float n = t - 12582912.0f;
-  int32_t ti;
-  std::memcpy(&ti, &t, sizeof ti);
-  int32_t ni = ti - 0x4B400000;  // the same n as an integer, read from the bits (no float-to-int cast of a NaN)
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  int32_t n1 = ni >> 1, n2 = ni - n1;
-  uint32_t b1 = static_cast<uint32_t>(n1 + 127) << 23, b2 = static_cast<uint32_t>(n2 + 127) << 23;
-  float s1, s2;
-  std::memcpy(&s1, &b1, sizeof s1);
-  std::memcpy(&s2, &b2, sizeof s2);
-  return (p * s1) * s2;
-}
 
 // Max of a contiguous row in 8 lanes. NaN is skipped here, but reaches the output through exp(NaN - max).
 float row_max(const float* x, int64_t n) {  // x (n)
