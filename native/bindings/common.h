@@ -35,6 +35,7 @@ inline float* F32OrNull(const Napi::CallbackInfo& info, size_t i, int64_t count,
 }
 
 int64_t Int(const Napi::CallbackInfo& info, size_t i, const char* op);   // an integer (throws otherwise)
+int64_t Count(const Napi::CallbackInfo& info, size_t i, const char* op); // a non-negative integer (an element count)
 double Num(const Napi::CallbackInfo& info, size_t i, const char* op);    // any number
 bool Bool(const Napi::CallbackInfo& info, size_t i, const char* op);
 std::vector<int64_t> IntArray(const Napi::CallbackInfo& info, size_t i, const char* op);
@@ -73,9 +74,12 @@ void RegisterSoftmax(Napi::Env env, Napi::Object exports);
 void RegisterLayernorm(Napi::Env env, Napi::Object exports);
 void RegisterLoss(Napi::Env env, Napi::Object exports);
 void RegisterMatmul(Napi::Env env, Napi::Object exports);
+void RegisterMatmulHalf(Napi::Env env, Napi::Object exports);
 void RegisterLayout(Napi::Env env, Napi::Object exports);
 void RegisterIndexing(Napi::Env env, Napi::Object exports);
 void RegisterOptim(Napi::Env env, Napi::Object exports);
+void RegisterAttention(Napi::Env env, Napi::Object exports);
+void RegisterInfonce(Napi::Env env, Napi::Object exports);
 
 }  // namespace bind
 }  // namespace modalab

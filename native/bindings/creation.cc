@@ -8,12 +8,6 @@ namespace modalab {
 namespace bind {
 namespace {
 
-int64_t Count(const Napi::CallbackInfo& info, size_t i, const char* op) {
-  int64_t n = Int(info, i, op);
-  if (n < 0) Throw(info.Env(), std::string(op) + ": negative element count " + std::to_string(n));
-  return n;
-}
-
 // Philox seeds and stream offsets: exact non-negative integers (the TypeScript side keeps them below 2^53).
 uint64_t Seed(const Napi::CallbackInfo& info, size_t i, const char* op, const char* what) {
   int64_t v = Int(info, i, op);

@@ -11,12 +11,6 @@ namespace {
 
 constexpr size_t kMaxDims = 64;   // native/cpu/elementwise.cc walks at most this many axes
 
-int64_t Count(const Napi::CallbackInfo& info, size_t i, const char* op) {
-  int64_t n = Int(info, i, op);
-  if (n < 0) Throw(info.Env(), std::string(op) + ": negative element count " + std::to_string(n));
-  return n;
-}
-
 uint64_t Seed(const Napi::CallbackInfo& info, size_t i, const char* op, const char* what) {
   int64_t v = Int(info, i, op);
   if (v < 0) Throw(info.Env(), std::string(op) + ": " + what + " must be a non-negative integer, got " + std::to_string(v));

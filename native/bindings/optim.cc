@@ -7,12 +7,6 @@ namespace modalab {
 namespace bind {
 namespace {
 
-int64_t Count(const Napi::CallbackInfo& info, size_t i, const char* op) {
-  int64_t n = Int(info, i, op);
-  if (n < 0) Throw(info.Env(), std::string(op) + ": negative size " + std::to_string(n));
-  return n;
-}
-
 float F(const Napi::CallbackInfo& info, size_t i, const char* op) { return static_cast<float>(Num(info, i, op)); }
 
 }  // namespace

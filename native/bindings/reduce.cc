@@ -25,12 +25,6 @@ Axis ReadAxis(const Napi::CallbackInfo& info, size_t i, const char* op) {
   return a;
 }
 
-int64_t Count(const Napi::CallbackInfo& info, size_t i, const char* op) {
-  int64_t n = Int(info, i, op);
-  if (n < 0) Throw(info.Env(), std::string(op) + ": negative element count " + std::to_string(n));
-  return n;
-}
-
 }  // namespace
 
 void RegisterReduce(Napi::Env env, Napi::Object exports) {

@@ -57,6 +57,12 @@ int64_t Int(const Napi::CallbackInfo& info, size_t i, const char* op) {
   return static_cast<int64_t>(d);
 }
 
+int64_t Count(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  int64_t n = Int(info, i, op);
+  if (n < 0) Throw(info.Env(), std::string(op) + ": negative element count " + std::to_string(n));
+  return n;
+}
+
 double Num(const Napi::CallbackInfo& info, size_t i, const char* op) {
   if (i >= info.Length() || !info[i].IsNumber())
     Throw(info.Env(), std::string(op) + ": argument " + std::to_string(i) + " must be a number");
