@@ -12,9 +12,10 @@ import { BUSY, cpuSnapshot, othersShare, renderSection, runInfo, writeSection } 
 import { gemm } from './cases/gemm';
 import { tiny } from './cases/tiny';
 import { mlp } from './cases/mlp';
+import { infonce } from './cases/infonce';
 
 /** In the order they run and appear in docs/benchmarks.md. */
-const SUITES: Suite[] = [gemm, tiny, mlp];
+const SUITES: Suite[] = [gemm, tiny, mlp, infonce];
 
 interface Args { suites: Suite[]; threads: number; rounds: number; docs: boolean; list: boolean; raw: string[] }
 

@@ -293,6 +293,7 @@ const SIG: Record<string, string[]> = {
   softmax: ['f32', 'axis'], logSoftmax: ['f32', 'axis'],
   layerNorm: ['f32', 'optTensor', 'optTensor', 'number'],
   crossEntropy: ['f32', 'index', 'ceOpts'],
+  infoNCE: ['f32', 'f32like', 'operand'],
   matmul: ['f32', 'f32', 'mmOpts'],
   reshape: ['tensor', 'shape'], flatten: ['tensor', 'axis', 'axis'], squeeze: ['tensor', 'axis'],
   unsqueeze: ['tensor', 'axis'], transpose: ['tensor', 'axis', 'axis'], permute: ['tensor', 'perm'],

@@ -129,6 +129,14 @@ export interface Binding {
     dampening: number, weightDecay: number, nesterov: boolean, firstStep: boolean): void;
   scaleInplace(x: H, xoff: number, n: number, s: number): void;
   addInplace(x: H, xoff: number, y: H, yoff: number, n: number, alpha: number): void;
+
+  // ---- infoNCE (native/bindings/infonce.cc); logitScale is a 1-element f32 tensor read by the addon;
+  // stats (4N) is written by the forward and read by the backward; da/db/dlogitScale may be null (not computed)
+  infoNCE(loss: H, loff: number, stats: H, soff: number, a: H, aoff: number, b: H, boff: number, logitScale: H,
+    lsoff: number, N: number, D: number): void;
+  infoNCEBackward(da: H | null, daoff: number, db: H | null, dboff: number, dlogitScale: H | null, dlsoff: number,
+    dloss: H, dloff: number, a: H, aoff: number, b: H, boff: number, stats: H, soff: number, logitScale: H,
+    lsoff: number, N: number, D: number): void;
 }
 
 let cached: Binding | null = null;

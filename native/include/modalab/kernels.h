@@ -161,5 +161,27 @@ void sgd_step(float* p, float* buf, const float* g, int64_t n, double lr, double
 void scale_inplace(float* x, int64_t n, float s);   // x *= s
 void add_inplace(float* x, const float* y, int64_t n, float alpha);   // x += alpha * y
 
+// ---------------------------------------------------------------------------------------------- infoNCE
+// CLIP's symmetric contrastive loss on a batch of N pairs, fused and tiled as in Inf-CL (Cheng et al., "Breaking
+// the Memory Barrier: Near Infinite Batch Size Scaling for Contrastive Loss", 2024): the logits
+// S = s a b^T (N, N) are never materialised, only tiles of them, so memory stays O(N D).
+//   s = min(exp(logit_scale), 100)   (PyTorch's logit_scale.exp().clamp(max=100))
+//   loss = (CE(S, arange N) + CE(S^T, arange N)) / 2
+//        = mean_i ((lse_r[i] - S_ii) + (lse_c[i] - S_ii)) / 2,   lse_r/lse_c: logsumexp of S's rows/columns.
+// The logit scale: returns s; *grad_passes (may be null) is whether d s / d logit_scale = s, i.e. exp(l) <= 100
+// (torch's clamp passes the gradient at x == max); past the clamp it is 0. NaN gives NaN.
+float infonce_scale(float logit_scale, bool* grad_passes);
+// loss (1); stats (4, N) saved for backward: rows [max_r, log sum_r, max_c, log sum_c], so that
+// lse_r[i] = stats[0][i] + stats[1][i] (the max and the log of the shifted sum kept apart, for precision).
+// a, b (N, D). Results do not depend on the thread count.
+void infonce_forward(float* loss, float* stats, const float* a, const float* b, int64_t N, int64_t D,
+                     float logit_scale);
+// dS = dloss (softmax_r(S) + softmax_c(S) - 2 I) / (2N);  da = s dS b,  db = s dS^T a,
+// dlogit_scale = sum(dS * S) while the clamp is inactive, else 0.
+// da, db (N, D) and dlogit_scale (1) are overwritten; any of them may be null (not computed). dloss (1);
+// stats (4, N) from infonce_forward with the same inputs.
+void infonce_backward(float* da, float* db, float* dlogit_scale, const float* dloss, const float* a, const float* b,
+                      const float* stats, int64_t N, int64_t D, float logit_scale);
+
 }  // namespace cpu
 }  // namespace modalab
