@@ -34,5 +34,6 @@ export * as nn from './api/nn';
 export * as optim from './api/optim';
 export { save, load, loadHeader } from './api/io/safetensors';
 export type { Loaded, TensorMap, SafetensorsHeader } from './api/io/safetensors';
-export { autocast, autocastDtype } from './api/amp';
-export type { AutocastDType } from './api/amp';
+export { autocast, autocastDtype, GradScaler } from './api/amp';
+export type { AutocastDType, GradScalerOptions, GradScalerState } from './api/amp';
+export { checkpoint } from './api/checkpoint';

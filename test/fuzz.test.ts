@@ -306,6 +306,7 @@ const SIG: Record<string, string[]> = {
   arange: ['number', 'number', 'number', 'tensorOpts'], randn: ['shape', 'tensorOpts'], rand: ['shape', 'tensorOpts'],
   uniform: ['shape', 'number', 'number', 'tensorOpts'],
   manualSeed: ['number'], setRngState: ['anything'], tidy: ['anything'], noGrad: ['anything'],
+  autocast: ['dtype', 'anything'], checkpoint: ['anything', 'tensor'],
   load: ['file'], loadHeader: ['file'], save: ['outPath', 'stateDict', 'metadata'],
   'nn.scaledDotProductAttention': ['qkv', 'qkv', 'qkv', 'sdpaOpts'], 'nn.activate': ['f32', 'activation'],
   'optim.clipGradNorm': ['gradParams', 'number', 'clipOpts'],
@@ -317,12 +318,12 @@ const SIG: Record<string, string[]> = {
 const EXCLUDED: Record<string, string> = {
   shapeSize: 'pure arithmetic on a shape array, no tensors',
   isGradEnabled: 'takes no arguments', memory: 'takes no arguments', emptyCache: 'takes no arguments', resetPeak: 'takes no arguments', getRngState: 'takes no arguments',
-  backendInfo: 'takes no arguments',
+  backendInfo: 'takes no arguments', autocastDtype: 'takes no arguments',
   setNumThreads: 'global state: fuzzed in its own child below with a fixed list',
 };
 
 /** Functions whose results are not tensors (the rule "returns a Tensor or throws" does not apply to them). */
-const NOT_TENSOR_OPS = new Set(['manualSeed', 'setRngState', 'tidy', 'noGrad', 'save', 'loadHeader',
+const NOT_TENSOR_OPS = new Set(['manualSeed', 'setRngState', 'tidy', 'noGrad', 'autocast', 'save', 'loadHeader',
   'optim.clipGradNorm', 'optim.cosineWithWarmup', 'optim.constantWithWarmup', 'optim.toSafetensors', 'optim.fromSafetensors']);
 
 /** `ml.add` for 'add', `ml.nn.activate` for 'nn.activate'. */
@@ -338,7 +339,7 @@ function exportedFunctions(): string[] {
   return [...fns(ml, ''), ...fns(ml.nn, 'nn.'), ...fns(ml.optim, 'optim.')];
 }
 const API_NAMES = new Set(exportedFunctions().map((k) => k.split('.').pop()!));
-const RETHROWS = new Set(['tidy', 'noGrad']);
+const RETHROWS = new Set(['tidy', 'noGrad', 'autocast', 'checkpoint']);
 /** File functions name the file instead of the op (src/api/io/safetensors.ts: "every error names the file"). */
 const NAMES_FILE = new Set(['load', 'loadHeader', 'save']);
 

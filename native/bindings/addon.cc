@@ -17,6 +17,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterLayernorm(env, exports);
   RegisterLoss(env, exports);
   RegisterMatmul(env, exports);
+  RegisterMatmulHalf(env, exports);
   RegisterLayout(env, exports);
   RegisterIndexing(env, exports);
   RegisterOptim(env, exports);

@@ -99,6 +99,13 @@ export interface Binding {
     transA: boolean, transB: boolean, bshape: number[], astride: number[], bstride: number[], alpha: number,
     beta: number): void;
 
+  // ---- half-precision matmul (native/bindings/matmul_half.cc): c f32, a and b both dtype (F16 or BF16)
+  matmulHalf(c: H, coff: number, a: H, aoff: number, b: H, boff: number, dtype: DTypeCode, M: number, N: number,
+    K: number, transA: boolean, transB: boolean, bshape: number[], astride: number[], bstride: number[],
+    alpha: number, beta: number): void;
+  /** The instruction paths the cast and half GEMM kernels picked on this processor. */
+  halfPaths(): { cast: string; gemmBf16: string; gemmF16: string };
+
   // ---- layout (native/bindings/layout.cc); elsize in bytes (2 or 4)
   copyStrided(out: H, ooff: number, x: H, xoff: number, shape: number[], xstride: number[], elsize: number): void;
   sliceCopy(out: H, ooff: number, x: H, xoff: number, outer: number, xlen: number, inner: number, start: number,

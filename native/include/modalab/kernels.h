@@ -49,6 +49,12 @@ void rand_normal(float* out, int64_t n, uint64_t seed, uint64_t offset, float me
 // ---------------------------------------------------------------------------------------------- casts
 // Round to nearest even; NaN stays NaN; overflow to infinity; subnormals exact. Any pair of dtypes.
 void cast(void* out, DType out_dtype, const void* x, DType x_dtype, int64_t n);
+// f32 <-> f16 / bf16 run on the best instruction path the processor has (F16C, AVX-512, AVX-512 BF16), each
+// bit-exact with the portable one. cast_path() names the one cast() uses (MODALAB_CAST_KERNEL forces one);
+// cast_variant() runs cast() through a named path ("portable", "f16c", "avx512", "avx512bf16") for tests and
+// benchmarks, returning false when this processor lacks it. Pairs without an instruction path run portable.
+const char* cast_path();
+bool cast_variant(const char* path, void* out, DType out_dtype, const void* x, DType x_dtype, int64_t n);
 
 // ---------------------------------------------------------------------------------------------- elementwise
 void unary_forward(float* y, const float* x, int64_t n, UnaryOp op);   // y (n) = f(x)
@@ -115,6 +121,22 @@ void matmul(float* c, const float* a, const float* b, int64_t M, int64_t N, int6
 // c (M, N) = alpha * op(a) @ op(b) + beta * c, row-major with leading dimensions lda, ldb, ldc.
 void gemm_portable(float* c, const float* a, const float* b, int64_t M, int64_t N, int64_t K, bool trans_a,
                    bool trans_b, int64_t lda, int64_t ldb, int64_t ldc, float alpha, float beta);
+
+// ---------------------------------------------------------------------------------------------- half matmul
+// c (batch..., M, N) f32 = alpha * op(a) @ op(b) + beta * c where a and b are both `dtype` (F16 or BF16, raw
+// 16-bit patterns); products and sums in f32. Shapes, flags, batch broadcasting and beta = 0 (c never read) are
+// exactly those of matmul(). bf16 runs on AVX-512 BF16 dot products (vdpbf16ps: pairs of bf16 products summed
+// into f32; like the instruction, bf16 subnormal inputs count as zero) where the processor has them; otherwise
+// (and for f16) the operands are widened to f32 (exactly) and matmul() does the product.
+void matmul_half(float* c, const uint16_t* a, const uint16_t* b, DType dtype, int64_t M, int64_t N, int64_t K,
+                 bool trans_a, bool trans_b, int nbatch, const int64_t* bshape, const int64_t* astride,
+                 const int64_t* bstride, float alpha, float beta);
+// The path matmul_half takes for `dtype` here: "avx512_bf16" or "f32". matmul_half_variant() forces one
+// ("avx512_bf16" is bf16 only) and returns false when it cannot run here (tests, benchmarks, the kernel lab).
+const char* matmul_half_path(DType dtype);
+bool matmul_half_variant(const char* path, float* c, const uint16_t* a, const uint16_t* b, DType dtype, int64_t M,
+                         int64_t N, int64_t K, bool trans_a, bool trans_b, int nbatch, const int64_t* bshape,
+                         const int64_t* astride, const int64_t* bstride, float alpha, float beta);
 
 // ---------------------------------------------------------------------------------------------- layout
 // Generic strided copy: out (contiguous over shape) = x laid out by xstride over shape. Covers permute.
