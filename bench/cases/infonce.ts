@@ -162,8 +162,11 @@ export const infonce: Suite = {
         `modalab GFLOP/s counts the four GEMMs of a fused step, 8 N^2 D flops (the score tiles in the forward, ` +
         'recomputed in the backward, and the two gradient products); PyTorch runs three (it keeps the logits). ' +
         `The N ${BIG_N} step is one timed call, memory included; its tensor peak is a, b's gradients as the ` +
-        'kernel writes them plus their copies as the leaves\' .grad, and the RSS peak adds the kernel\'s packed ' +
-        'copy of b.' +
+        'kernel writes them plus their copies as the leaves\' .grad. RSS is the growth of resident memory over the ' +
+        'step: it also sees native scratch (the kernel packs a copy of b, N D floats), but memory the C allocator ' +
+        'kept from earlier frees is reused without growing it, so it can read below the tensor peak; PyTorch\'s ' +
+        'N x N buffers are large enough to be mapped and unmapped on every step, so its figure is close to its ' +
+        'true peak.' +
         (torchPeakMethod ? ` Peak RSS read as ${torchPeakMethod} on the torch side.` : '') +
         ` Losses of the first round (different random inputs, both near ln N + spread): ${losses.join('; ')}; ` +
         `N ${BIG_N}: ${bigLoss.toFixed(4)}.`,
