@@ -5,6 +5,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -55,12 +56,21 @@ class Pool {
     }
     cv_.notify_all();
     in_parallel_ = true;
-    fn(0, chunk_end(0));  // the caller takes chunk 0
+    std::exception_ptr own;
+    try {
+      fn(0, chunk_end(0));  // the caller takes chunk 0
+    } catch (...) {
+      own = std::current_exception();
+    }
     drain();
     in_parallel_ = false;
     std::unique_lock<std::mutex> lk(m_);
     done_cv_.wait(lk, [this] { return pending_ == 0; });
     fn_ = nullptr;
+    std::exception_ptr err = own ? own : error_;
+    error_ = nullptr;
+    lk.unlock();
+    if (err) std::rethrow_exception(err);
   }
 
  private:
@@ -72,8 +82,16 @@ class Pool {
     for (;;) {
       int64_t c = next_.fetch_add(1);
       if (c >= chunks_) return;
-      (*fn_)(chunk_begin(c), chunk_end(c));
+      // A chunk that throws (a failed allocation inside a kernel) must not end the process from a worker
+      // thread: keep the first exception and rethrow it on the calling thread once every chunk is done.
+      std::exception_ptr err;
+      try {
+        (*fn_)(chunk_begin(c), chunk_end(c));
+      } catch (...) {
+        err = std::current_exception();
+      }
       std::lock_guard<std::mutex> lk(m_);
+      if (err && !error_) error_ = err;
       if (--pending_ == 0) done_cv_.notify_all();
     }
   }
@@ -115,6 +133,7 @@ class Pool {
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t n_ = 0, chunks_ = 0, pending_ = 0, active_ = 0;
   std::atomic<int64_t> next_{0};
+  std::exception_ptr error_;
   static thread_local bool in_parallel_;
 };
 thread_local bool Pool::in_parallel_ = false;

@@ -739,3 +739,26 @@ TEST(broadcast_axis_scatter_arg_sum_squares_all_finite) {
   float maxf = 3.4028235e38f;
   CHECK(c::all_finite(&maxf, 1) && c::all_finite(nullptr, 0));
 }
+
+// parallel_for: an exception thrown by any chunk, on any thread, reaches the caller (never std::terminate).
+#include "../cpu/parallel.h"
+#include <stdexcept>
+TEST(parallel_for_rethrows_a_worker_exception) {
+  modalab::cpu::set_num_threads(2);
+  for (int64_t bad : {int64_t(0), int64_t(999)}) {
+    bool caught = false;
+    try {
+      modalab::cpu::parallel_for(1000, 10, [&](int64_t b, int64_t e) {
+        if (b <= bad && bad < e) throw std::runtime_error("boom");
+      });
+    } catch (const std::runtime_error&) {
+      caught = true;
+    }
+    CHECK(caught);
+  }
+  int64_t sum = 0;  // the pool still works afterwards
+  std::vector<int64_t> part(1000, 1);
+  modalab::cpu::parallel_for(1000, 10, [&](int64_t b, int64_t e) { for (int64_t i = b; i < e; i++) part[i] = i; });
+  for (int64_t v : part) sum += v;
+  CHECK(sum == 999 * 1000 / 2);
+}

@@ -26,6 +26,20 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
+/**
+ * Run fn with gradient recording on, also inside noGrad or a backward function (torch.enable_grad).
+ * Gradient checkpointing needs it: its backward re-runs the segment with recording on.
+ */
+export function enableGrad<T>(fn: () => T): T {
+  const saved = gradDepth;
+  gradDepth = 0;
+  try {
+    return fn();
+  } finally {
+    gradDepth = saved;
+  }
+}
+
 let nextNodeId = 0;
 
 export class GradNode {

@@ -6,11 +6,9 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as ml from '../index';
-import { checkpointSupported } from './checkpoint';
 import { assertClose } from '../../test/helpers';
 
 // The backward recomputes the segment with gradients on, which needs autograd's enableGrad().
-const skip = checkpointSupported() ? false : 'src/api/autograd.ts has no enableGrad() yet (needed by the checkpoint backward)';
 
 type Blocks = ml.nn.TransformerBlock[];
 
@@ -47,7 +45,7 @@ function gradsOf(blocks: Blocks, x: ml.Tensor, ckpt: boolean, dtype: ml.Autocast
   });
 }
 
-test('checkpoint: a stack of 4 TransformerBlocks gives the plain run\'s gradients with a lower peak memory', { skip }, () => {
+test('checkpoint: a stack of 4 TransformerBlocks gives the plain run\'s gradients with a lower peak memory', () => {
   ml.tidy(() => {
     ml.manualSeed(5);
     const blocks = makeBlocks(4, 64);
@@ -75,7 +73,7 @@ test('checkpoint: a stack of 4 TransformerBlocks gives the plain run\'s gradient
   });
 });
 
-test('checkpoint replays dropout, and works when only the parameters inside require grad', { skip }, () => {
+test('checkpoint replays dropout, and works when only the parameters inside require grad', () => {
   ml.tidy(() => {
     ml.manualSeed(6);
     const blocks = makeBlocks(2, 32, { dropout: 0.2 });
@@ -97,7 +95,7 @@ test('checkpoint replays dropout, and works when only the parameters inside requ
   });
 });
 
-test('checkpoint under autocast recomputes in the same dtype; under noGrad it is a plain call', { skip }, () => {
+test('checkpoint under autocast recomputes in the same dtype; under noGrad it is a plain call', () => {
   ml.tidy(() => {
     ml.manualSeed(8);
     const blocks = makeBlocks(2, 32);
@@ -111,7 +109,7 @@ test('checkpoint under autocast recomputes in the same dtype; under noGrad it is
   });
 });
 
-test('checkpoint leaks nothing: tensors and bytes return to where they were after a step', { skip }, () => {
+test('checkpoint leaks nothing: tensors and bytes return to where they were after a step', () => {
   ml.tidy(() => {
     ml.manualSeed(9);
     const blocks = makeBlocks(2, 32);

@@ -20,31 +20,12 @@
  *   are the only trainable part works.
  * - Under noGrad (or with gradients off) it is a plain call of fn.
  */
-import * as autograd from './autograd';
-import { GradNode, isGradEnabled, noGrad, runBackward } from './autograd';
+import { GradNode, enableGrad, isGradEnabled, noGrad, runBackward } from './autograd';
 import { autocast, autocastDtype } from './amp';
 import { getRngState, setRngState } from './random';
 import { tidy } from './scope';
 import { Tensor, shapeStr } from './tensor';
 import { describe } from './ops/util';
-
-/**
- * Gradient recording on inside fn, also within noGrad and inside a backward function (torch.enable_grad).
- * The recompute needs it: backward functions run under noGrad.
- */
-function withGrad<T>(fn: () => T): T {
-  const enable = (autograd as unknown as { enableGrad?: <U>(f: () => U) => U }).enableGrad;
-  if (typeof enable !== 'function') {
-    throw new Error('checkpoint: src/api/autograd.ts has no enableGrad(), which the backward needs to recompute ' +
-      'the segment with gradients on');
-  }
-  return enable(fn);
-}
-
-/** Whether this build can backpropagate through a checkpoint (see withGrad). */
-export function checkpointSupported(): boolean {
-  return typeof (autograd as unknown as { enableGrad?: unknown }).enableGrad === 'function';
-}
 
 /** Run fn(...inputs) keeping only the inputs; recompute fn in backward (see the top of this file). */
 export function checkpoint<A extends unknown[], T extends Tensor>(fn: (...args: A) => T, ...inputs: A): T {
@@ -76,7 +57,7 @@ export function checkpoint<A extends unknown[], T extends Tensor>(fn: (...args: 
     setRngState(rng);
     let again: Tensor;
     try {
-      again = withGrad(() => autocast(dtype, () => tidy(() => fn(...leaves))));
+      again = enableGrad(() => autocast(dtype, () => tidy(() => fn(...leaves))));
     } finally {
       setRngState(now);
     }

@@ -7,7 +7,9 @@ let counter = 0;
 
 /** Seed every random op (randn, rand, dropout, parameter init) for reproducible runs. */
 export function manualSeed(s: number): void {
-  if (!Number.isSafeInteger(s) || s < 0) throw new Error(`manualSeed: expected a non-negative integer, got ${s}`);
+  if (typeof s !== 'number' || !Number.isSafeInteger(s) || s < 0) {
+    throw new TypeError(`manualSeed: expected a non-negative integer, got ${typeof s === 'number' ? s : typeof s}`);
+  }
   seed = s;
   counter = 0;
 }

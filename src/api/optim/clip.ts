@@ -18,6 +18,7 @@ export interface ClipGradNormOptions {
 }
 
 export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number, opts: ClipGradNormOptions = {}): number {
+  if (opts === null || typeof opts !== 'object') throw new TypeError('clipGradNorm: options must be an object');
   finite('clipGradNorm', 'arguments', 'maxNorm', maxNorm, 0);
   if (params === null || typeof params !== 'object' || typeof (params as Iterable<Tensor>)[Symbol.iterator] !== 'function') {
     throw new TypeError('clipGradNorm: params must be an array (or iterable) of tensors');
