@@ -249,3 +249,10 @@ gradcheck('scaledDotProductAttention causal with key padding', [{ shape: [2, 1, 
   (q, k, v) => ml.nn.scaledDotProductAttention(q, k, v, { causal: true, keyPaddingMask: pad([[0, 0, 1, 0], [0, 1, 0, 0]]) }));
 gradcheck('scaledDotProductAttention with an all-masked key row', [{ shape: [2, 1, 3, 4] }, { shape: [2, 1, 4, 4] }, { shape: [2, 1, 4, 4] }],
   (q, k, v) => ml.nn.scaledDotProductAttention(q, k, v, { keyPaddingMask: pad([[0, 1, 0, 0], [1, 1, 1, 1]]) }));
+
+// ------------------------------------------------------------------------------------------------ infoNCE
+
+gradcheck('infoNCE with the logit scale below the clamp', [{ shape: [5, 4] }, { shape: [5, 4] }, { shape: [], gen: positive(0.5, 1.5) }],
+  (a, b, s) => ml.infoNCE(a, b, s));
+gradcheck('infoNCE with duplicated rows', [{ shape: [1, 3] }, { shape: [4, 3] }, { shape: [], gen: positive(0.2, 1) }],
+  (a, b, s) => ml.infoNCE(ml.concat([a, a, a, a]), b, s));
