@@ -1,6 +1,6 @@
 """MLP half of `npm run bench -- mlp`: one training step of 256 -> 512 -> 512 -> 10 with GELU on a batch of 128.
 
-config: {"batch": 128, "sizes": [256, 512, 512, 10], "lr": 1e-3, "weightDecay": 0.01, "numBatches": 32,
+config: {"batch": 128, "sizes": [256, 512, 512, 10], "lr": 1e-3, "weightDecay": 0.01, "numBatches": 64,
 "measure": {...}, "threads": k}; results: {"step": {"ns": [...], "callsPerSample": 1}, "firstLoss": x, "lastLoss": y}
 The steps cycle through numBatches batches of random inputs with random labels, so that the loss stays near
 ln 10 (a memorised fixed batch drives gradients and AdamW's moments into denormals, which times the FPU's
