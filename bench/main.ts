@@ -12,12 +12,13 @@ import { BUSY, cpuSnapshot, othersShare, renderSection, runInfo, writeSection } 
 import { gemm } from './cases/gemm';
 import { tiny } from './cases/tiny';
 import { mlp } from './cases/mlp';
+import { attention } from './cases/attention';
 import { casts } from './cases/casts';
 import { gemmBf16 } from './cases/gemm_bf16';
 import { infonce } from './cases/infonce';
 
 /** In the order they run and appear in docs/benchmarks.md. */
-const SUITES: Suite[] = [gemm, tiny, mlp, infonce, casts, gemmBf16];
+const SUITES: Suite[] = [gemm, tiny, mlp, attention, infonce, casts, gemmBf16];
 
 interface Args { suites: Suite[]; threads: number; rounds: number; docs: boolean; list: boolean; raw: string[] }
 

@@ -26,6 +26,7 @@ export * from './api/ops/loss';
 export * from './api/ops/matmul';
 export * from './api/ops/layout';
 export * from './api/ops/indexing';
+export * from './api/ops/attention';
 export * from './api/ops/infonce';
 export { cast, to } from './api/ops/cast';
 export { backendInfo, setNumThreads } from './api/runtime';

@@ -246,6 +246,7 @@ const gens: Record<string, (r: Rnd, ctx: Arg[]) => Arg> = {
     }
     if (r() < 0.3) { o.scale = pick(r, [0.5, 0, -1, NaN, Infinity, 'x']); flags.push(`scale: ${show(o.scale)}`); }
     if (r() < 0.3) { o.dropout = pick(r, [0.1, 1, 1.5, -0.1, NaN]); o.training = r() < 0.5; flags.push(`dropout: ${show(o.dropout)}`); }
+    if (r() < 0.3) { o.window = pick(r, [1, 2, 3, 0, -1, 2.5, 1e9, 'x', null]); flags.push(`window: ${show(o.window)}`); }
     return { v: o, d: `{${flags.join(', ')}}` };
   },
   activation: (r) => lit(pick(r, ['gelu', 'gelu_tanh', 'relu', 'silu', 'tanh', '', undefined, 5])),
@@ -308,6 +309,7 @@ const SIG: Record<string, string[]> = {
   manualSeed: ['number'], setRngState: ['anything'], tidy: ['anything'], noGrad: ['anything'],
   autocast: ['dtype', 'anything'], checkpoint: ['anything', 'tensor'],
   load: ['file'], loadHeader: ['file'], save: ['outPath', 'stateDict', 'metadata'],
+  attention: ['qkv', 'qkv', 'qkv', 'sdpaOpts'],
   'nn.scaledDotProductAttention': ['qkv', 'qkv', 'qkv', 'sdpaOpts'], 'nn.activate': ['f32', 'activation'],
   'optim.clipGradNorm': ['gradParams', 'number', 'clipOpts'],
   'optim.cosineWithWarmup': ['anything'], 'optim.constantWithWarmup': ['anything'],

@@ -21,6 +21,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterLayout(env, exports);
   RegisterIndexing(env, exports);
   RegisterOptim(env, exports);
+  RegisterAttention(env, exports);
   RegisterInfonce(env, exports);
   return exports;
 }

@@ -137,6 +137,18 @@ export interface Binding {
   scaleInplace(x: H, xoff: number, n: number, s: number): void;
   addInplace(x: H, xoff: number, y: H, yoff: number, n: number, alpha: number): void;
 
+  // ---- fused attention (native/bindings/attention.cc). q [B,H,N,D], k [B,H,M,D], v [B,H,M,Dv] share `dtype`
+  // (f32, f16 or bf16); out [B,H,N,Dv] is outDtype (dtype or f32); stats [B,H,N,2] f32 (row max and log-sum) is
+  // saved for the backward;
+  // mask [B,M] (f32 or i32, nonzero = padded) may be null; window 0 = none. dq, dk, dv, dout are f32 (overwritten).
+  attention(out: H, ooff: number, stats: H, soff: number, q: H, qoff: number, k: H, koff: number, v: H, voff: number,
+    dtype: DTypeCode, outDtype: DTypeCode, mask: H | null, moff: number, maskIsI32: boolean, B: number, Hh: number,
+    N: number, M: number, D: number, Dv: number, scale: number, causal: boolean, window: number): void;
+  attentionBackward(dq: H, dqoff: number, dk: H, dkoff: number, dv: H, dvoff: number, dout: H, dooff: number,
+    q: H, qoff: number, k: H, koff: number, v: H, voff: number, stats: H, soff: number, dtype: DTypeCode,
+    mask: H | null, moff: number, maskIsI32: boolean, B: number, Hh: number, N: number, M: number, D: number,
+    Dv: number, scale: number, causal: boolean, window: number): void;
+
   // ---- infoNCE (native/bindings/infonce.cc); logitScale is a 1-element f32 tensor read by the addon;
   // stats (4N) is written by the forward and read by the backward; da/db/dlogitScale may be null (not computed)
   infoNCE(loss: H, loff: number, stats: H, soff: number, a: H, aoff: number, b: H, boff: number, logitScale: H,

@@ -168,6 +168,36 @@ void gather_backward(float* dx, const float* dy, const int32_t* idx, int64_t out
 int64_t embedding_forward(float* y, const float* table, const int32_t* idx, int64_t n, int64_t V, int64_t C);
 void embedding_backward(float* dtable, const float* dy, const int32_t* idx, int64_t n, int64_t V, int64_t C); // +=
 
+// ---------------------------------------------------------------------------------------------- attention
+// Fused scaled dot-product attention, tiled with the online softmax (FlashAttention-2, Dao 2023): no buffer of
+// N x M exists at any point, forward or backward. q (B, H, N, D), k (B, H, M, D) and v (B, H, M, Dv) share one
+// float dtype (F32, F16 or BF16); tiles are converted to f32 as they are loaded and every sum is accumulated in
+// f32. out (B, H, N, Dv) is written in out_dtype: the inputs' dtype, or F32 (autocast wants f32 back, without a
+// rounding to the low dtype on the way). s_ij = scale * q_i . k_j. With i' = i + M - N (bottom-right alignment),
+// query i sees key j when all of these hold:
+//   - causal: j <= i';
+//   - window w > 0: i' - w < j <= i' (the previous w keys, its own included; the window implies the causal bound);
+//     w = 0: no window;
+//   - key_padding_mask (B, M), i32 (mask_i32) or f32, may be null: nonzero hides key j from every query of batch b.
+// stats (B, H, N, 2), saved for the backward: per query row the max m of its visible scores and log l, with
+// l = sum_j exp(s_ij - m) (so logsumexp = m + log l). They are kept apart because the backward's exp(s - m - log l)
+// would lose up to an ulp of a large logsumexp in its argument if they were added first. A row that sees no key
+// gets out = 0 and m = +inf, log l = 0, so that the recomputed probabilities are exactly 0 there (zero gradient).
+void attention_forward(void* out, DType out_dtype, float* stats, const void* q, const void* k, const void* v,
+                       DType dtype, const void* key_padding_mask, bool mask_i32, int64_t B, int64_t H, int64_t N,
+                       int64_t M, int64_t D, int64_t Dv, float scale, bool causal, int64_t window);
+// dq (B, H, N, D), dk (B, H, M, D), dv (B, H, M, Dv), f32, overwritten (=), from dout (B, H, N, Dv) f32 and the
+// forward's stats (the output itself is not needed). Deterministic: the result does not depend on the thread count.
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const void* q, const void* k,
+                        const void* v, const float* stats, DType dtype, const void* key_padding_mask, bool mask_i32,
+                        int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, int64_t Dv, float scale, bool causal,
+                        int64_t window);
+// Which SIMD path the attention kernels use: "avx512", "avx2" or "base"; "auto" picks the best this processor
+// has (the default). Returns false (and changes nothing) for an unknown name or one the processor lacks. For
+// tests that check every path on one machine.
+bool attention_set_isa(const char* isa);
+const char* attention_isa();
+
 // ---------------------------------------------------------------------------------------------- optimizers
 // AdamW (Loshchilov & Hutter): p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p), decay decoupled from the moments.
 // bias_c1 = 1 - beta1^t, bias_c2 = 1 - beta2^t. p, g, m, v (n); m and v updated in place.

@@ -1,7 +1,7 @@
 /**
- * Multi-head attention from plain differentiable ops, with its core in one function,
- * `scaledDotProductAttention`, so that a fused kernel (ml.attention) can replace the inside without touching
- * the modules.
+ * Multi-head attention with its core in one function, `scaledDotProductAttention`, which runs on the fused
+ * kernel `ml.attention` (src/api/ops/attention.ts: FlashAttention-2, no N x M matrix) and falls back to plain
+ * differentiable ops only for attention dropout in training, which the fused kernel does not do.
  *
  * ```ts
  * const mha = new ml.nn.MultiheadAttention(64, 4);
@@ -10,6 +10,8 @@
  * ```
  */
 import { tensor } from '../creation';
+import { attention } from '../ops/attention';
+import { cast } from '../ops/cast';
 import { Tensor, shapeStr } from '../tensor';
 import { add, dropout, maskedFill, mul } from '../ops/elementwise';
 import { matmul } from '../ops/matmul';
@@ -42,6 +44,9 @@ export interface SDPAOptions extends AttentionOptions {
  * softmax(q k^T * scale + masks) v, per batch and head (Vaswani et al. 2017, eq. 1).
  * q [B, H, N, D], k [B, H, M, D], v [B, H, M, Dv] -> [B, H, N, Dv]. Masked scores become -inf before the
  * softmax; a query row whose keys are all masked outputs zeros (and passes zero gradient), as PyTorch's SDPA.
+ * Runs on the fused kernel (`ml.attention`, same masks and causal alignment) unless attention dropout is active
+ * (dropout > 0 in training), which takes the plain path below. The result is f32 (f16 / bf16 inputs outside
+ * autocast give an output of their dtype from the kernel, widened here).
  */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: SDPAOptions = {}): Tensor<'f32'> {
   const op = 'scaledDotProductAttention';
@@ -69,6 +74,19 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
     }
   }
 
+  if (!(p > 0 && opts.training)) {
+    // Half-precision masks are read as f32 (the kernel takes f32 or i32: nonzero = masked).
+    const mask = kpm !== null && kpm.dtype !== 'f32' && kpm.dtype !== 'i32' ? cast(kpm, 'f32') : kpm;
+    try {
+      const o = attention(q, k, v, { causal: !!opts.causal, keyPaddingMask: mask, scale });
+      if (o.dtype === 'f32') return o as Tensor<'f32'>;
+      return swap(o, cast(o, 'f32'));
+    } finally {
+      if (mask !== kpm) mask?.dispose();
+    }
+  }
+
+  // The plain path, for attention dropout in training.
   // A query row whose every key is masked would give softmax(-inf, ..., -inf) = NaN, and NaN * 0 = NaN in the
   // backward pass would then poison every gradient (think of padded queries in cross-attention). Such rows
   // attend to nothing and output zeros instead, as PyTorch's SDPA does since 2.5 (_safe_softmax). They are found
