@@ -19,6 +19,40 @@ const CACHE_LIMIT = 4 << 20;
 const cache: Handle[][] = [];
 let cachedBytes = 0;
 
+// Large-buffer cache. A training step frees and reallocates the same large sizes every step; handing them back
+// to the system means the next step faults every page in again (glibc returns big blocks with munmap/trim), which
+// cost more than the attention kernel itself in a B4 H4 N256 step. Freed buffers above 4 KiB are kept by exact
+// size, up to MODALAB_CACHE_MB in all (default 512; 0 turns the cache off), least recently freed returned first
+// when over the limit. `ml.emptyCache()` frees everything cached.
+const LARGE_LIMIT = (() => {
+  const v = Number(process.env.MODALAB_CACHE_MB ?? '512');
+  return Number.isFinite(v) && v >= 0 ? v * 1024 * 1024 : 512 * 1024 * 1024;
+})();
+const large = new Map<number, Handle[]>();   // insertion order = least recently freed size first
+let largeBytes = 0;
+
+function cacheLarge(h: Handle, cap: number): void {
+  if (cap > LARGE_LIMIT) { binding().free(h); return; }
+  while (largeBytes + cap > LARGE_LIMIT) {
+    const [size, list] = large.entries().next().value as [number, Handle[]];
+    binding().free(list.shift()!);
+    largeBytes -= size;
+    if (list.length === 0) large.delete(size);
+  }
+  const list = large.get(cap);
+  if (list) list.push(h); else large.set(cap, [h]);
+  largeBytes += cap;
+}
+
+function takeLarge(cap: number): Handle | undefined {
+  const list = large.get(cap);
+  if (!list) return undefined;
+  const h = list.pop()!;
+  if (list.length === 0) large.delete(cap);
+  largeBytes -= cap;
+  return h;
+}
+
 export class Storage {
   refs = 1;
   /** @param capacity the bytes actually allocated (a size class for small buffers) */
@@ -34,11 +68,15 @@ export class Storage {
     if (this.refs <= 0) return;
     if (--this.refs === 0) {
       const cap = this.capacity;
-      if (cap <= SMALL_MAX && cap > 0 && cachedBytes + cap <= CACHE_LIMIT) {
-        (cache[cap / CLASS_BYTES] ??= []).push(this.handle);
-        cachedBytes += cap;
+      if (cap <= SMALL_MAX) {
+        if (cap > 0 && cachedBytes + cap <= CACHE_LIMIT) {
+          (cache[cap / CLASS_BYTES] ??= []).push(this.handle);
+          cachedBytes += cap;
+        } else {
+          binding().free(this.handle);
+        }
       } else {
-        binding().free(this.handle);
+        cacheLarge(this.handle, cap);
       }
       stats[this.device].bytes -= this.nbytes;
       stats[this.device].buffers--;
@@ -77,6 +115,10 @@ export function allocStorage(nbytes: number, device: Device, zero = false): Stor
     }
     return new Storage(h, nbytes, device, cap);
   }
+  if (!zero) {
+    const h = takeLarge(nbytes);
+    if (h !== undefined) return new Storage(h, nbytes, device);
+  }
   return new Storage(allocNative(nbytes, zero, nbytes, device), nbytes, device);
 }
 
@@ -93,10 +135,13 @@ function allocNative(cap: number, zero: boolean, nbytes: number, device: Device)
 /** Free the small buffers kept for reuse (returns the bytes released). */
 export function emptyCache(): number {
   const b = binding();
-  const released = cachedBytes;
+  const released = cachedBytes + largeBytes;
   for (const list of cache) if (list) for (const h of list) b.free(h);
   cache.length = 0;
   cachedBytes = 0;
+  for (const list of large.values()) for (const h of list) b.free(h);
+  large.clear();
+  largeBytes = 0;
   return released;
 }
 
@@ -113,7 +158,7 @@ export interface MemoryInfo {
   numBuffers: number;
   /** The highest numBytes since the start or the last resetPeak() (the peak memory of a step). */
   peakBytes: number;
-  /** Freed small host buffers kept for reuse (see emptyCache). */
+  /** Freed host buffers kept for reuse (see emptyCache and MODALAB_CACHE_MB). */
   cachedBytes: number;
   byDevice: Record<Device, { numTensors: number; numBytes: number; numBuffers: number; peakBytes: number }>;
 }
@@ -127,7 +172,7 @@ export function memory(): MemoryInfo {
     byDevice[d] = { numTensors: s.tensors, numBytes: s.bytes, numBuffers: s.buffers, peakBytes: s.peak };
     numTensors += s.tensors; numBytes += s.bytes; numBuffers += s.buffers; peakBytes += s.peak;
   }
-  return { numTensors, numBytes, numBuffers, peakBytes, cachedBytes, byDevice };
+  return { numTensors, numBytes, numBuffers, peakBytes, cachedBytes: cachedBytes + largeBytes, byDevice };
 }
 
 /** Start a new peak measurement: peakBytes becomes the bytes live now. Returns the previous peak. */

@@ -16,6 +16,7 @@
  * State tensors live outside every tidy() scope (they are kept) and are freed by dispose(); a step makes no
  * tensors, so a training loop leaks nothing.
  */
+import { describe } from '../ops/util';
 import { binding } from '../binding';
 import { Tensor, shapeStr } from '../tensor';
 
@@ -259,7 +260,7 @@ export abstract class Optimizer<H extends BaseHyper = BaseHyper> {
 export function finite(op: string, where: string, name: string, x: unknown, min: number, max = Infinity, maxOpen = false): number {
   if (typeof x !== 'number' || !Number.isFinite(x) || x < min || x > max || (maxOpen && x === max)) {
     const range = `[${min}, ${max === Infinity ? 'inf' : max}${maxOpen ? ')' : ']'}`;
-    throw new RangeError(`${op}: ${where}: ${name} must be a finite number in ${range}, got ${typeof x === 'number' ? x : JSON.stringify(x)}`);
+    throw new RangeError(`${op}: ${where}: ${name} must be a finite number in ${range}, got ${describe(x)}`);
   }
   return x;
 }
