@@ -136,7 +136,12 @@ test('the finalizer backstop frees tensors that were never disposed', async () =
   await settle(); // collect what earlier tests dropped, so that only this test's garbage is measured
   const before = ml.memory().numBytes;
   const tensorsBefore = ml.memory().numTensors;
-  (() => { for (let i = 0; i < 100; i++) ml.zeros([256]); })();
+  (() => {
+    for (let i = 0; i < 60; i++) ml.zeros([256]);
+    // Made inside tidy: escaping the outermost scope, or kept, hands them to the backstop too.
+    for (let i = 0; i < 20; i++) ml.tidy(() => ml.zeros([256]));
+    ml.tidy(() => { for (let i = 0; i < 20; i++) ml.zeros([256]).keep(); });
+  })();
   assert.equal(ml.memory().numBytes, before + 100 * 256 * 4); // dropped, not yet collected
   for (let i = 0; i < 10 && ml.memory().numBytes > before; i++) {
     gc();

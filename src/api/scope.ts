@@ -3,16 +3,23 @@
  */
 import type { Tensor } from './tensor';
 
-const scopes: Array<Set<Tensor>> = [];
+// A scope is a plain array of the tensors made inside it: pushing is the whole per-tensor cost. Tensors that
+// were disposed early stay in the array (disposing again is a no-op), and kept tensors carry a flag that every
+// scope honours, so neither needs a search through the scopes.
+const scopes: Tensor[][] = [];
 
 /** Called for every new tensor. */
-export function track(t: Tensor): void {
-  if (scopes.length) scopes[scopes.length - 1].add(t);
+export function track(t: Tensor): boolean {
+  if (scopes.length === 0) return false;
+  scopes[scopes.length - 1].push(t);
+  return true;
 }
 
-/** Take a tensor out of every enclosing tidy scope so that it outlives them. */
+/** Let a tensor outlive every enclosing tidy scope (keep(), gradients, autograd's retained tensors). */
 export function untrack(t: Tensor): void {
-  for (const s of scopes) s.delete(t);
+  t._kept = true;
+  t._scoped = false;
+  t._register();
 }
 
 function collect(x: unknown, out: Set<Tensor>, depth = 0): void {
@@ -30,7 +37,7 @@ function collect(x: unknown, out: Set<Tensor>, depth = 0): void {
  * Gradients written by backward() and optimizer state are kept automatically.
  */
 export function tidy<T>(fn: () => T): T {
-  const scope = new Set<Tensor>();
+  const scope: Tensor[] = [];
   scopes.push(scope);
   let result: T;
   try {
@@ -48,7 +55,12 @@ export function tidy<T>(fn: () => T): T {
   const keep = new Set<Tensor>();
   collect(result, keep);
   for (const t of scope) {
-    if (keep.has(t)) track(t); else t.dispose();
+    if (t._kept || t.isDisposed) continue;
+    if (!keep.has(t)) t.dispose();
+    else if (!track(t)) {
+      t._scoped = false;   // escaped the outermost scope: from now on only the garbage collector backstop
+      t._register();
+    }
   }
   return result;
 }

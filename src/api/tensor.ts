@@ -73,6 +73,10 @@ export class Tensor<D extends DType = DType> {
   _storage: Storage;
   private disposed = false;
   private registered = false;
+  /** @internal kept past every tidy() scope (see scope.ts) */
+  _kept = false;
+  /** @internal made inside a tidy() scope that will dispose it: no finalizer registration needed */
+  _scoped = false;
   private readonly held: { storage: Storage; device: Device };
 
   /** @internal Use the creation functions (ml.tensor, ml.zeros, ...) instead. */
@@ -82,18 +86,21 @@ export class Tensor<D extends DType = DType> {
     this.size = shapeSize(shape);
     this.held = { storage, device };
     countTensor(device, 1);
+    // A tensor made inside tidy() is disposed by it, or registered when it escapes the outermost scope
+    // (scope.ts); any other is queued for registration at the next microtask.
+    this._scoped = track(this);
+    if (this._scoped) return;
     // Bounded, so that a long synchronous loop does not keep thousands of disposed tensors reachable.
     if (young.push(this) >= YOUNG_LIMIT) flushYoung();
     else if (!flushQueued) {
       flushQueued = true;
       queueMicrotask(flushYoung);
     }
-    track(this);
   }
 
   /** @internal Register with the finalizer backstop (see `young`). */
   _register(): void {
-    if (this.disposed || this.registered) return;
+    if (this.disposed || this.registered || this._scoped) return;
     this.registered = true;
     finalizer.register(this, this.held, this);
   }
@@ -141,7 +148,6 @@ export class Tensor<D extends DType = DType> {
     if (this.disposed) return;
     this.disposed = true;
     if (this.registered) finalizer.unregister(this);
-    untrack(this);
     this._storage.release();
     countTensor(this.device, -1);
     if (this.grad) {
