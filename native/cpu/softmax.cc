@@ -29,30 +29,6 @@ constexpr int64_t kChunk = 256;         // scratch length for logSoftmax's exp p
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 
-// Max of a contiguous row in 8 lanes. NaN is skipped here, but reaches the output through exp(NaN - max).
-float row_max(const float* x, int64_t n) {  // x (n)
-  float m[8];
-  for (float& v : m) v = kNegInf;
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int k = 0; k < 8; k++) m[k] = x[j + k] > m[k] ? x[j + k] : m[k];
-  float r = kNegInf;
-  for (; j < n; j++) r = x[j] > r ? x[j] : r;
-  for (float v : m) r = v > r ? v : r;
-  return r;
-}
-
-// Sum of a contiguous row in 8 double lanes, combined in a fixed order.
-double row_sum(const float* x, int64_t n) {  // x (n)
-  double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int k = 0; k < 8; k++) s[k] += x[j + k];
-  double r = 0;
-  for (; j < n; j++) r += x[j];
-  return r + ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
 double row_dot(const float* a, const float* b, int64_t n) {  // a, b (n)
   double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t j = 0;

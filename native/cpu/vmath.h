@@ -37,5 +37,30 @@ inline float vexp(float x) {
   return (p * s1) * s2;
 }
 
+// Max of a contiguous row in 8 lanes. NaN is skipped here; callers let it reach the output through exp(NaN - max).
+inline float row_max(const float* x, int64_t n) {  // x (n)
+  const float neg_inf = -__builtin_inff();
+  float m[8];
+  for (float& v : m) v = neg_inf;
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int k = 0; k < 8; k++) m[k] = x[j + k] > m[k] ? x[j + k] : m[k];
+  float r = neg_inf;
+  for (; j < n; j++) r = x[j] > r ? x[j] : r;
+  for (float v : m) r = v > r ? v : r;
+  return r;
+}
+
+// Sum of a contiguous row in 8 double lanes, combined in a fixed order (the same result for any chunking).
+inline double row_sum(const float* x, int64_t n) {  // x (n)
+  double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int k = 0; k < 8; k++) s[k] += x[j + k];
+  double r = 0;
+  for (; j < n; j++) r += x[j];
+  return r + ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
 }  // namespace cpu
 }  // namespace modalab
