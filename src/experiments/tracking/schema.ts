@@ -1,0 +1,109 @@
+/**
+ * The tracking database's schema and its forward migrations.
+ *
+ * `schema_version` holds one row: the number of migrations applied. A database from a newer modalab (a version
+ * above SCHEMA_VERSION) is refused before anything is written, since this code cannot know what it would break.
+ * Migrations only ever move forward; each runs in one IMMEDIATE transaction, so two processes opening a fresh file
+ * at once apply it exactly once (the second sees the new version inside its own transaction and does nothing).
+ */
+import type Database from 'better-sqlite3';
+
+/**
+ * Times (created_at, started_at, ended_at, heartbeat_at, wall_time) are seconds since the Unix epoch, as REAL.
+ *
+ * Non-finite metric values: SQLite stores NaN as NULL, so a metric row keeps `value` NULL and says which
+ * non-finite value it was in the `nonfinite` TEXT column ('nan', 'inf' or '-inf'); finite values have
+ * `nonfinite` NULL. Any SQLite client sees NULL (ignored by MIN/MAX/AVG) and can still tell the three apart.
+ *
+ * params.value is the JSON text of the config leaf (`0.001`, `"adamw"`, `true`, `[0.9,0.95]`), so a value reads
+ * back with its type and filters compare exactly.
+ */
+const V1 = `
+CREATE TABLE experiments (
+  id          INTEGER PRIMARY KEY,
+  name        TEXT NOT NULL UNIQUE,
+  created_at  REAL NOT NULL
+);
+CREATE TABLE runs (
+  id            INTEGER PRIMARY KEY,
+  experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+  parent_run_id INTEGER REFERENCES runs(id),
+  name          TEXT NOT NULL,
+  stage         TEXT,
+  status        TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed', 'killed')),
+  config_json   TEXT NOT NULL,
+  seed          INTEGER,
+  git_sha       TEXT,
+  host          TEXT NOT NULL,
+  pid           INTEGER NOT NULL,
+  started_at    REAL NOT NULL,
+  ended_at      REAL,
+  heartbeat_at  REAL NOT NULL
+);
+CREATE INDEX runs_by_experiment ON runs(experiment_id, stage, status);
+CREATE TABLE params (
+  run_id  INTEGER NOT NULL REFERENCES runs(id),
+  key     TEXT NOT NULL,
+  value   TEXT NOT NULL,
+  PRIMARY KEY (run_id, key)
+);
+CREATE INDEX params_by_key ON params(key, value);
+CREATE TABLE metrics (
+  run_id     INTEGER NOT NULL REFERENCES runs(id),
+  key        TEXT NOT NULL,
+  step       INTEGER NOT NULL,
+  value      REAL,
+  wall_time  REAL NOT NULL,
+  nonfinite  TEXT CHECK (nonfinite IN ('nan', 'inf', '-inf')),
+  PRIMARY KEY (run_id, key, step)
+);
+CREATE TABLE artifacts (
+  run_id      INTEGER NOT NULL REFERENCES runs(id),
+  kind        TEXT NOT NULL,
+  path        TEXT NOT NULL,
+  sha256      TEXT NOT NULL,
+  bytes       INTEGER NOT NULL,
+  created_at  REAL NOT NULL
+);
+CREATE INDEX artifacts_by_run ON artifacts(run_id);
+-- The config is immutable once written: params are never updated and a run's config_json never changes.
+CREATE TRIGGER params_immutable BEFORE UPDATE ON params
+  BEGIN SELECT RAISE(ABORT, 'tracking: params are immutable once written'); END;
+CREATE TRIGGER config_immutable BEFORE UPDATE OF config_json ON runs
+  WHEN NEW.config_json IS NOT OLD.config_json
+  BEGIN SELECT RAISE(ABORT, 'tracking: a run''s config is immutable once written'); END;
+`;
+
+/** MIGRATIONS[i] moves a database from version i to version i + 1. */
+const MIGRATIONS: readonly string[] = [V1];
+
+/** The schema version this code writes. */
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** The version recorded in the file: 0 for a fresh (empty) database. Reads only. */
+export function readSchemaVersion(db: Database.Database): number {
+  const t = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").get();
+  if (t === undefined) return 0;
+  const row = db.prepare('SELECT max(version) AS v FROM schema_version').get() as { v: number | null };
+  return row.v ?? 0;
+}
+
+/** Applies the missing migrations in one IMMEDIATE transaction (a no-op when another process got there first). */
+export function migrate(db: Database.Database, file: string): void {
+  db.transaction(() => {
+    const v = readSchemaVersion(db);
+    if (v > SCHEMA_VERSION) throw newerSchemaError(file, v);
+    if (v === SCHEMA_VERSION) return;
+    if (v === 0) db.exec('CREATE TABLE schema_version (version INTEGER NOT NULL)');
+    for (let i = v; i < SCHEMA_VERSION; i++) db.exec(MIGRATIONS[i]);
+    db.prepare('DELETE FROM schema_version').run();
+    db.prepare('INSERT INTO schema_version (version) VALUES (?)').run(SCHEMA_VERSION);
+  }).immediate();
+}
+
+export function newerSchemaError(file: string, v: number): Error {
+  return new Error(
+    `tracking: ${file} has schema version ${v}, newer than this modalab's ${SCHEMA_VERSION}; ` +
+      'open it with a newer modalab (nothing was changed)',
+  );
+}

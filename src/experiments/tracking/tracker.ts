@@ -1,0 +1,637 @@
+/**
+ * Experiment tracking in one SQLite file (default runs/modalab.db): runs, their configs, metrics and artifacts.
+ *
+ *   const tracker = Tracker.open();                       // or Tracker.open('runs/modalab.db')
+ *   const run = tracker.startRun({ experiment: 'emoji-clip', stage: 'align', config: { lr: 1e-3 }, seed: 0 });
+ *   for (let step = 0; step < 100; step++) run.log({ loss: 1 / (step + 1), lr: 1e-3 }, step);
+ *   run.finish();
+ *   tracker.metricSeries([run.id], 'loss');              // [{ runId, steps, values, wallTimes }]
+ *
+ * Writes: one connection per file per process (Trackers on the same file share it), WAL mode, a busy timeout,
+ * metrics buffered in memory and written in one IMMEDIATE transaction at least every FLUSH_INTERVAL_MS (checked
+ * on every log() call, so a synchronous training loop that never yields still flushes, and by an unref'd timer,
+ * so an idle process flushes too but is never kept alive) and at finish. A process killed outright loses at most
+ * the metrics of its last second.
+ *
+ * Dead runs: a 'running' run whose process is gone (same host: its pid is not alive and its heartbeat is older
+ * than STALE_AFTER_MS; another host: its heartbeat is older than REMOTE_STALE_AFTER_MS) is marked 'failed'
+ * whenever a Tracker opens the file or lists runs; its metrics stay.
+ */
+import Database from 'better-sqlite3';
+import { createHash } from 'crypto';
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { checkConfig, flattenConfig, type JsonValue } from './config';
+import { migrate, newerSchemaError, readSchemaVersion, SCHEMA_VERSION } from './schema';
+
+export const DEFAULT_DB = path.join('runs', 'modalab.db');
+/** Buffered metrics are written at least this often (the guarantee is one second; half leaves slack). */
+export const FLUSH_INTERVAL_MS = 500;
+/** A same-host run whose pid is dead is failed once its heartbeat is this old (guards against pid namespaces). */
+export const STALE_AFTER_MS = 2000;
+/** A run on another host cannot have its pid checked: it is failed once its heartbeat is this old. */
+export const REMOTE_STALE_AFTER_MS = 15 * 60 * 1000;
+/** Waits this long for another process's write transaction before giving up with SQLITE_BUSY. */
+export const BUSY_TIMEOUT_MS = 10000;
+/** A buffer this large is flushed at once, whatever the time, to bound memory. */
+const MAX_BUFFERED = 50000;
+
+export type RunStatus = 'running' | 'finished' | 'failed' | 'killed';
+
+export interface StartRunOptions {
+  experiment: string;
+  /** Defaults to `<stage or 'run'>-<id>`. */
+  name?: string;
+  stage?: string;
+  config?: { [key: string]: unknown };
+  seed?: number;
+  parentRunId?: number;
+}
+
+export interface RunInfo {
+  id: number;
+  experiment: string;
+  name: string;
+  stage: string | null;
+  status: RunStatus;
+  config: { [key: string]: JsonValue };
+  seed: number | null;
+  gitSha: string | null;
+  host: string;
+  pid: number;
+  parentRunId: number | null;
+  /** Seconds since the Unix epoch. */
+  startedAt: number;
+  endedAt: number | null;
+  heartbeatAt: number;
+}
+
+export interface RunFilter {
+  experiment?: string;
+  stage?: string;
+  status?: RunStatus;
+  /** Dotted config keys and the values they must equal (compared as JSON). */
+  params?: { [key: string]: JsonValue };
+}
+
+export interface MetricSeries {
+  runId: number;
+  steps: number[];
+  values: number[];
+  /** Seconds since the Unix epoch. */
+  wallTimes: number[];
+}
+
+export interface MetricPoint {
+  step: number;
+  value: number;
+  wallTime: number;
+}
+
+export interface ParamsTable {
+  /** Every param key any of the runs has, sorted. */
+  paramKeys: string[];
+  metricKeys: string[];
+  rows: Array<{
+    runId: number;
+    name: string;
+    status: RunStatus;
+    params: { [key: string]: JsonValue };
+    /** The latest value of each metric key, null where the run never logged it. */
+    metrics: { [key: string]: number | null };
+  }>;
+}
+
+export interface ArtifactInfo {
+  runId: number;
+  kind: string;
+  path: string;
+  sha256: string;
+  bytes: number;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Non-finite values (see schema.ts): value NULL plus a `nonfinite` tag.
+
+function encodeValue(v: number): [number | null, string | null] {
+  if (Number.isFinite(v)) return [v, null];
+  return [null, Number.isNaN(v) ? 'nan' : v > 0 ? 'inf' : '-inf'];
+}
+
+function decodeValue(value: number | null, nonfinite: string | null): number {
+  if (nonfinite === null) return value as number;
+  return nonfinite === 'nan' ? NaN : nonfinite === 'inf' ? Infinity : -Infinity;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// One write connection per file per process.
+
+interface Conn {
+  db: Database.Database;
+  file: string;
+  refs: number;
+  trackers: Set<Tracker>;
+}
+const conns = new Map<string, Conn>();
+
+const SQLITE_MAGIC = Buffer.from('SQLite format 3\0', 'latin1');
+
+/** Refuses a file that exists, is not empty and does not start with SQLite's header, before SQLite opens it. */
+function checkHeader(file: string): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  try {
+    const head = Buffer.alloc(16);
+    const n = fs.readSync(fd, head, 0, 16, 0);
+    if (n === 0) return;
+    if (n < 16 || !head.equals(SQLITE_MAGIC)) {
+      throw new Error(`tracking: ${file} is not an SQLite database (its header is not "SQLite format 3"); nothing was changed`);
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function openConn(file: string): Conn {
+  const key = path.resolve(file);
+  const have = conns.get(key);
+  if (have) {
+    have.refs++;
+    return have;
+  }
+  checkHeader(key);
+  fs.mkdirSync(path.dirname(key), { recursive: true });
+  const db = new Database(key);
+  try {
+    db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    // Read the version before changing anything on disk (WAL mode rewrites the header of a rollback-mode file).
+    let v: number;
+    try {
+      v = readSchemaVersion(db);
+    } catch (e) {
+      throw new Error(`tracking: ${key} could not be read as an SQLite database: ${(e as Error).message}`);
+    }
+    if (v > SCHEMA_VERSION) throw newerSchemaError(key, v);
+    setWal(db);
+    db.pragma('synchronous = NORMAL'); // WAL + NORMAL: durable against a killed process, the case we test
+    db.pragma('foreign_keys = ON');
+    migrate(db, key);
+  } catch (e) {
+    db.close();
+    throw e;
+  }
+  const c: Conn = { db, file: key, refs: 1, trackers: new Set() };
+  conns.set(key, c);
+  return c;
+}
+
+/** Two processes opening a fresh file at once can see SQLITE_BUSY here, which the busy handler does not cover. */
+function setWal(db: Database.Database): void {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      db.pragma('journal_mode = WAL');
+      return;
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'SQLITE_BUSY' || attempt >= 100) throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+    }
+  }
+}
+
+function releaseConn(c: Conn): void {
+  if (--c.refs > 0) return;
+  conns.delete(c.file);
+  c.db.close();
+}
+
+// At exit, flush what every open tracker buffered and fail the runs nobody finished (synchronous, so it works in
+// 'exit'). A SIGKILL skips this; the heartbeat check covers that case.
+let exitHookInstalled = false;
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const c of conns.values()) {
+      for (const t of c.trackers) {
+        try {
+          t.close();
+        } catch {
+          // the process is ending; a failure here must not mask its real exit status
+        }
+      }
+    }
+  });
+}
+
+let cachedGitSha: string | null | undefined;
+function gitSha(): string | null {
+  if (cachedGitSha !== undefined) return cachedGitSha;
+  try {
+    const out = execFileSync('git', ['rev-parse', 'HEAD'], { stdio: ['ignore', 'pipe', 'ignore'], timeout: 2000 });
+    const sha = out.toString().trim();
+    cachedGitSha = /^[0-9a-f]{40,64}$/.test(sha) ? sha : null;
+  } catch {
+    cachedGitSha = null; // not a checkout, or no git: a run is still recorded
+  }
+  return cachedGitSha;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+const now = (): number => Date.now() / 1000;
+
+function checkName(what: string, v: unknown, where: string): string {
+  if (typeof v !== 'string' || v.trim() === '') {
+    throw new Error(`${where}: ${what} must be a non-empty string, got ${typeof v === 'string' ? JSON.stringify(v) : typeof v}`);
+  }
+  return v;
+}
+
+interface RunRow {
+  id: number;
+  experiment: string;
+  name: string;
+  stage: string | null;
+  status: RunStatus;
+  config_json: string;
+  seed: number | null;
+  git_sha: string | null;
+  host: string;
+  pid: number;
+  parent_run_id: number | null;
+  started_at: number;
+  ended_at: number | null;
+  heartbeat_at: number;
+}
+
+function toInfo(r: RunRow): RunInfo {
+  return {
+    id: r.id,
+    experiment: r.experiment,
+    name: r.name,
+    stage: r.stage,
+    status: r.status,
+    config: JSON.parse(r.config_json),
+    seed: r.seed,
+    gitSha: r.git_sha,
+    host: r.host,
+    pid: r.pid,
+    parentRunId: r.parent_run_id,
+    startedAt: r.started_at,
+    endedAt: r.ended_at,
+    heartbeatAt: r.heartbeat_at,
+  };
+}
+
+const RUN_SELECT = `SELECT r.*, e.name AS experiment FROM runs r JOIN experiments e ON e.id = r.experiment_id`;
+
+// ---------------------------------------------------------------------------------------------------------------
+
+export class Tracker {
+  readonly file: string;
+  private conn: Conn | null;
+  private readonly active = new Set<Run>();
+  private timer: NodeJS.Timeout | null = null;
+
+  private constructor(conn: Conn) {
+    this.conn = conn;
+    this.file = conn.file;
+    conn.trackers.add(this);
+    installExitHook();
+    this.failDeadRuns();
+  }
+
+  /**
+   * Opens (creating it and its folder if needed) the tracking database. Throws, changing nothing on disk, for a
+   * file that is not SQLite or has a newer schema version.
+   */
+  static open(file: string = DEFAULT_DB): Tracker {
+    return new Tracker(openConn(file));
+  }
+
+  /** @internal */
+  get db(): Database.Database {
+    if (this.conn === null) throw new Error(`tracking: the tracker for ${this.file} is closed`);
+    return this.conn.db;
+  }
+
+  /** Starts a run: validates the config, then records it (as JSON and as dotted params), seed, git sha, host. */
+  startRun(opts: StartRunOptions): Run {
+    const where = 'startRun';
+    if (opts === null || typeof opts !== 'object') throw new Error(`${where}: options must be an object`);
+    const experiment = checkName('experiment', opts.experiment, where);
+    if (opts.name !== undefined) checkName('name', opts.name, where);
+    if (opts.stage !== undefined) checkName('stage', opts.stage, where);
+    const config = opts.config ?? {};
+    checkConfig(config, where);
+    if (opts.seed !== undefined && !Number.isSafeInteger(opts.seed)) {
+      throw new Error(`${where}: seed must be an integer, got ${String(opts.seed)}`);
+    }
+    const db = this.db;
+    if (opts.parentRunId !== undefined) {
+      if (!Number.isSafeInteger(opts.parentRunId) || db.prepare('SELECT 1 FROM runs WHERE id = ?').get(opts.parentRunId) === undefined) {
+        throw new Error(`${where}: parentRunId ${String(opts.parentRunId)} is not a run in ${this.file}`);
+      }
+    }
+    const params = flattenConfig(config);
+    const sha = gitSha();
+    const t = now();
+    const id = db.transaction(() => {
+      db.prepare('INSERT OR IGNORE INTO experiments (name, created_at) VALUES (?, ?)').run(experiment, t);
+      const exp = db.prepare('SELECT id FROM experiments WHERE name = ?').get(experiment) as { id: number };
+      const info = db
+        .prepare(
+          `INSERT INTO runs (experiment_id, parent_run_id, name, stage, status, config_json, seed, git_sha, host, pid,
+                             started_at, heartbeat_at)
+           VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(exp.id, opts.parentRunId ?? null, opts.name ?? '', opts.stage ?? null, JSON.stringify(config),
+          opts.seed ?? null, sha, os.hostname(), process.pid, t, t);
+      const runId = Number(info.lastInsertRowid);
+      if (opts.name === undefined) {
+        db.prepare('UPDATE runs SET name = ? WHERE id = ?').run(`${opts.stage ?? 'run'}-${runId}`, runId);
+      }
+      const ins = db.prepare('INSERT INTO params (run_id, key, value) VALUES (?, ?, ?)');
+      for (const [k, v] of params) ins.run(runId, k, v);
+      return runId;
+    }).immediate();
+    const name = opts.name ?? `${opts.stage ?? 'run'}-${id}`;
+    const run = new Run(this, id, experiment, name, opts.stage ?? null);
+    this.active.add(run);
+    this.ensureTimer();
+    return run;
+  }
+
+  /** Runs matching every given field, oldest first. Marks dead runs failed first. */
+  listRuns(filter: RunFilter = {}): RunInfo[] {
+    this.failDeadRuns();
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (filter.experiment !== undefined) (where.push('e.name = ?'), args.push(filter.experiment));
+    if (filter.stage !== undefined) (where.push('r.stage = ?'), args.push(filter.stage));
+    if (filter.status !== undefined) (where.push('r.status = ?'), args.push(filter.status));
+    for (const [k, v] of Object.entries(filter.params ?? {})) {
+      where.push('EXISTS (SELECT 1 FROM params p WHERE p.run_id = r.id AND p.key = ? AND p.value = ?)');
+      args.push(k, JSON.stringify(v));
+    }
+    const sql = `${RUN_SELECT}${where.length ? ' WHERE ' + where.join(' AND ') : ''} ORDER BY r.id`;
+    return (this.db.prepare(sql).all(...args) as RunRow[]).map(toInfo);
+  }
+
+  getRun(runId: number): RunInfo {
+    const r = this.db.prepare(`${RUN_SELECT} WHERE r.id = ?`).get(runId) as RunRow | undefined;
+    if (r === undefined) throw new Error(`tracking: no run ${runId} in ${this.file}`);
+    return toInfo(r);
+  }
+
+  /** One series per run (in the order given), sorted by step; runs that never logged `key` get empty arrays. */
+  metricSeries(runIds: number | number[], key: string): MetricSeries[] {
+    this.flushAll();
+    const ids = Array.isArray(runIds) ? runIds : [runIds];
+    const q = this.db.prepare('SELECT step, value, nonfinite, wall_time FROM metrics WHERE run_id = ? AND key = ? ORDER BY step');
+    return ids.map((runId) => {
+      const rows = q.all(runId, key) as Array<{ step: number; value: number | null; nonfinite: string | null; wall_time: number }>;
+      return {
+        runId,
+        steps: rows.map((r) => r.step),
+        values: rows.map((r) => decodeValue(r.value, r.nonfinite)),
+        wallTimes: rows.map((r) => r.wall_time),
+      };
+    });
+  }
+
+  /** The value at the highest step, or null if the run never logged `key`. */
+  latest(runId: number, key: string): MetricPoint | null {
+    this.flushAll();
+    const r = this.db
+      .prepare('SELECT step, value, nonfinite, wall_time FROM metrics WHERE run_id = ? AND key = ? ORDER BY step DESC LIMIT 1')
+      .get(runId, key) as { step: number; value: number | null; nonfinite: string | null; wall_time: number } | undefined;
+    return r === undefined ? null : { step: r.step, value: decodeValue(r.value, r.nonfinite), wallTime: r.wall_time };
+  }
+
+  /**
+   * The smallest ('min') or largest ('max') value and its step (the earliest step on ties). NaN is never best;
+   * ±Infinity are ordinary ordered values. Null if the run has no non-NaN value for `key`.
+   */
+  best(runId: number, key: string, mode: 'min' | 'max'): MetricPoint | null {
+    if (mode !== 'min' && mode !== 'max') throw new Error(`best: mode must be 'min' or 'max', got ${String(mode)}`);
+    const s = this.metricSeries([runId], key)[0];
+    let bi = -1;
+    for (let i = 0; i < s.values.length; i++) {
+      const v = s.values[i];
+      if (Number.isNaN(v)) continue;
+      if (bi < 0 || (mode === 'min' ? v < s.values[bi] : v > s.values[bi])) bi = i;
+    }
+    return bi < 0 ? null : { step: s.steps[bi], value: s.values[bi], wallTime: s.wallTimes[bi] };
+  }
+
+  /** A sweep table: each run's params beside the latest value of each metric key. */
+  paramsTable(runIds: number[], metricKeys: string[]): ParamsTable {
+    this.flushAll();
+    const keys = new Set<string>();
+    const pq = this.db.prepare('SELECT key, value FROM params WHERE run_id = ?');
+    const rows = runIds.map((runId) => {
+      const info = this.getRun(runId);
+      const params: { [key: string]: JsonValue } = {};
+      for (const p of pq.all(runId) as Array<{ key: string; value: string }>) {
+        params[p.key] = JSON.parse(p.value);
+        keys.add(p.key);
+      }
+      const metrics: { [key: string]: number | null } = {};
+      for (const k of metricKeys) metrics[k] = this.latest(runId, k)?.value ?? null;
+      return { runId, name: info.name, status: info.status, params, metrics };
+    });
+    return { paramKeys: [...keys].sort(), metricKeys: [...metricKeys], rows };
+  }
+
+  artifacts(runId: number): ArtifactInfo[] {
+    return (this.db.prepare('SELECT run_id, kind, path, sha256, bytes FROM artifacts WHERE run_id = ? ORDER BY rowid').all(runId) as Array<{
+      run_id: number; kind: string; path: string; sha256: string; bytes: number;
+    }>).map((a) => ({ runId: a.run_id, kind: a.kind, path: a.path, sha256: a.sha256, bytes: a.bytes }));
+  }
+
+  /** Writes every active run's buffered metrics now. */
+  flushAll(): void {
+    for (const r of this.active) r.flush();
+  }
+
+  /**
+   * Flushes, fails runs still active (finish them first to record another status) and releases the connection.
+   * Idempotent.
+   */
+  close(): void {
+    if (this.conn === null) return;
+    for (const r of [...this.active]) r.finish('failed');
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    this.conn.trackers.delete(this);
+    releaseConn(this.conn);
+    this.conn = null;
+  }
+
+  /** Marks 'running' runs whose process is gone as failed (see the module comment). */
+  failDeadRuns(): number {
+    const db = this.db;
+    const host = os.hostname();
+    const t = now();
+    const running = db.prepare("SELECT id, host, pid, heartbeat_at FROM runs WHERE status = 'running'").all() as Array<{
+      id: number; host: string; pid: number; heartbeat_at: number;
+    }>;
+    const dead = running.filter((r) => {
+      const age = (t - r.heartbeat_at) * 1000;
+      if (r.host !== host) return age > REMOTE_STALE_AFTER_MS;
+      if (r.pid === process.pid) return false;
+      return age > STALE_AFTER_MS && !pidAlive(r.pid);
+    });
+    if (dead.length === 0) return 0;
+    const upd = db.prepare("UPDATE runs SET status = 'failed', ended_at = heartbeat_at WHERE id = ? AND status = 'running'");
+    db.transaction(() => {
+      for (const r of dead) upd.run(r.id);
+    }).immediate();
+    return dead.length;
+  }
+
+  /** @internal */
+  _finished(run: Run): void {
+    this.active.delete(run);
+    if (this.active.size === 0 && this.timer) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+  }
+
+  private ensureTimer(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      for (const r of this.active) {
+        try {
+          r.flush(true);
+        } catch {
+          // a busy database: the next tick or log() retries; the buffer is kept
+        }
+      }
+    }, FLUSH_INTERVAL_MS);
+    this.timer.unref(); // a tracker never keeps a process alive
+  }
+}
+
+interface Pending {
+  key: string;
+  step: number;
+  value: number | null;
+  nonfinite: string | null;
+  wallTime: number;
+}
+
+export class Run {
+  private buffer: Pending[] = [];
+  private lastFlush = Date.now();
+  private _status: RunStatus = 'running';
+
+  /** @internal */
+  constructor(
+    private readonly tracker: Tracker,
+    readonly id: number,
+    readonly experiment: string,
+    readonly name: string,
+    readonly stage: string | null,
+  ) {}
+
+  get status(): RunStatus {
+    return this._status;
+  }
+
+  /**
+   * Records metrics at `step` (a non-negative integer). Buffered; written within FLUSH_INTERVAL_MS and at
+   * finish. Logging the same key and step twice keeps the last value. NaN and ±Infinity are kept exactly.
+   * Throws, recording nothing from this call, for an empty key or a value that is not a number.
+   */
+  log(metrics: Record<string, number>, step: number): void {
+    if (this._status !== 'running') throw new Error(`log: run ${this.id} is ${this._status}; it no longer accepts metrics`);
+    if (!Number.isSafeInteger(step) || step < 0) throw new Error(`log: step must be a non-negative integer, got ${String(step)}`);
+    if (metrics === null || typeof metrics !== 'object') throw new Error('log: metrics must be an object of name -> number');
+    const entries = Object.entries(metrics);
+    for (const [k, v] of entries) {
+      if (k.trim() === '') throw new Error(`log: a metric name is empty (step ${step}); nothing from this call was recorded`);
+      if (typeof v !== 'number') {
+        throw new Error(`log: metric ${JSON.stringify(k)} is ${typeof v}, not a number; nothing from this call was recorded`);
+      }
+    }
+    const wallTime = now();
+    for (const [k, v] of entries) {
+      const [value, nonfinite] = encodeValue(v);
+      this.buffer.push({ key: k, step, value, nonfinite, wallTime });
+    }
+    if (Date.now() - this.lastFlush >= FLUSH_INTERVAL_MS || this.buffer.length >= MAX_BUFFERED) this.flush();
+  }
+
+  /** Writes the buffered metrics and the heartbeat in one transaction. */
+  flush(fromTimer = false): void {
+    if (this._status !== 'running') return;
+    if (fromTimer && Date.now() - this.lastFlush < FLUSH_INTERVAL_MS / 2) return;
+    const db = this.tracker.db;
+    const rows = this.buffer;
+    db.transaction(() => {
+      const ins = db.prepare('INSERT OR REPLACE INTO metrics (run_id, key, step, value, wall_time, nonfinite) VALUES (?, ?, ?, ?, ?, ?)');
+      for (const r of rows) ins.run(this.id, r.key, r.step, r.value, r.wallTime, r.nonfinite);
+      db.prepare('UPDATE runs SET heartbeat_at = ? WHERE id = ?').run(now(), this.id);
+    }).immediate();
+    this.buffer = [];
+    this.lastFlush = Date.now();
+  }
+
+  /** Records a file (checkpoint, tokenizer, report) with its sha256 and size. */
+  logArtifact(kind: string, file: string): ArtifactInfo {
+    checkName('kind', kind, 'logArtifact');
+    checkName('path', file, 'logArtifact');
+    const abs = path.resolve(file);
+    const st = fs.statSync(abs);
+    if (!st.isFile()) throw new Error(`logArtifact: ${abs} is not a file`);
+    const h = createHash('sha256');
+    const fd = fs.openSync(abs, 'r');
+    let bytes = 0;
+    try {
+      const buf = Buffer.alloc(1 << 20);
+      for (;;) {
+        const n = fs.readSync(fd, buf, 0, buf.length, null);
+        if (n === 0) break;
+        h.update(buf.subarray(0, n));
+        bytes += n;
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    const sha256 = h.digest('hex');
+    this.tracker.db
+      .prepare('INSERT INTO artifacts (run_id, kind, path, sha256, bytes, created_at) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(this.id, kind, abs, sha256, bytes, now());
+    return { runId: this.id, kind, path: abs, sha256, bytes };
+  }
+
+  /** Flushes and records the final status. Finishing twice is a no-op. */
+  finish(status: 'finished' | 'failed' | 'killed' = 'finished'): void {
+    if (status !== 'finished' && status !== 'failed' && status !== 'killed') {
+      throw new Error(`finish: status must be 'finished', 'failed' or 'killed', got ${String(status)}`);
+    }
+    if (this._status !== 'running') return;
+    this.flush();
+    const t = now();
+    this.tracker.db.prepare('UPDATE runs SET status = ?, ended_at = ?, heartbeat_at = ? WHERE id = ?').run(status, t, t, this.id);
+    this._status = status;
+    this.tracker._finished(this);
+  }
+}
