@@ -38,3 +38,4 @@ export type { Loaded, TensorMap, SafetensorsHeader } from './api/io/safetensors'
 export { autocast, autocastDtype, GradScaler } from './api/amp';
 export type { AutocastDType, GradScalerOptions, GradScalerState } from './api/amp';
 export { checkpoint } from './api/checkpoint';
+export * as plots from './experiments/plots';
