@@ -541,6 +541,9 @@ export class Run {
   private buffer: Pending[] = [];
   private lastFlush = Date.now();
   private _status: RunStatus = 'running';
+  private write: Database.Transaction<(rows: Pending[]) => void> | null = null;
+  private insertStmt: Database.Statement | null = null;
+  private heartbeatStmt: Database.Statement | null = null;
 
   /** @internal */
   constructor(
@@ -584,12 +587,14 @@ export class Run {
     if (this._status !== 'running') return;
     if (fromTimer && Date.now() - this.lastFlush < FLUSH_INTERVAL_MS / 2) return;
     const db = this.tracker.db;
-    const rows = this.buffer;
-    db.transaction(() => {
-      const ins = db.prepare('INSERT OR REPLACE INTO metrics (run_id, key, step, value, wall_time, nonfinite) VALUES (?, ?, ?, ?, ?, ?)');
+    // Statements and the transaction are prepared once per run: preparing is most of a small flush's cost.
+    this.write ??= db.transaction((rows: Pending[]) => {
+      const ins = (this.insertStmt ??= db.prepare(
+        'INSERT OR REPLACE INTO metrics (run_id, key, step, value, wall_time, nonfinite) VALUES (?, ?, ?, ?, ?, ?)'));
       for (const r of rows) ins.run(this.id, r.key, r.step, r.value, r.wallTime, r.nonfinite);
-      db.prepare('UPDATE runs SET heartbeat_at = ? WHERE id = ?').run(now(), this.id);
-    }).immediate();
+      (this.heartbeatStmt ??= db.prepare('UPDATE runs SET heartbeat_at = ? WHERE id = ?')).run(now(), this.id);
+    });
+    this.write.immediate(this.buffer);
     this.buffer = [];
     this.lastFlush = Date.now();
   }
