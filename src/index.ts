@@ -39,3 +39,4 @@ export { autocast, autocastDtype, GradScaler } from './api/amp';
 export type { AutocastDType, GradScalerOptions, GradScalerState } from './api/amp';
 export { checkpoint } from './api/checkpoint';
 export * as plots from './experiments/plots';
+export * as tracking from './experiments/tracking';
