@@ -40,6 +40,11 @@ double Num(const Napi::CallbackInfo& info, size_t i, const char* op);    // any 
 bool Bool(const Napi::CallbackInfo& info, size_t i, const char* op);
 std::vector<int64_t> IntArray(const Napi::CallbackInfo& info, size_t i, const char* op);
 int64_t Product(const std::vector<int64_t>& v);
+// a * b for non-negative sizes, throwing instead of wrapping (a forged 2^40 x 2^40 must not pass the checks).
+int64_t Mul(int64_t a, int64_t b, const char* op);
+// Elements touched by batched matrices of `mat` elements whose batch offsets follow `stride` over `shape`:
+// the furthest batch offset plus one matrix (0 when the batch or the matrix is empty).
+int64_t BatchedExtent(const std::vector<int64_t>& shape, const std::vector<int64_t>& stride, int64_t mat);
 
 // The largest element index (plus one) reached by a strided view: 1 + sum((shape-1) * stride), 0 if empty.
 int64_t StridedExtent(const std::vector<int64_t>& shape, const std::vector<int64_t>& stride);

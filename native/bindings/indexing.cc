@@ -9,12 +9,6 @@ namespace modalab {
 namespace bind {
 namespace {
 
-int64_t Mul(int64_t a, int64_t b, const char* op) {
-  int64_t r;
-  if (__builtin_mul_overflow(a, b, &r)) throw std::invalid_argument(std::string("sizes overflow in ") + op);
-  return r;
-}
-
 void NonNegative(const Napi::CallbackInfo& info, const char* op, std::initializer_list<int64_t> sizes) {
   for (int64_t s : sizes)
     if (s < 0) Throw(info.Env(), std::string(op) + ": negative size " + std::to_string(s));

@@ -14,12 +14,6 @@ int64_t Elsize(const Napi::CallbackInfo& info, size_t i, const char* op) {
   return e;
 }
 
-int64_t Mul(int64_t a, int64_t b, const char* op) {
-  int64_t r;
-  if (__builtin_mul_overflow(a, b, &r)) throw std::invalid_argument(std::string("sizes overflow in ") + op);
-  return r;
-}
-
 // (outer, len, inner) sizes plus a [start, start+len) window into an axis of length `full`; all checked.
 void CheckWindow(const Napi::CallbackInfo& info, const char* op, int64_t outer, int64_t full, int64_t inner,
                  int64_t start, int64_t len) {

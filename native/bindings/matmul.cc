@@ -11,23 +11,6 @@ namespace modalab {
 namespace bind {
 namespace {
 
-// a * b for non-negative sizes, throwing instead of wrapping (a forged 2^40 x 2^40 must not pass the checks).
-int64_t Mul(int64_t a, int64_t b, const char* op) {
-  int64_t r;
-  if (__builtin_mul_overflow(a, b, &r)) throw std::invalid_argument(std::string("sizes overflow in ") + op);
-  return r;
-}
-
-// Elements touched by `nbatch` matrices of `mat` elements whose batch offsets follow `stride` over `shape`.
-int64_t BatchedExtent(const std::vector<int64_t>& shape, const std::vector<int64_t>& stride, int64_t mat) {
-  double far = 0;  // forged strides must not overflow the extent arithmetic below
-  for (size_t d = 0; d < shape.size(); d++) far += static_cast<double>(shape[d]) * static_cast<double>(stride[d]);
-  if (far > 9.0e15) throw std::invalid_argument("batch strides reach past 2^53 elements");
-  int64_t reach = StridedExtent(shape, stride);  // 1 + furthest batch offset, 0 when the batch is empty
-  if (reach == 0 || mat == 0) return 0;
-  return reach - 1 + mat;
-}
-
 }  // namespace
 
 void RegisterMatmul(Napi::Env env, Napi::Object exports) {

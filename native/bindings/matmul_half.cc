@@ -12,22 +12,6 @@ namespace modalab {
 namespace bind {
 namespace {
 
-int64_t Mul(int64_t a, int64_t b, const char* op) {
-  int64_t r;
-  if (__builtin_mul_overflow(a, b, &r)) throw std::invalid_argument(std::string("sizes overflow in ") + op);
-  return r;
-}
-
-// Elements touched by the batch's matrices of `mat` elements whose offsets follow `stride` over `shape`.
-int64_t BatchedExtent(const std::vector<int64_t>& shape, const std::vector<int64_t>& stride, int64_t mat) {
-  double far = 0;  // forged strides must not overflow the extent arithmetic below
-  for (size_t d = 0; d < shape.size(); d++) far += static_cast<double>(shape[d]) * static_cast<double>(stride[d]);
-  if (far > 9.0e15) throw std::invalid_argument("batch strides reach past 2^53 elements");
-  int64_t reach = StridedExtent(shape, stride);
-  if (reach == 0 || mat == 0) return 0;
-  return reach - 1 + mat;
-}
-
 }  // namespace
 
 void RegisterMatmulHalf(Napi::Env env, Napi::Object exports) {
