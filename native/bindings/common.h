@@ -36,6 +36,8 @@ inline float* F32OrNull(const Napi::CallbackInfo& info, size_t i, int64_t count,
 
 int64_t Int(const Napi::CallbackInfo& info, size_t i, const char* op);   // an integer (throws otherwise)
 int64_t Count(const Napi::CallbackInfo& info, size_t i, const char* op); // a non-negative integer (an element count)
+// A Philox seed or stream offset: an exact non-negative integer (TypeScript keeps them below 2^53).
+uint64_t Seed(const Napi::CallbackInfo& info, size_t i, const char* op, const char* what);
 double Num(const Napi::CallbackInfo& info, size_t i, const char* op);    // any number
 bool Bool(const Napi::CallbackInfo& info, size_t i, const char* op);
 std::vector<int64_t> IntArray(const Napi::CallbackInfo& info, size_t i, const char* op);

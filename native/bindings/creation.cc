@@ -8,13 +8,6 @@ namespace modalab {
 namespace bind {
 namespace {
 
-// Philox seeds and stream offsets: exact non-negative integers (the TypeScript side keeps them below 2^53).
-uint64_t Seed(const Napi::CallbackInfo& info, size_t i, const char* op, const char* what) {
-  int64_t v = Int(info, i, op);
-  if (v < 0) Throw(info.Env(), std::string(op) + ": " + what + " must be a non-negative integer, got " + std::to_string(v));
-  return static_cast<uint64_t>(v);
-}
-
 DType Code(const Napi::CallbackInfo& info, size_t i, const char* op) {
   int64_t c = Int(info, i, op);
   if (c < 0 || c > 3) Throw(info.Env(), std::string(op) + ": unknown dtype code " + std::to_string(c));

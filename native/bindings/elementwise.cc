@@ -11,12 +11,6 @@ namespace {
 
 constexpr size_t kMaxDims = 64;   // native/cpu/elementwise.cc walks at most this many axes
 
-uint64_t Seed(const Napi::CallbackInfo& info, size_t i, const char* op, const char* what) {
-  int64_t v = Int(info, i, op);
-  if (v < 0) Throw(info.Env(), std::string(op) + ": " + what + " must be a non-negative integer, got " + std::to_string(v));
-  return static_cast<uint64_t>(v);
-}
-
 UnaryOp Unary(const Napi::CallbackInfo& info, size_t i, const char* op) {
   int64_t c = Int(info, i, op);
   if (c < 0 || c > static_cast<int64_t>(UnaryOp::Cos)) Throw(info.Env(), std::string(op) + ": unknown unary op " + std::to_string(c));

@@ -67,6 +67,12 @@ int64_t Count(const Napi::CallbackInfo& info, size_t i, const char* op) {
   return n;
 }
 
+uint64_t Seed(const Napi::CallbackInfo& info, size_t i, const char* op, const char* what) {
+  int64_t v = Int(info, i, op);
+  if (v < 0) Throw(info.Env(), std::string(op) + ": " + what + " must be a non-negative integer, got " + std::to_string(v));
+  return static_cast<uint64_t>(v);
+}
+
 double Num(const Napi::CallbackInfo& info, size_t i, const char* op) {
   if (i >= info.Length() || !info[i].IsNumber())
     Throw(info.Env(), std::string(op) + ": argument " + std::to_string(i) + " must be a number");
