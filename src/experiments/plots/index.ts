@@ -8,3 +8,5 @@ export type { MetricVsParamOptions, Row } from './sweep';
 export { attentionHeatmap } from './heatmap';
 export type { HeatmapOptions } from './heatmap';
 export { plotlyText, PALETTE } from './util';
+export { show, liveFigure, LiveFigure, figureHtml, figurePage, plotlySource, escapeHtml } from './show';
+export type { ShowOptions, LiveFigureOptions, HtmlDisplay } from './show';
