@@ -1,12 +1,15 @@
 /** A terminal progress bar (rate and time left) and a text sparkline for loss curves. */
 
 export class ProgressBar {
-  private done_ = 0;
+  private done_: number;
   private readonly start = Date.now();
   private lastDraw = 0;
   private readonly tty = Boolean(process.stderr.isTTY);
 
-  constructor(private readonly total: number, private readonly label: string) {}
+  /** `first`: where the count starts (a resumed run); the rate counts only this process's ticks. */
+  constructor(private readonly total: number, private readonly label: string, private readonly first = 0) {
+    this.done_ = first;
+  }
 
   tick(status = ''): void {
     this.done_++;
@@ -17,7 +20,7 @@ export class ProgressBar {
     const width = 30;
     const filled = Math.round(frac * width);
     const elapsed = (now - this.start) / 1000;
-    const rate = this.done_ / Math.max(elapsed, 1e-9);
+    const rate = (this.done_ - this.first) / Math.max(elapsed, 1e-9);
     const left = rate > 0 ? (this.total - this.done_) / rate : 0;
     const line = `${this.label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${this.done_}/${this.total} ` +
       `${rate.toFixed(1)} it/s, ${fmt(left)} left  ${status}`;

@@ -261,3 +261,30 @@ test('trackers on one file in one process share one connection', () => {
   b.close();
   assert.throws(() => b.listRuns(), /closed/);
 });
+
+test('resumeRun reopens a killed run under the same id, keeps its metrics and lets later steps replace', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-resume-'));
+  const t = Tracker.open(path.join(dir, 'r.db'));
+  try {
+    const run = t.startRun({ experiment: 'e', stage: 'align', config: { a: 1 } });
+    run.log({ loss: 3 }, 1);
+    run.log({ loss: 2.5 }, 2);
+    run.finish('killed');
+    const again = t.resumeRun(run.id);
+    assert.equal(again.id, run.id);
+    assert.equal(t.getRun(run.id).status, 'running');
+    again.log({ loss: 2.4 }, 2);
+    again.log({ loss: 2.0 }, 3);
+    again.finish('finished');
+    assert.deepEqual(t.metricSeries(run.id, 'loss')[0].values, [3, 2.4, 2.0]);
+    assert.equal(t.getRun(run.id).status, 'finished');
+    assert.throws(() => t.resumeRun(run.id), /already finished/);
+    const live = t.startRun({ experiment: 'e' });
+    assert.throws(() => t.resumeRun(live.id), /still running/);
+    assert.throws(() => t.resumeRun(9999), /no run 9999/);
+    live.finish();
+  } finally {
+    t.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -376,6 +376,28 @@ export class Tracker {
     return run;
   }
 
+  /**
+   * Reopens a run that stopped early (killed, or failed because its process died) so a training stage can
+   * continue it: the same id, status 'running' again under this process, its params and metrics kept. Metrics
+   * logged again at a step it already has replace the old values. A finished or still-running run is refused.
+   */
+  resumeRun(runId: number): Run {
+    if (!Number.isSafeInteger(runId)) throw new Error(`resumeRun: run id must be an integer, got ${String(runId)}`);
+    this.failDeadRuns();
+    const info = this.getRun(runId);
+    if (info.status === 'running') {
+      throw new Error(`resumeRun: run ${runId} is still running (pid ${info.pid} on ${info.host}); stop it first`);
+    }
+    if (info.status === 'finished') throw new Error(`resumeRun: run ${runId} already finished; start a new run instead`);
+    const t = now();
+    this.db.prepare("UPDATE runs SET status = 'running', ended_at = NULL, host = ?, pid = ?, heartbeat_at = ? WHERE id = ?")
+      .run(os.hostname(), process.pid, t, runId);
+    const run = new Run(this, runId, info.experiment, info.name, info.stage);
+    this.active.add(run);
+    this.ensureTimer();
+    return run;
+  }
+
   /** Runs matching every given field, oldest first. Marks dead runs failed first. */
   listRuns(filter: RunFilter = {}): RunInfo[] {
     this.failDeadRuns();
