@@ -35,16 +35,17 @@ let plotlyCache: string | null = null;
 
 /** plotly.js (plotly.js-dist-min, shipped as a dependency) as a string safe to put inside a <script> element. */
 export function plotlySource(): string {
-  if (plotlyCache === null) {
-    let file: string;
-    try {
-      file = require.resolve('plotly.js-dist-min', { paths: [__dirname, process.cwd()] });
-    } catch {
-      throw new Error('plots: cannot find the plotly.js-dist-min package (a dependency of modalab); run npm install');
-    }
-    plotlyCache = scriptSafe(fs.readFileSync(file, 'utf8'));
-  }
+  if (plotlyCache === null) plotlyCache = scriptSafe(fs.readFileSync(plotlyPath(), 'utf8'));
   return plotlyCache;
+}
+
+/** The path of plotly.min.js in the plotly.js-dist-min package. */
+export function plotlyPath(): string {
+  try {
+    return require.resolve('plotly.js-dist-min', { paths: [__dirname, process.cwd()] });
+  } catch {
+    throw new Error('plots: cannot find the plotly.js-dist-min package (a dependency of modalab); run npm install');
+  }
 }
 
 /**
