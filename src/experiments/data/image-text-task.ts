@@ -5,19 +5,15 @@
  * threads (./image is required lazily, only when augmentation is on).
  */
 import { hashSeed } from './samplers';
+import type { AugmentOptions } from './image';
 import type { BatchContext } from './workers';
 
 /**
- * Options passed through to image.ts `augment` (mirrors its AugmentOptions less seed/out: the seed comes from
- * (loader seed, step)). Defaults are image.ts's: cropScale [0.6, 1], ratio [3/4, 4/3], no jitter, CLIP mean/std.
+ * Options passed through to image.ts `augment` (its AugmentOptions less seed and out: the seed comes from (loader
+ * seed, step), the output is the batch array). Defaults are image.ts's: cropScale [0.6, 1], ratio [3/4, 4/3], no
+ * jitter, CLIP mean/std.
  */
-export interface ImageTextAugment {
-  cropScale?: readonly [number, number];
-  ratio?: readonly [number, number];
-  jitter?: { brightness?: number; contrast?: number; saturation?: number };
-  mean?: readonly [number, number, number];
-  std?: readonly [number, number, number];
-}
+export type ImageTextAugment = Omit<AugmentOptions, 'seed' | 'out'>;
 
 /** What the task's function receives as `init` (built and checked by imageTextBatchTask). */
 export interface ImageTextInit {
@@ -40,7 +36,7 @@ export interface ImageTextBatch {
   indices: Int32Array;
 }
 
-type AugmentFn = (x: Float32Array, shape: [number, number, number, number], opts: { seed: number; out?: Float32Array } & ImageTextAugment) => Float32Array;
+type AugmentFn = (x: Float32Array, shape: readonly [number, number, number, number], opts: AugmentOptions) => Float32Array;
 let augmentFn: AugmentFn | null = null;
 
 function loadAugment(): AugmentFn {

@@ -7,6 +7,8 @@ import { spawnSync } from 'child_process';
 import { DataLoader, imageTextBatchTask, shareArray } from './loader';
 import { hashSeed, modalityBalanced } from './samplers';
 import type { BatchContext } from './workers';
+import { augment } from './image';
+import { augmentSeed } from './image-text-task';
 
 // Worker task modules for the tests, written as plain JavaScript to a temporary directory (a worker needs a real
 // .js file; keeping these out of src/ keeps them out of dist/).
@@ -144,16 +146,20 @@ const { DataLoader } = require(${JSON.stringify(require.resolve('./loader'))});
   assert.match(r.stdout, /caught: bad record \d+ at step 1\ndone 3 live 2\/0/);
 });
 
-test('prefetch overlaps work with the consumer: 20 ms batches and a 20 ms step leave the consumer waiting far less than serial', async () => {
+test('prefetch overlaps work with the consumer: 20 ms batches and a synchronous 20 ms step leave the consumer waiting far less than serial', async (t) => {
   const loader = new DataLoader({ length: 64, batchSize: 4, workers: 2, prefetch: 2, makeBatch: { module: tasks, fn: 'slow', init: { ms: 20 } } });
   await loader.warmup();
   let n = 0;
+  // The consumer's step is synchronous, like a training step in the native addon: the event loop (and with it the
+  // workers' replies) only runs while the consumer awaits the next batch.
+  const stepLock = new Int32Array(new SharedArrayBuffer(4));
   for await (const _ of loader.batches(0)) {
-    await new Promise((r) => setTimeout(r, 20));
+    Atomics.wait(stepLock, 0, 0, 20);
     if (++n === 16) break;
   }
   const s = loader.stats();
   await loader.close();
+  t.diagnostic(`prefetch: waited ${s.waitMs.toFixed(1)} ms (first ${s.firstWaitMs.toFixed(1)}) of ${s.produceMs.toFixed(1)} ms of batch work`);
   assert.equal(s.batches, 16);
   // Serial time is the sum of the batch function times (measured in the workers, >= 16 x 20 ms). Without overlap
   // the consumer would wait all of it; with two workers two batches ahead it waits about one batch (the first).
@@ -189,6 +195,29 @@ test('imageTextBatchTask gathers the right image and token rows, the same with 0
   assert.deepEqual(runs[0].slice(0, 3).map((b) => b.indices.length), [8, 8, 7]);
   assert.throws(() => imageTextBatchTask({ images, imageShape: [N, C, H, W + 1] }), /images has 1380 values, imageShape \[23,3,4,6\] needs 1656/);
   assert.throws(() => imageTextBatchTask({ images, imageShape: [N, C, H, W], tokens, tokenShape: [N + 1, T] }), /tokenShape must be \[N, T\] with N = 23/);
+});
+
+test('imageTextBatchTask with augment: same batches with 0, 1 and 2 workers, equal to augment(rows, seed(seed, step))', async () => {
+  const N = 12, C = 3, H = 8, W = 8, per = C * H * W;
+  const images = new Float32Array(N * per);
+  for (let i = 0; i < images.length; i++) images[i] = Math.sin(i * 0.61) * 1.5;
+  const opts = { cropScale: [0.5, 1] as const, jitter: { brightness: 0.4, contrast: 0.4, saturation: 0.4 } };
+  const task = imageTextBatchTask({ images, imageShape: [N, C, H, W], augment: opts });
+  const runs = [];
+  for (const workers of [0, 1, 2]) {
+    const loader = new DataLoader({ length: N, batchSize: 5, seed: 13, workers, makeBatch: task });
+    runs.push(await take(loader.batches(0), 5));
+    await loader.close();
+  }
+  for (const r of runs.slice(1)) assert.deepEqual(r, runs[0]);
+  for (const [step, b] of runs[0].entries()) {
+    const B = b.indices.length;
+    const rows = new Float32Array(B * per);
+    for (let k = 0; k < B; k++) rows.set(images.subarray(b.indices[k] * per, (b.indices[k] + 1) * per), k * per);
+    const want = augment(rows, [B, C, H, W], { ...opts, seed: augmentSeed(13, step) });
+    assert.deepEqual(b.images, want, `step ${step}`);
+    assert.notDeepEqual(b.images, rows, `step ${step} was augmented`);
+  }
 });
 
 test('finish runs on the main thread on each batch; stats count batches', async () => {

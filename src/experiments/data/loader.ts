@@ -193,7 +193,7 @@ export class DataLoader<R, B = R> {
   }
 
   private getPool(): WorkerPool {
-    if (!this.pool) this.pool = new WorkerPool(this.task!, this.workers);
+    if (!this.pool) this.pool = new WorkerPool(this.task!, this.workers, Math.max(1, this.prefetch));
     return this.pool;
   }
 

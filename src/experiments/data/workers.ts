@@ -112,7 +112,8 @@ interface Job {
 interface Slot {
   worker: Worker;
   ready: boolean;
-  job: Job | null;
+  /** Jobs posted to this worker and not answered yet, oldest first. */
+  jobs: Job[];
   alive: boolean;
 }
 
@@ -126,14 +127,19 @@ export class WorkerPool {
   private readyPromise: Promise<void>;
   private exited = 0;
 
-  constructor(private readonly task: WorkerTask, readonly size: number) {
+  /**
+   * @param size worker threads
+   * @param perWorker jobs a worker may hold at once (the loader passes its prefetch depth)
+   */
+  constructor(private readonly task: WorkerTask, readonly size: number, readonly perWorker = 1) {
     if (!Number.isInteger(size) || size < 1) throw new Error(`WorkerPool: size must be a positive integer, got ${size}`);
+    if (!Number.isInteger(perWorker) || perWorker < 1) throw new Error(`WorkerPool: perWorker must be a positive integer, got ${perWorker}`);
     checkTask(task, 'WorkerPool');
     const entry = workerEntryPath();
     const readies: Promise<void>[] = [];
     for (let w = 0; w < size; w++) {
       const worker = new Worker(entry, { workerData: { module: task.module, fn: task.fn, init: task.init } });
-      const slot: Slot = { worker, ready: false, job: null, alive: true };
+      const slot: Slot = { worker, ready: false, jobs: [], alive: true };
       this.slots.push(slot);
       readies.push(new Promise<void>((resolve, reject) => {
         worker.on('message', (m: FromWorker) => this.onMessage(slot, m, resolve, reject));
@@ -194,7 +200,7 @@ export class WorkerPool {
       this.closed = true;
       const err = new Error(`${this.describe()}: the pool was closed`);
       for (const j of this.queue.splice(0)) j.reject(err);
-      for (const s of this.slots) if (s.job) { s.job.reject(err); s.job = null; }
+      for (const s of this.slots) for (const j of s.jobs.splice(0)) j.reject(err);
       // Ref'ed while terminating: an unref'ed worker would let the process exit before terminate() settles.
       this.closing = Promise.all(this.slots.map((s) => {
         s.worker.ref();
@@ -223,9 +229,9 @@ export class WorkerPool {
       }
       case 'done':
       case 'error': {
-        const job = slot.job;
-        slot.job = null;
-        if (job && job.id === m.id) {
+        const at = slot.jobs.findIndex((j) => j.id === m.id);
+        const job = at >= 0 ? slot.jobs.splice(at, 1)[0] : null;
+        if (job) {
           if (m.type === 'done') job.resolve({ result: m.result, ms: m.ms });
           else job.reject(errorFromWorker(m.error, `${this.describe()} failed at epoch ${job.ctx.epoch} step ${job.ctx.step}`));
         }
@@ -234,21 +240,29 @@ export class WorkerPool {
     }
   }
 
-  /** Gives queued jobs to idle workers; a worker is ref'ed exactly while it holds a job. */
+  /**
+   * Gives queued jobs to workers, up to `perWorker` each, least loaded first. Posting several jobs to a worker lets
+   * it go on working while the main thread runs a long synchronous step (its 'done' messages wait for the event
+   * loop, so a worker holding one job at a time would sit idle). A worker is ref'ed exactly while it holds jobs.
+   */
   private dispatch(): void {
     // Once closing, leave the refs alone: close() holds every worker ref'ed until it has exited.
     if (this.closed) return;
+    while (this.queue.length) {
+      let best: Slot | null = null;
+      for (const s of this.slots) {
+        if (s.ready && s.alive && s.jobs.length < this.perWorker && (!best || s.jobs.length < best.jobs.length)) best = s;
+      }
+      if (!best) break;
+      const job = this.queue.shift()!;
+      best.jobs.push(job);
+      best.worker.postMessage({ type: 'job', id: job.id, indices: job.indices, ctx: job.ctx } satisfies ToWorker);
+    }
     for (const s of this.slots) {
-      if (s.ready && s.alive && !s.job && this.queue.length) {
-        const job = this.queue.shift()!;
-        s.job = job;
-        s.worker.postMessage({ type: 'job', id: job.id, indices: job.indices, ctx: job.ctx } satisfies ToWorker);
-      }
-      if (s.alive) {
-        // Before 'ready' the worker stays ref'ed: someone awaiting ready() must not see the process exit under it.
-        if (s.job || !s.ready) s.worker.ref();
-        else s.worker.unref();
-      }
+      if (!s.alive) continue;
+      // Before 'ready' the worker stays ref'ed: someone awaiting ready() must not see the process exit under it.
+      if (s.jobs.length || !s.ready) s.worker.ref();
+      else s.worker.unref();
     }
   }
 
@@ -256,7 +270,7 @@ export class WorkerPool {
     if (this.failure || this.closed) return;
     this.failure = err;
     for (const j of this.queue.splice(0)) j.reject(err);
-    for (const s of this.slots) if (s.job) { s.job.reject(err); s.job = null; }
+    for (const s of this.slots) for (const j of s.jobs.splice(0)) j.reject(err);
     // A broken pool holds nothing worth keeping alive.
     void this.close();
   }
