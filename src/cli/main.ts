@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
- * The `modalab` command. This issue provides `info` and `demo`; training stages, sweeps, reports and the
- * dashboard arrive with their issues (DESIGN.md, "Command line").
+ * The `modalab` command (DESIGN.md, "Command line"). Each command lives in its own file and is loaded only when
+ * it runs, so `modalab help` never loads the native addon or SQLite. Sweeps and the dashboard arrive with their
+ * issues.
  */
 import * as path from 'path';
 import { spawnSync } from 'child_process';
@@ -13,7 +14,17 @@ commands:
   demo [--steps N] [--out F] [--seed S]
                             train a small MLP on a toy task (checkpoint: runs/demo.safetensors)
   bench [suite...]          benchmarks beside PyTorch (same as npm run bench)
+  train --stage align [--preset quick|small] [--set key=value]... [--db FILE]
+                            train a stage, recorded in the tracking database
+  runs [--db FILE] [--experiment E] [--stage S] [--status S] [--param k=v]... [--metric K]... [--json]
+                            the recorded runs as a table
+  report <run...> [-o report.html] [--png] [--db FILE]
+                            one offline HTML page with the runs' configs and curves
+  notebook [--user | --prefix DIR] [--name NAME]
+                            install the Jupyter kernel "TypeScript (modalab)" for this checkout
   help                      this text
+
+  FILE defaults to runs/modalab.db; <command> --help shows a command's options.
 `;
 
 function parseFlags(args: string[]): Record<string, string> {
@@ -38,7 +49,7 @@ function intFlag(flags: Record<string, string>, name: string, dflt: number, min:
   return v;
 }
 
-export function main(argv: string[]): number {
+export function main(argv: string[]): number | Promise<number> {
   const [cmd, ...rest] = argv;
   try {
     switch (cmd) {
@@ -65,7 +76,15 @@ export function main(argv: string[]): number {
         const r = spawnSync(process.execPath, [path.join(__dirname, '..', '..', 'scripts', 'bench.js'), ...rest], { stdio: 'inherit' });
         return r.status ?? 1;
       }
-      case 'train': case 'sweep': case 'runs': case 'report': case 'ui': case 'notebook':
+      case 'train':
+        return report(cmd, (require('./train') as typeof import('./train')).runTrain(rest));
+      case 'runs':
+        return (require('./runs') as typeof import('./runs')).runRuns(rest);
+      case 'report':
+        return report(cmd, (require('./report') as typeof import('./report')).runReport(rest));
+      case 'notebook':
+        return (require('./notebook') as typeof import('./notebook')).runNotebook(rest);
+      case 'sweep': case 'ui':
         process.stderr.write(`modalab ${cmd}: not available yet in this version (it arrives with its issue; see README)\n`);
         return 2;
       default:
@@ -78,4 +97,14 @@ export function main(argv: string[]): number {
   }
 }
 
-if (require.main === module) process.exit(main(process.argv.slice(2)));
+/** An async command's exit code, with its error reported the same way as a synchronous one's. */
+function report(cmd: string, p: Promise<number>): Promise<number> {
+  return p.catch((e: unknown) => {
+    process.stderr.write(`modalab ${cmd}: ${(e as Error).message}\n`);
+    return 1;
+  });
+}
+
+if (require.main === module) {
+  void Promise.resolve(main(process.argv.slice(2))).then((code) => process.exit(code));
+}
