@@ -48,3 +48,15 @@ test('setNumThreads rejects nonsense and results do not depend on the thread cou
   const s2 = a.softmax(1).sum(0).toArray();
   assert.deepEqual(Buffer.from(s1.buffer), Buffer.from(s2.buffer));
 });
+
+test('tensor() reads views of a SharedArrayBuffer (the loader shares image arrays with worker threads)', () => {
+  const f = new Float32Array(new SharedArrayBuffer(4 * 6));
+  f.set([1, 2, 3, 4, 5, 6]);
+  const t = ml.tensor(f.subarray(2), [2, 2]);
+  assert.deepEqual(Array.from(t.toArray()), [3, 4, 5, 6]);
+  const i = new Int32Array(new SharedArrayBuffer(4 * 3));
+  i.set([7, 8, 9]);
+  assert.deepEqual(Array.from(ml.tensor(i, [3], { dtype: 'i32' }).toArray()), [7, 8, 9]);
+  assert.deepEqual(Array.from(ml.tensor(f.subarray(0, 2), [2], { dtype: 'bf16' }).cast('f32').toArray()), [1, 2]);
+  t.dispose();
+});

@@ -47,7 +47,8 @@ function fromHost<D extends DType>(values: Float32Array | Int32Array, shape: Sha
   const b = binding();
   const hostDtype: DType = values instanceof Int32Array ? 'i32' : 'f32';
   const staging = Tensor._empty(shape, hostDtype, device, false, 'tensor');
-  b.write(staging._h('tensor'), 0, values);
+  // N-API cannot read a view of a SharedArrayBuffer (the loader's shared image arrays): copy those once.
+  b.write(staging._h('tensor'), 0, values.buffer instanceof SharedArrayBuffer ? values.slice() : values);
   if (hostDtype === dtype) return staging as unknown as Tensor<D>;
   const out = Tensor._empty(shape, dtype, device, false, 'tensor');
   b.cast(out._h('tensor'), 0, dtypeCode(dtype), staging._h('tensor'), 0, dtypeCode(hostDtype), values.length);
