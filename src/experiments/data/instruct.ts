@@ -415,6 +415,8 @@ function ordered(rec: InstructionRecord): Record<string, unknown> {
   return out;
 }
 
+let tmpCounter = 0;
+
 /**
  * Writes records as JSON lines, atomically: into a temporary file beside `file`, then renamed over it, so a
  * reader never sees a half-written file. Every record is checked first; a bad one throws naming its index.
@@ -425,7 +427,7 @@ export async function writeInstructions(file: string, records: readonly Instruct
     if (why) throw new Error(`writeInstructions(${file}): record ${i}: ${why}`);
   });
   await fs.promises.mkdir(path.dirname(path.resolve(file)), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}-${Date.now().toString(36)}`;
+  const tmp = `${file}.tmp-${process.pid}-${Date.now().toString(36)}-${tmpCounter++}`;
   const handle = await fs.promises.open(tmp, 'w');
   try {
     const CHUNK = 256;
