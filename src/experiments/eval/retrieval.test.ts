@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { randn, tensor } from '../../api/creation';
 import { manualSeed } from '../../api/random';
+import { memory, resetPeak } from '../../api/storage';
 import { chanceLevels, relevantRanks, retrievalMetrics, topK } from './retrieval';
 
 const close = (a: number, b: number, tol = 1e-12) => assert.ok(Math.abs(a - b) <= tol, `${a} != ${b}`);
@@ -239,4 +240,22 @@ test('random embeddings score near the chance level (R@10 over 400 x 400, unique
   const c = chanceLevels(g, g);
   assert.ok(Math.abs(m.i2t.r10 - c['i2t/r@10']) < 0.04, `i2t R@10 ${m.i2t.r10} vs chance ${c['i2t/r@10']}`);
   assert.ok(Math.abs(m.t2i.meanRank - c['t2i/mean_rank']) < 40, `t2i mean rank ${m.t2i.meanRank} vs ${c['t2i/mean_rank']}`);
+});
+
+test('memory: nothing leaks, and a small chunk never holds the N x M score matrix', () => {
+  const n = 64;
+  const D = 8;
+  const img = randomUnit(n, D, 7);
+  const txt = randomUnit(n, D, 8);
+  const g = Array.from({ length: n }, (_, i) => `g${i % 16}`);
+  const before = memory();
+  resetPeak();
+  retrievalMetrics(img, txt, g, g, { chunk: 2 });
+  const after = memory();
+  assert.equal(after.numTensors, before.numTensors);
+  assert.equal(after.numBytes, before.numBytes);
+  // Inputs 2 x 64 x 8 f32 (4 KiB) plus a [2, 64] chunk (512 B); the full matrix alone would be 16 KiB.
+  assert.ok(after.peakBytes - before.numBytes < n * n * 4, `peak ${after.peakBytes - before.numBytes} bytes`);
+  assert.throws(() => retrievalMetrics(img, txt, g, g.map((x, i) => (i === 3 ? 'zz' : x)), { chunk: 2 }), /no relevant item/);
+  assert.equal(memory().numTensors, before.numTensors);
 });

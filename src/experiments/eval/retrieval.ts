@@ -242,10 +242,14 @@ function direction(fn: string, dir: string, queryT: Tensor, galleryT: Tensor, qG
   for (let start = 0; start < Q; start += chunk) {
     const end = Math.min(Q, start + chunk);
     const q = slice(queryT, 0, start, end);
-    const sim = matmul(q, galleryT, { transB: true });   // [end - start, G]: q @ gallery^T, no transpose copy
-    const s = sim.toArray() as Float32Array;
-    sim.dispose();
-    q.dispose();
+    let s: Float32Array;
+    try {
+      const sim = matmul(q, galleryT, { transB: true });   // [end - start, G]: q @ gallery^T, no transpose copy
+      s = sim.toArray() as Float32Array;
+      sim.dispose();
+    } finally {
+      q.dispose();
+    }
     for (let i = start; i < end; i++) {
       const rel = byGroup.get(qGroups[i]);
       if (!rel) {
@@ -353,9 +357,14 @@ export function topK(query: Embeddings, gallery: Embeddings, k: number, opts: { 
   const kk = Math.min(k, g.rows);
   const qT = tensor(q.data, [q.rows, q.dim]);
   const gT = tensor(g.data, [g.rows, g.dim]);
-  const sim = matmul(qT, gT, { transB: true });
-  const s = sim.toArray() as Float32Array;
-  sim.dispose(); qT.dispose(); gT.dispose();
+  let s: Float32Array;
+  try {
+    const sim = matmul(qT, gT, { transB: true });   // [Q, G]: fine for the few queries a notebook shows
+    s = sim.toArray() as Float32Array;
+    sim.dispose();
+  } finally {
+    qT.dispose(); gT.dispose();
+  }
   const indices: number[][] = [];
   const scores: number[][] = [];
   for (let i = 0; i < q.rows; i++) {
