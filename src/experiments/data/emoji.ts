@@ -30,8 +30,8 @@ export interface EmojiOptions {
   testVendor?: string;
   /** emojibase-data locales: one Pair per language caption, meta.lang. Default ['en']. */
   langs?: string[];
-  /** Add each skin-tone variant as its own concept (group '1F44D-1F3FB'); default false. A variant always
-   *  lands in the same split as its base emoji, so a held-out concept stays unseen in every tone. */
+  /** Add each skin-tone variant as its own concept (group '1F44D-1F3FB', meta.base '1F44D'); default false. A
+   *  variant always lands in the same split as its base emoji, so a held-out concept stays unseen in every tone. */
   includeSkinTones?: boolean;
   /** Fraction of base concepts held out of training entirely; default 0.1. */
   heldOutFraction?: number;
@@ -109,9 +109,13 @@ function resolvePackage(name: string, nodeModules: string | undefined): string {
   }
 }
 
+/** Parsed package JSON, kept per file: the packages do not change under a running process. */
+const jsonMemo = new Map<string, unknown>();
+
 function readJson<T>(file: string): T {
   try {
-    return JSON.parse(fs.readFileSync(file, 'utf8')) as T;
+    if (!jsonMemo.has(file)) jsonMemo.set(file, JSON.parse(fs.readFileSync(file, 'utf8')));
+    return jsonMemo.get(file) as T;
   } catch (e) {
     throw new Error(`loadEmoji: cannot read ${file}: ${(e as Error).message}`);
   }
@@ -178,11 +182,15 @@ export function loadEmoji(opts: EmojiOptions = {}): EmojiDataset {
   // --- packages and files
   const vendors = trainVendor === testVendor ? [trainVendor] : [trainVendor, testVendor];
   const vendorDir = new Map<string, string>();
+  const vendorFiles = new Map<string, Set<string>>();
   let entries: DatasourceEntry[] | undefined;
   for (const v of vendors) {
     if (!/^[a-z]+$/.test(v)) throw new Error(`loadEmoji: vendor must be a name like 'google' or 'twitter', got ${JSON.stringify(v)}`);
     const dir = resolvePackage(`emoji-datasource-${v}`, opts.nodeModules);
-    vendorDir.set(v, path.join(dir, 'img', v, '64'));
+    const imgDir = path.join(dir, 'img', v, '64');
+    vendorDir.set(v, imgDir);
+    // One directory listing instead of a stat per image.
+    vendorFiles.set(v, new Set(fs.existsSync(imgDir) ? fs.readdirSync(imgDir) : []));
     // Each package ships the same emoji.json (all vendors' has_img_* flags); read the first.
     entries ??= readJson<DatasourceEntry[]>(path.join(dir, 'emoji.json'));
   }
@@ -209,7 +217,7 @@ export function loadEmoji(opts: EmojiOptions = {}): EmojiDataset {
   let missingImages = 0;
   const usable = (c: Concept): boolean => {
     for (const v of vendors) {
-      if (!c.hasImg(v) || !fs.existsSync(path.join(vendorDir.get(v)!, c.image))) return false;
+      if (!c.hasImg(v) || !vendorFiles.get(v)!.has(c.image)) return false;
     }
     return true;
   };
@@ -254,7 +262,7 @@ export function loadEmoji(opts: EmojiOptions = {}): EmojiDataset {
           text: caps[style],
           captions: [...new Set([caps.label, caps['label+tags'], caps.tags])],
           group: c.key,
-          meta: { vendor: v, lang, category: c.category, subgroup: c.subgroup },
+          meta: { vendor: v, lang, category: c.category, subgroup: c.subgroup, ...(opts.includeSkinTones ? { base: c.base } : {}) },
         };
         pairs.push(p);
         if (heldSet.has(c.base)) { splits.heldout.push(p); continue; }

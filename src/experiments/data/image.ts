@@ -277,6 +277,27 @@ function taps(i0: Int32Array, i1: Int32Array, f: Float32Array, n: number, o: num
 }
 
 /**
+ * Resample one [3, h, w] image at element `img` of x into the same place in out, with precomputed taps
+ * (bilinear, align_corners=False).
+ */
+function bilinear(x: Float32Array, out: Float32Array, img: number, hw: number, w: number, h: number,
+  X0: Int32Array, X1: Int32Array, FX: Float32Array, Y0: Int32Array, Y1: Int32Array, FY: Float32Array): void {
+  for (let p = 0; p < 3; p++) {
+    const src = img + p * hw;
+    for (let oy = 0; oy < h; oy++) {
+      const r0 = src + Y0[oy] * w, r1 = src + Y1[oy] * w, fy = FY[oy], gy = 1 - fy;
+      const o = src + oy * w;
+      for (let ox = 0; ox < w; ox++) {
+        const x0 = X0[ox], x1 = X1[ox], fx = FX[ox], gx = 1 - fx;
+        const top = x[r0 + x0] * gx + x[r0 + x1] * fx;
+        const bot = x[r1 + x0] * gx + x[r1 + x1] * fx;
+        out[o + ox] = top * gy + bot * fy;
+      }
+    }
+  }
+}
+
+/**
  * Random resized crop (back to H x W, bilinear) then colour jitter (brightness, contrast, saturation, in that
  * order, clamped to [0, 1] in pixel space), per image of an f32 [N, 3, H, W] batch normalised with mean/std.
  * No flips: a mirrored emoji or glyph is a different thing. Crop sampling follows torchvision
@@ -301,9 +322,13 @@ export function augment(x: Float32Array, shape: readonly [number, number, number
   if (out === x) throw new Error('augment: out must not be the input array');
 
   const hw = h * w, area = h * w;
+  const m0 = mean[0], m1 = mean[1], m2 = mean[2], s0 = std[0], s1 = std[1], s2 = std[2];
+  const is0 = 1 / s0, is1 = 1 / s1, is2 = 1 / s2;
   const logR0 = Math.log(rmin), logR1 = Math.log(rmax);
   const jitter = jb > 0 || jc > 0 || js > 0;
   scratch(w, h);
+  // Locals, not the module's `let` bindings, inside the hot loops.
+  const X0 = tapX0, X1 = tapX1, FX = tapFx, Y0 = tapY0, Y1 = tapY1, FY = tapFy;
   const seed = mix32(Math.trunc(opts.seed) ^ Math.trunc(opts.seed / 4294967296));
   for (let k = 0; k < n; k++) {
     const rand = rng(mix32(seed ^ Math.imul(k + 1, 0x27d4eb2d)));
@@ -328,41 +353,32 @@ export function augment(x: Float32Array, shape: readonly [number, number, number
     }
     // Draw the jitter factors even when unused, so the crop stream does not depend on jitter settings.
     const fb = 1 + jb * (2 * rand() - 1), fc = 1 + jc * (2 * rand() - 1), fs = 1 + js * (2 * rand() - 1);
-    taps(tapX0, tapX1, tapFx, w, cx, cw, w);
-    taps(tapY0, tapY1, tapFy, h, cy, ch, h);
     const img = k * 3 * hw;
-    // --- bilinear resample, channel by channel (exact copy when the box is the whole image: weights are 0)
-    for (let p = 0; p < 3; p++) {
-      const src = img + p * hw;
-      for (let oy = 0; oy < h; oy++) {
-        const r0 = src + tapY0[oy] * w, r1 = src + tapY1[oy] * w, fy = tapFy[oy], gy = 1 - fy;
-        const o = src + oy * w;
-        for (let ox = 0; ox < w; ox++) {
-          const x0 = tapX0[ox], x1 = tapX1[ox], fx = tapFx[ox], gx = 1 - fx;
-          const top = x[r0 + x0] * gx + x[r0 + x1] * fx;
-          const bot = x[r1 + x0] * gx + x[r1 + x1] * fx;
-          out[o + ox] = top * gy + bot * fy;
-        }
-      }
+    if (cw === w && ch === h) {
+      out.set(x.subarray(img, img + 3 * hw), img); // the whole image: resampling would be the identity
+    } else {
+      taps(X0, X1, FX, w, cx, cw, w);
+      taps(Y0, Y1, FY, h, cy, ch, h);
+      bilinear(x, out, img, hw, w, h, X0, X1, FX, Y0, Y1, FY);
     }
     if (!jitter) continue;
     // --- colour jitter in [0, 1] pixel space (torchvision's adjust_brightness / _contrast / _saturation)
     const r = img, g = img + hw, b = img + 2 * hw;
     let graySum = 0;
     for (let i = 0; i < hw; i++) {
-      let vr = (out[r + i] * std[0] + mean[0]) * fb, vg = (out[g + i] * std[1] + mean[1]) * fb, vb = (out[b + i] * std[2] + mean[2]) * fb;
+      let vr = (out[r + i] * s0 + m0) * fb, vg = (out[g + i] * s1 + m1) * fb, vb = (out[b + i] * s2 + m2) * fb;
       vr = vr < 0 ? 0 : vr > 1 ? 1 : vr; vg = vg < 0 ? 0 : vg > 1 ? 1 : vg; vb = vb < 0 ? 0 : vb > 1 ? 1 : vb;
       out[r + i] = vr; out[g + i] = vg; out[b + i] = vb;
       graySum += 0.299 * vr + 0.587 * vg + 0.114 * vb; // ITU-R 601 luma, as torchvision rgb_to_grayscale
     }
-    const grayMean = graySum / hw;
+    const cshift = (1 - fc) * (graySum / hw), fs1 = 1 - fs;
     for (let i = 0; i < hw; i++) {
-      let vr = fc * out[r + i] + (1 - fc) * grayMean, vg = fc * out[g + i] + (1 - fc) * grayMean, vb = fc * out[b + i] + (1 - fc) * grayMean;
+      let vr = fc * out[r + i] + cshift, vg = fc * out[g + i] + cshift, vb = fc * out[b + i] + cshift;
       vr = vr < 0 ? 0 : vr > 1 ? 1 : vr; vg = vg < 0 ? 0 : vg > 1 ? 1 : vg; vb = vb < 0 ? 0 : vb > 1 ? 1 : vb;
-      const gray = 0.299 * vr + 0.587 * vg + 0.114 * vb;
-      vr = fs * vr + (1 - fs) * gray; vg = fs * vg + (1 - fs) * gray; vb = fs * vb + (1 - fs) * gray;
+      const gray = fs1 * (0.299 * vr + 0.587 * vg + 0.114 * vb);
+      vr = fs * vr + gray; vg = fs * vg + gray; vb = fs * vb + gray;
       vr = vr < 0 ? 0 : vr > 1 ? 1 : vr; vg = vg < 0 ? 0 : vg > 1 ? 1 : vg; vb = vb < 0 ? 0 : vb > 1 ? 1 : vb;
-      out[r + i] = (vr - mean[0]) / std[0]; out[g + i] = (vg - mean[1]) / std[1]; out[b + i] = (vb - mean[2]) / std[2];
+      out[r + i] = (vr - m0) * is0; out[g + i] = (vg - m1) * is1; out[b + i] = (vb - m2) * is2;
     }
   }
   return out;
