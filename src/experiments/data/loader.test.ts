@@ -29,6 +29,7 @@ exports.failAt = function failingBatchFunction(indices, ctx, init) {
   if (ctx.step === init.step) throw new TypeError('bad record ' + indices[0] + ' at step ' + ctx.step);
   return { indices: Int32Array.from(indices) };
 };
+exports.exitNow = (indices, ctx) => { if (ctx.step === 2) process.exit(3); return { indices: Int32Array.from(indices) }; };
 exports.notAFunction = 1;
 `);
 const brokenModule = path.join(dir, 'broken.js');
@@ -112,7 +113,10 @@ test('errors on the main thread, a module that fails to load, a missing export: 
   const noFn = new DataLoader({ length: 8, batchSize: 2, workers: 1, makeBatch: { module: tasks, fn: 'notAFunction' } });
   await assert.rejects(take(noFn.batches(0), 1), /has no exported function 'notAFunction'/);
   const noFnMain = new DataLoader({ length: 8, batchSize: 2, workers: 0, makeBatch: { module: tasks, fn: 'nope' } });
-  await assert.rejects(take(noFnMain.batches(0), 1), /has no exported function 'nope' \(exports: echo, slow, failAt, notAFunction\)/);
+  await assert.rejects(take(noFnMain.batches(0), 1), /has no exported function 'nope' \(exports: echo, slow, failAt, exitNow, notAFunction\)/);
+  const dies = new DataLoader({ length: 40, batchSize: 2, workers: 2, makeBatch: { module: tasks, fn: 'exitNow' } });
+  await assert.rejects(take(dies.batches(0), 10), /exitNow \(.*\) worker \d exited with code 3/);
+  assert.equal(dies.liveWorkers, 0);
   assert.throws(() => new DataLoader({ length: 8, batchSize: 2, makeBatch: { module: 'rel/tasks.js', fn: 'echo' } }), /must be an absolute path/);
   assert.throws(() => new DataLoader({ length: 8, batchSize: 2, makeBatch: { module: path.join(dir, 'missing.js'), fn: 'echo' } }), /missing\.js' does not exist/);
   assert.throws(() => new DataLoader({ batchSize: 2, makeBatch: () => 1 }), /exactly one of length and sampler/);
@@ -218,6 +222,17 @@ test('imageTextBatchTask with augment: same batches with 0, 1 and 2 workers, equ
     assert.deepEqual(b.images, want, `step ${step}`);
     assert.notDeepEqual(b.images, rows, `step ${step} was augmented`);
   }
+});
+
+test('a synchronous batch function on the main thread counts as consumer wait (no overlap without workers)', async () => {
+  const lock = new Int32Array(new SharedArrayBuffer(4));
+  const loader = new DataLoader({ length: 12, batchSize: 2, prefetch: 2, makeBatch: (idx) => { Atomics.wait(lock, 0, 0, 3); return idx; } });
+  for await (const _ of loader.epoch(0)) Atomics.wait(lock, 0, 0, 3);
+  const s = loader.stats();
+  assert.equal(s.batches, 6);
+  assert.ok(s.produceMs >= 6 * 2.5, `batch time ${s.produceMs} ms`);
+  // Each batch function runs inside some call for the next batch, so its time is inside the measured wait.
+  assert.ok(s.waitMs >= s.produceMs, `wait ${s.waitMs} ms < batch time ${s.produceMs} ms`);
 });
 
 test('finish runs on the main thread on each batch; stats count batches', async () => {

@@ -53,7 +53,10 @@ export interface DataLoaderOptions<R, B> {
 export interface LoaderStats {
   /** Batches handed to the consumer. */
   batches: number;
-  /** Milliseconds the consumer spent waiting for batches, in total, per batch, at most, and for the first one. */
+  /**
+   * Milliseconds the consumer spent waiting for batches (from asking for one to receiving it: main-thread batch
+   * functions, waiting for a worker, finish), in total, per batch, at most, and for the first one.
+   */
   waitMs: number;
   meanWaitMs: number;
   maxWaitMs: number;
@@ -227,11 +230,16 @@ export class DataLoader<R, B = R> {
     } else {
       const fn = (this.mainFn ?? this.getTaskFn()) as (i: Int32Array, c: BatchContext, init?: unknown) => R | Promise<R>;
       const init = this.task?.init;
-      promise = (async () => {
-        const t0 = performance.now();
-        const result = await fn(indices, ctx, init);
-        return { result, ms: performance.now() - t0 };
-      })();
+      // Time a synchronous function on its own: after an await the clock would also count whatever else ran
+      // before this continuation (the other batches started in the same fill).
+      const t0 = performance.now();
+      try {
+        const r = fn(indices, ctx, init);
+        if (r instanceof Promise) promise = r.then((result) => ({ result, ms: performance.now() - t0 }));
+        else promise = Promise.resolve({ result: r, ms: performance.now() - t0 });
+      } catch (e) {
+        promise = Promise.reject(e);
+      }
     }
     // The consumer may never reach this batch (break, an earlier error): mark the rejection handled now; awaiting
     // the promise later still throws.
@@ -250,18 +258,15 @@ export class DataLoader<R, B = R> {
     let failed = false;
     try {
       while (next < to || inflight.length) {
+        // The consumer's wait is everything from here to the yield: batch functions run on this thread, the wait
+        // for a worker, and finish.
+        const t0 = performance.now();
         fill(Math.max(1, ahead));
         const head = inflight.shift()!;
-        const t0 = performance.now();
         const produced = await head.promise;
-        const waited = performance.now() - t0;
         // Keep the workers busy while the consumer runs its step.
         fill(ahead);
         const s = this.st;
-        if (s.batches === 0) s.firstWaitMs = waited;
-        s.batches++;
-        s.waitMs += waited;
-        s.maxWaitMs = Math.max(s.maxWaitMs, waited);
         s.produceMs += produced.ms;
         s.produced++;
         let batch: B;
@@ -272,6 +277,11 @@ export class DataLoader<R, B = R> {
         } else {
           batch = produced.result as unknown as B;
         }
+        const waited = performance.now() - t0;
+        if (s.batches === 0) s.firstWaitMs = waited;
+        s.batches++;
+        s.waitMs += waited;
+        s.maxWaitMs = Math.max(s.maxWaitMs, waited);
         yield batch;
       }
     } catch (e) {
