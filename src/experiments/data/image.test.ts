@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { Worker } from 'worker_threads';
 import sharp from 'sharp';
 import { augment, base64ToBytes, CLIP_MEAN, CLIP_STD, decodeBase64Image, decodeImage, encodePng } from './image';
 
@@ -187,4 +188,24 @@ test('augment: jitter stays in the valid pixel range and changes colours; bad ar
   assert.throws(() => augment(x, [8, 3, 8, 9], { seed: 1 }), /augment: expected x of shape/);
   assert.throws(() => augment(x, [8, 3, 8, 8], { seed: 1, cropScale: [0.5, 1.5] }), /cropScale/);
   assert.throws(() => augment(x, [8, 3, 8, 8], { seed: 1, out: x }), /out must not be the input/);
+});
+
+test('augment: runs in a worker_thread on a SharedArrayBuffer without loading sharp, same result as here', async () => {
+  const n = 4, s = 16;
+  const shared = new Float32Array(new SharedArrayBuffer(n * 3 * s * s * 4));
+  shared.set(batch(n, s, 21));
+  const o = { seed: 77, cropScale: [0.5, 1] as [number, number], jitter: { brightness: 0.2, contrast: 0.2, saturation: 0.2 } };
+  const here = augment(shared, [n, 3, s, s], o);
+  const code = `
+    const { parentPort, workerData } = require('worker_threads');
+    const { augment } = require(workerData.module);
+    const x = new Float32Array(workerData.buf);
+    const y = augment(x, workerData.shape, workerData.o);
+    const sharpLoaded = Object.keys(require.cache).some((k) => /[\\/]sharp[\\/]/.test(k));
+    parentPort.postMessage({ y, sharpLoaded });`;
+  const w = new Worker(code, { eval: true, workerData: { module: path.join(__dirname, 'image'), buf: shared.buffer, shape: [n, 3, s, s], o } });
+  const msg = await new Promise<{ y: Float32Array; sharpLoaded: boolean }>((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
+  await w.terminate();
+  assert.equal(msg.sharpLoaded, false, 'importing image.ts in a worker must not load sharp');
+  assert.deepEqual(msg.y, here);
 });
