@@ -114,6 +114,8 @@ test('errors on the main thread, a module that fails to load, a missing export: 
   await assert.rejects(take(noFn.batches(0), 1), /has no exported function 'notAFunction'/);
   const noFnMain = new DataLoader({ length: 8, batchSize: 2, workers: 0, makeBatch: { module: tasks, fn: 'nope' } });
   await assert.rejects(take(noFnMain.batches(0), 1), /has no exported function 'nope' \(exports: echo, slow, failAt, exitNow, notAFunction\)/);
+  const unclonable = new DataLoader({ length: 8, batchSize: 2, workers: 1, makeBatch: { module: tasks, fn: 'echo', init: { scale: () => 1 } } });
+  await assert.rejects(take(unclonable.batches(0), 1), /could not start worker 0: .*task\.init must be structured-cloneable/);
   const dies = new DataLoader({ length: 40, batchSize: 2, workers: 2, makeBatch: { module: tasks, fn: 'exitNow' } });
   await assert.rejects(take(dies.batches(0), 10), /exitNow \(.*\) worker \d exited with code 3/);
   assert.equal(dies.liveWorkers, 0);
@@ -170,6 +172,7 @@ test('prefetch overlaps work with the consumer: 20 ms batches and a synchronous 
   assert.ok(s.produceMs >= 16 * 19, `batch time ${s.produceMs} ms`);
   assert.ok(s.waitMs < 0.5 * s.produceMs, `consumer waited ${s.waitMs.toFixed(1)} ms of ${s.produceMs.toFixed(1)} ms serial (first ${s.firstWaitMs.toFixed(1)} ms)`);
   assert.ok(Math.abs(s.meanWaitMs - s.waitMs / 16) < 1e-9);
+  assert.ok(s.lastWaitMs <= s.maxWaitMs && s.firstWaitMs <= s.maxWaitMs);
 });
 
 test('imageTextBatchTask gathers the right image and token rows, the same with 0, 1 and 2 workers', async () => {

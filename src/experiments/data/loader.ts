@@ -61,6 +61,8 @@ export interface LoaderStats {
   meanWaitMs: number;
   maxWaitMs: number;
   firstWaitMs: number;
+  /** The wait for the most recent batch (what a training loop logs as this step's data wait). */
+  lastWaitMs: number;
   /** Milliseconds spent inside the batch function (where it ran), in total and per batch. */
   produceMs: number;
   meanProduceMs: number;
@@ -91,7 +93,7 @@ export class DataLoader<R, B = R> {
   private pool: WorkerPool | null = null;
   private closed = false;
   private readonly epochCache = new Map<number, Int32Array>();
-  private st = { batches: 0, waitMs: 0, maxWaitMs: 0, firstWaitMs: 0, produceMs: 0, produced: 0, finishMs: 0 };
+  private st = { batches: 0, waitMs: 0, maxWaitMs: 0, firstWaitMs: 0, lastWaitMs: 0, produceMs: 0, produced: 0, finishMs: 0 };
 
   constructor(opts: DataLoaderOptions<R, B>) {
     const who = 'DataLoader';
@@ -168,6 +170,7 @@ export class DataLoader<R, B = R> {
       meanWaitMs: s.batches ? s.waitMs / s.batches : 0,
       maxWaitMs: s.maxWaitMs,
       firstWaitMs: s.firstWaitMs,
+      lastWaitMs: s.lastWaitMs,
       produceMs: s.produceMs,
       meanProduceMs: s.produced ? s.produceMs / s.produced : 0,
       finishMs: s.finishMs,
@@ -175,7 +178,7 @@ export class DataLoader<R, B = R> {
   }
 
   resetStats(): void {
-    this.st = { batches: 0, waitMs: 0, maxWaitMs: 0, firstWaitMs: 0, produceMs: 0, produced: 0, finishMs: 0 };
+    this.st = { batches: 0, waitMs: 0, maxWaitMs: 0, firstWaitMs: 0, lastWaitMs: 0, produceMs: 0, produced: 0, finishMs: 0 };
   }
 
   /** Worker threads still running (0 after close). */
@@ -281,6 +284,7 @@ export class DataLoader<R, B = R> {
         if (s.batches === 0) s.firstWaitMs = waited;
         s.batches++;
         s.waitMs += waited;
+        s.lastWaitMs = waited;
         s.maxWaitMs = Math.max(s.maxWaitMs, waited);
         yield batch;
       }

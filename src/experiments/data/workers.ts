@@ -138,7 +138,14 @@ export class WorkerPool {
     const entry = workerEntryPath();
     const readies: Promise<void>[] = [];
     for (let w = 0; w < size; w++) {
-      const worker = new Worker(entry, { workerData: { module: task.module, fn: task.fn, init: task.init } });
+      let worker: Worker;
+      try {
+        worker = new Worker(entry, { workerData: { module: task.module, fn: task.fn, init: task.init } });
+      } catch (e) {
+        for (const s of this.slots) void s.worker.terminate();
+        const why = e instanceof Error ? e.message : String(e);
+        throw new Error(`${this.describe()}: could not start worker ${w}: ${why}${/clone/i.test(why) ? ' (task.init must be structured-cloneable: no functions or class instances with private state)' : ''}`);
+      }
       const slot: Slot = { worker, ready: false, jobs: [], alive: true };
       this.slots.push(slot);
       readies.push(new Promise<void>((resolve, reject) => {
