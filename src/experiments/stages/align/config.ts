@@ -30,6 +30,8 @@ export interface AlignConfig {
     maxTrain: number;
     /** Pairs of the validation split scored at each evaluation (0: all). */
     evalSize: number;
+    /** At the end, also evaluate on the whole test split and the held-out concepts. */
+    finalEval: boolean;
     /** Scenes in the shapes dataset (train; val and test get a fifth each). */
     shapesScenes: number;
     augment: { cropScale: [number, number]; jitter: number };
@@ -50,7 +52,12 @@ export interface AlignConfig {
     /** Where preprocessed images and the tokenizer are cached. */
     cacheDir: string;
   };
-  tokenizer: { vocabSize: number; contextLength: number };
+  tokenizer: {
+    vocabSize: number;
+    contextLength: number;
+    /** WordNet synsets whose glosses join the captions as tokenizer training text. */
+    glosses: number;
+  };
   model: {
     arch: Arch;
     patchSize: number;
@@ -107,6 +114,7 @@ export const ALIGN_DEFAULTS: AlignConfig = {
     heldOutFraction: 0.1,
     maxTrain: 0,
     evalSize: 512,
+    finalEval: true,
     shapesScenes: 4000,
     augment: { cropScale: [0.8, 1], jitter: 0.1 },
     balance: null,
@@ -117,7 +125,7 @@ export const ALIGN_DEFAULTS: AlignConfig = {
     workers: 1,
     cacheDir: 'runs/cache',
   },
-  tokenizer: { vocabSize: 1024, contextLength: 32 },
+  tokenizer: { vocabSize: 1024, contextLength: 32, glosses: 20000 },
   model: {
     arch: 'dual',
     patchSize: 4,
@@ -229,6 +237,7 @@ export function validateAlignConfig(c: AlignConfig): void {
   checkInt(w, 'data.workers', d.workers, 0, 16);
   checkInt(w, 'tokenizer.vocabSize', c.tokenizer.vocabSize, 300, 65536);
   checkInt(w, 'tokenizer.contextLength', c.tokenizer.contextLength, 4, 1024);
+  checkInt(w, 'tokenizer.glosses', c.tokenizer.glosses, 0);
   const m = c.model;
   checkOneOf(w, 'model.arch', m.arch, ARCHS);
   checkInt(w, 'model.patchSize', m.patchSize, 1, d.imageSize);

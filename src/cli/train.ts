@@ -1,0 +1,148 @@
+/**
+ * `modalab train --stage align --preset quick [--set key=value ...] [--config file.json] [--db file]
+ *  [--resume <run id | checkpoint>] [--out dir]`: runs a training stage with a progress bar, stops cleanly on
+ * Ctrl-C (checkpoint written, run marked killed, resumable), ends with a summary table and a report path.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { ProgressBar } from './progress';
+
+export interface TrainArgs {
+  stage: string;
+  preset: string | null;
+  sets: string[];
+  configFile: string | null;
+  db: string | undefined;
+  resume: string | undefined;
+  out: string | undefined;
+  report: boolean;
+}
+
+export function parseTrainArgs(argv: string[], cmd = 'train'): TrainArgs {
+  const a: TrainArgs = { stage: 'align', preset: null, sets: [], configFile: null, db: undefined, resume: undefined, out: undefined, report: true };
+  for (let i = 0; i < argv.length; i++) {
+    const x = argv[i];
+    const [flag, inline] = x.startsWith('--') && x.includes('=') && !x.startsWith('--set=') ? [x.slice(0, x.indexOf('=')), x.slice(x.indexOf('=') + 1)] : [x, undefined];
+    const value = (): string => {
+      if (inline !== undefined) return inline;
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${cmd}: ${flag} needs a value`);
+      return v;
+    };
+    switch (flag) {
+      case '--stage': a.stage = value(); break;
+      case '--preset': a.preset = value(); break;
+      case '--set': a.sets.push(value()); break;
+      case '--config': a.configFile = value(); break;
+      case '--db': a.db = value(); break;
+      case '--resume': a.resume = value(); break;
+      case '--out': a.out = value(); break;
+      case '--no-report': a.report = false; break;
+      default:
+        if (x.startsWith('--set=')) a.sets.push(x.slice(6));
+        else throw new Error(`${cmd}: unknown argument ${JSON.stringify(x)} (see modalab help)`);
+    }
+  }
+  return a;
+}
+
+function fmtS(s: number): string {
+  return s >= 60 ? `${Math.floor(s / 60)}m${Math.round(s % 60).toString().padStart(2, '0')}s` : `${s.toFixed(1)}s`;
+}
+
+/** The summary table printed at the end of a stage. */
+export function summaryTable(metrics: Record<string, number>): string {
+  const rows: string[][] = [];
+  for (const split of ['val', 'test', 'heldout']) {
+    const g = (k: string): string => {
+      const v = metrics[`${split}/${k}`];
+      return v === undefined ? '-' : (k.includes('rank') ? v.toFixed(1) : (100 * v).toFixed(1));
+    };
+    if (metrics[`${split}/i2t/r@1`] === undefined) continue;
+    rows.push([split, g('i2t/r@1'), g('i2t/r@5'), g('i2t/r@10'), g('t2i/r@1'), g('t2i/r@5'), g('t2i/r@10'), g('i2t/map'), g('t2i/median_rank')]);
+  }
+  const head = ['split', 'i2t R@1', 'R@5', 'R@10', 't2i R@1', 'R@5', 'R@10', 'i2t mAP', 't2i med.rank'];
+  const w = head.map((h, j) => Math.max(h.length, ...rows.map((r) => r[j].length)));
+  const line = (r: string[]): string => r.map((c, j) => (j === 0 ? c.padEnd(w[j]) : c.padStart(w[j]))).join('  ');
+  return [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)].join('\n') + '\n';
+}
+
+export async function runTrain(argv: string[]): Promise<number> {
+  const args = parseTrainArgs(argv);
+  if (args.stage !== 'align') {
+    throw new Error(`train: stage ${JSON.stringify(args.stage)} is not available yet; stages: align (caption, instruct and all arrive with issue 8)`);
+  }
+  const { resolveAlignConfig } = require('../experiments/stages/align/config') as typeof import('../experiments/stages/align/config');
+  const { parseOverrides, mergePatches } = require('../experiments/stages/config') as typeof import('../experiments/stages/config');
+  const { trainAlign } = require('../experiments/stages/align/train') as typeof import('../experiments/stages/align/train');
+  let patch: import('../experiments/stages/config').JsonObject = {};
+  if (args.configFile) {
+    let text: string;
+    try {
+      text = fs.readFileSync(args.configFile, 'utf8');
+    } catch (e) {
+      throw new Error(`train: cannot read --config ${args.configFile}: ${(e as Error).message}`);
+    }
+    try {
+      patch = JSON.parse(text);
+    } catch (e) {
+      throw new Error(`train: --config ${args.configFile} is not valid JSON: ${(e as Error).message}`);
+    }
+  }
+  const sets = parseOverrides(args.sets, 'train --set');
+  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) throw new Error(`train: --config ${args.configFile} must hold a JSON object`);
+  const merged = mergePatches(patch, sets);
+  if (args.resume !== undefined && (args.sets.length > 0 || args.configFile || args.preset)) {
+    throw new Error('train: --resume continues a run with its own config; drop --preset, --set and --config');
+  }
+  const cfg = args.resume === undefined ? resolveAlignConfig(args.preset, merged) : resolveAlignConfig(null, {});
+
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onInt = (): void => {
+    interrupts++;
+    if (interrupts === 1) {
+      process.stderr.write('\ntrain: stopping after this step, writing a checkpoint (Ctrl-C again to quit at once)\n');
+      controller.abort();
+    } else {
+      process.exit(130);
+    }
+  };
+  process.on('SIGINT', onInt);
+  let bar: ProgressBar | null = null;
+  try {
+    const res = await trainAlign(cfg, {
+      db: args.db, outDir: args.out, resume: args.resume === undefined ? undefined : (/^\d+$/.test(args.resume) ? Number(args.resume) : args.resume),
+      signal: controller.signal,
+      onStatus: (m) => process.stderr.write(`align: ${m}\n`),
+      onStep: (s) => {
+        bar ??= new ProgressBar(s.steps, 'align', s.step - 1);
+        bar.tick(`loss ${s.loss.toFixed(4)}  ${s.samplesPerS.toFixed(0)} samples/s`);
+      },
+      onEval: (step, m) => {
+        const r1 = m['val/i2t/r@1'];
+        if (r1 !== undefined) process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}align: step ${step} val R@1 i2t ${(100 * r1).toFixed(1)}% t2i ${(100 * (m['val/t2i/r@1'] ?? NaN)).toFixed(1)}%\n`);
+      },
+    });
+    (bar as ProgressBar | null)?.done();
+    process.stdout.write(`\nrun ${res.runId} ${res.status} after ${res.stepsDone} steps in ${fmtS(res.wallS)}\n\n`);
+    process.stdout.write(summaryTable(res.metrics));
+    process.stdout.write(`\ncheckpoint  ${path.relative(process.cwd(), res.checkpoint)}\n`);
+    if (args.report && res.status === 'finished') {
+      const reportPath = path.join(res.outDir, 'report.html');
+      try {
+        const { writeRunReport } = require('./report') as { writeRunReport?: (db: string | undefined, ids: number[], out: string) => Promise<void> | void };
+        if (writeRunReport) {
+          await writeRunReport(args.db, [res.runId], reportPath);
+          process.stdout.write(`report      ${path.relative(process.cwd(), reportPath)}\n`);
+        }
+      } catch (e) {
+        process.stderr.write(`train: the report could not be written: ${(e as Error).message}\n`);
+      }
+    }
+    if (res.status === 'killed') process.stdout.write(`resume with: modalab train --resume ${res.runId}${args.db ? ` --db ${args.db}` : ''}\n`);
+    return res.status === 'finished' ? 0 : 130;
+  } finally {
+    process.off('SIGINT', onInt);
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * The align stage end to end on a tiny configuration: it trains on real emoji pairs, records the run, writes a
+ * checkpoint, resumes exactly (the loss sequence of an interrupted-then-resumed run equals an uninterrupted one),
+ * and stops cleanly on an abort signal.
+ */
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { resolveAlignConfig, AlignConfig } from './config';
+import { trainAlign } from './train';
+import { addCaptionNoise } from './data';
+import { Tracker } from '../../tracking';
+import { readCheckpointState } from '../checkpoint';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-align-'));
+process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+
+function tiny(over: Record<string, unknown> = {}): AlignConfig {
+  const base = {
+    seed: 3,
+    data: { imageSize: 16, maxTrain: 96, evalSize: 48, finalEval: false, workers: 1, cacheDir: path.join(dir, 'cache') },
+    tokenizer: { vocabSize: 320, contextLength: 12, glosses: 300 },
+    model: { patchSize: 4, visionWidth: 32, visionLayers: 1, visionHeads: 2, textWidth: 32, textLayers: 1, textHeads: 2, embedDim: 16 },
+    train: { steps: 8, batchSize: 16, warmupSteps: 2, lr: 3e-3, evalEvery: 4, checkpointEvery: 0 },
+  };
+  const merged = JSON.parse(JSON.stringify(base));
+  for (const [k, v] of Object.entries(over)) merged[k] = { ...(merged[k] ?? {}), ...(v as object) };
+  return resolveAlignConfig(null, merged);
+}
+
+test('align trains on emoji pairs, records metrics and artifacts, and resumes exactly', async () => {
+  const db = path.join(dir, 'a.db');
+  const full = await trainAlign(tiny(), { db, outDir: path.join(dir, 'full') });
+  assert.equal(full.status, 'finished');
+  assert.equal(full.losses.length, 8);
+  assert.ok(full.losses.every(Number.isFinite));
+  assert.ok(full.losses[0] > Math.log(16) * 0.8, `the first loss ${full.losses[0]} is near ln(batch) = ${Math.log(16)}`);
+  for (const k of ['val/i2t/r@1', 'val/t2i/r@5', 'val/i2t/map', 'val/t2i/median_rank']) assert.ok(Number.isFinite(full.metrics[k]), k);
+
+  const t = Tracker.open(db);
+  try {
+    const info = t.getRun(full.runId);
+    assert.equal(info.status, 'finished');
+    assert.equal(info.stage, 'align');
+    assert.equal((info.config as { train: { steps: number } }).train.steps, 8);
+    const loss = t.metricSeries(full.runId, 'loss')[0];
+    assert.deepEqual(loss.steps, [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert.deepEqual(loss.values.map((v) => Math.fround(v)), full.losses.map((v) => Math.fround(v)));
+    for (const k of ['lr', 'logit_scale', 'grad_norm', 'samples_per_s', 'peak_mb', 'data_wait_ms', 'loss/infonce']) {
+      assert.equal(t.metricSeries(full.runId, k)[0].values.length, 8, k);
+    }
+    assert.deepEqual(t.metricSeries(full.runId, 'val/i2t/r@1')[0].steps, [4, 8]);
+    const kinds = t.artifacts(full.runId).map((a) => a.kind).sort();
+    assert.deepEqual(kinds, ['checkpoint', 'config', 'tokenizer']);
+  } finally {
+    t.close();
+  }
+
+  // Interrupted after 3 steps, then resumed by run id: the remaining losses are those of the uninterrupted run.
+  const part = await trainAlign(tiny(), { db, outDir: path.join(dir, 'part'), stopAfter: 3 });
+  assert.equal(part.status, 'killed');
+  assert.deepEqual(part.losses, full.losses.slice(0, 3));
+  assert.equal(readCheckpointState(part.checkpoint).step, 3);
+  const rest = await trainAlign(tiny(), { db, outDir: path.join(dir, 'part'), resume: part.runId });
+  assert.equal(rest.runId, part.runId);
+  assert.equal(rest.status, 'finished');
+  assert.deepEqual(rest.losses, full.losses.slice(3), 'resumed losses equal the uninterrupted run exactly');
+  const t2 = Tracker.open(db);
+  try {
+    assert.equal(t2.metricSeries(part.runId, 'loss')[0].values.length, 8);
+    assert.equal(t2.getRun(part.runId).status, 'finished');
+  } finally {
+    t2.close();
+  }
+});
+
+test('an abort signal stops at a step boundary: checkpoint written, run killed', async () => {
+  const db = path.join(dir, 'b.db');
+  const ac = new AbortController();
+  const res = await trainAlign(tiny({ train: { steps: 50, evalEvery: 0 } }), {
+    db, outDir: path.join(dir, 'abort'), signal: ac.signal, onStep: (s) => { if (s.step === 2) ac.abort(); },
+  });
+  assert.equal(res.status, 'killed');
+  assert.equal(res.stepsDone, 2);
+  assert.equal(readCheckpointState(res.checkpoint).step, 2);
+  const t = Tracker.open(db);
+  try {
+    assert.equal(t.getRun(res.runId).status, 'killed');
+  } finally {
+    t.close();
+  }
+});
+
+test('bad configs fail before anything is recorded; a bad resume target is named', async () => {
+  const db = path.join(dir, 'c.db');
+  const bad = tiny();
+  (bad.train as { lr: number }).lr = -1;
+  await assert.rejects(trainAlign(bad, { db }), /align config: key train\.lr must be in \(0, 10\], got -1/);
+  const t = Tracker.open(db);
+  try {
+    assert.equal(t.listRuns().length, 0);
+    await assert.rejects(trainAlign(tiny(), { tracker: t, resume: path.join(dir, 'nope.safetensors') }), /does not exist/);
+    await assert.rejects(trainAlign(tiny(), { tracker: t, resume: 77 }), /no run 77|no checkpoint/);
+  } finally {
+    t.close();
+  }
+});
+
+test('caption noise gives a chosen fraction of pairs another pair\'s caption', () => {
+  const pairs = Array.from({ length: 100 }, (_, i) => ({
+    id: `p${i}`, image: { kind: 'svg' as const, svg: '' }, text: `caption ${i}`, group: `g${i}`, meta: {},
+  }));
+  const noisy = addCaptionNoise(pairs, 0.2, 1);
+  const changed = noisy.filter((p, i) => p.text !== pairs[i].text);
+  assert.equal(changed.length, 20);
+  assert.ok(changed.every((p) => p.meta.noisy === true));
+  assert.deepEqual(noisy.map((p) => p.text).sort(), pairs.map((p) => p.text).sort(), 'captions are moved, not invented');
+  assert.deepEqual(addCaptionNoise(pairs, 0.2, 1), noisy, 'seeded');
+});
+
+test('CLIP-score cleaning with a trained checkpoint removes most swapped captions and keeps the clean pairs', async () => {
+  const { cleanPairs, noiseReport } = await import('./filter');
+  const { prepareAlignData } = await import('./data');
+  const cfg = tiny({
+    data: { maxTrain: 64, augment: { cropScale: [0.9, 1], jitter: 0 } },
+    train: { steps: 80, batchSize: 32, warmupSteps: 5, evalEvery: 0 },
+  });
+  const res = await trainAlign(cfg, { db: path.join(dir, 'f.db'), outDir: path.join(dir, 'filter') });
+  const data = await prepareAlignData(cfg, { splits: ['train'] });
+  const pairs = addCaptionNoise(data.train.pairs, 0.2, 7);
+  const r = await cleanPairs(res.checkpoint, pairs, { keepFraction: 0.8 });
+  const rep = noiseReport(r);
+  assert.equal(rep.noisy, 12);
+  assert.equal(r.kept.length, Math.ceil(0.8 * 64));
+  assert.ok(rep.noisyRemoved >= 0.75, `removed ${rep.noisyRemoved} of the swapped captions`);
+  assert.ok(rep.cleanKept >= 0.9, `kept ${rep.cleanKept} of the clean pairs`);
+  await assert.rejects(cleanPairs(path.join(dir, 'missing.safetensors'), pairs, { keepFraction: 0.5 }), /does not exist/);
+});

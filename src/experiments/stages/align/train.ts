@@ -1,0 +1,227 @@
+/**
+ * Stage 1, `align`: contrastive image-text training (InfoNCE; `fusion` adds image-text matching on hard
+ * negatives; optional cross-modal masked prediction), evaluated by retrieval on the held-out vendor, recorded in
+ * SQLite, checkpointed so that `resume` continues exactly.
+ *
+ * ```ts
+ * const res = await trainAlign(resolveAlignConfig('quick'), { db: 'runs/modalab.db' });
+ * ```
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import * as ml from '../../../index';
+import { Tracker, Run } from '../../tracking';
+import { AlignConfig, validateAlignConfig } from './config';
+import { AlignData, Batch, BatchStream, SplitData, makeBatchStream, prepareAlignData } from './data';
+import { AlignModel, buildAlignModel, evaluateRetrieval } from './model';
+import { loadCheckpoint, readCheckpointState, saveCheckpoint } from '../checkpoint';
+
+export interface StepInfo {
+  step: number;
+  steps: number;
+  loss: number;
+  lr: number;
+  samplesPerS: number;
+  /** Seconds left at the recent pace. */
+  etaS: number;
+}
+
+export interface TrainAlignOptions {
+  /** The SQLite file (default runs/modalab.db); or an open tracker. */
+  db?: string;
+  tracker?: Tracker;
+  /** Directory for this run's checkpoint, tokenizer and config (default runs/align-<run id>). */
+  outDir?: string;
+  /** Continue a stopped run: its id or the path of its checkpoint. The config comes from the checkpoint. */
+  resume?: number | string;
+  /** A run this one starts from (recorded as its parent). */
+  parentRunId?: number;
+  /** Stop cleanly at the next step boundary (checkpoint written, status killed). */
+  signal?: AbortSignal;
+  /** Stop after this many steps of this call (for tests of resume); the run is left 'killed' and resumable. */
+  stopAfter?: number;
+  onStep?: (s: StepInfo) => void;
+  onEval?: (step: number, metrics: Record<string, number>) => void;
+  /** Messages such as "preparing data" (default: none). */
+  onStatus?: (msg: string) => void;
+}
+
+export interface AlignResult {
+  runId: number;
+  status: 'finished' | 'killed';
+  stepsDone: number;
+  /** The loss of every step this call ran, in order. */
+  losses: number[];
+  /** The last evaluation (val/...), plus test/... and heldout/... at the end of a finished run. */
+  metrics: Record<string, number>;
+  checkpoint: string;
+  outDir: string;
+  wallS: number;
+}
+
+/** Finds the checkpoint of a run to resume: an explicit path, or runs/align-<id>/last.safetensors via its artifacts. */
+export function resolveResume(tracker: Tracker, resume: number | string): { file: string; runId: number } {
+  if (typeof resume === 'string' && !/^\d+$/.test(resume)) {
+    const st = readCheckpointState(resume);
+    return { file: resume, runId: st.runId };
+  }
+  const runId = Number(resume);
+  const arts = tracker.artifacts(runId).filter((a) => a.kind === 'checkpoint');
+  for (const a of arts.reverse()) if (fs.existsSync(a.path)) return { file: a.path, runId };
+  throw new Error(`resume: run ${runId} has no checkpoint on disk (its artifacts list none that exists)`);
+}
+
+export async function trainAlign(config: AlignConfig, opts: TrainAlignOptions = {}): Promise<AlignResult> {
+  const t0 = Date.now();
+  const status = opts.onStatus ?? (() => {});
+  const ownTracker = !opts.tracker;
+  const tracker = opts.tracker ?? Tracker.open(opts.db);
+  let cfg = config;
+  let run: Run;
+  let resumeFile: string | null = null;
+  if (opts.resume !== undefined) {
+    const r = resolveResume(tracker, opts.resume);
+    resumeFile = r.file;
+    const st = readCheckpointState(r.file);
+    if (st.stage !== 'align') throw new Error(`resume: ${r.file} is a ${st.stage} checkpoint, not align`);
+    cfg = st.config as AlignConfig;
+    run = tracker.resumeRun(r.runId);
+  } else {
+    validateAlignConfig(cfg);
+    run = tracker.startRun({
+      experiment: cfg.experiment, name: cfg.name || undefined, stage: 'align', config: cfg as unknown as { [k: string]: unknown },
+      seed: cfg.seed, parentRunId: opts.parentRunId,
+    });
+  }
+  const outDir = path.resolve(opts.outDir ?? path.join(path.dirname(tracker.file), `align-${run.id}`));
+  fs.mkdirSync(outDir, { recursive: true });
+  const ckpt = path.join(outDir, 'last.safetensors');
+  let stream: BatchStream | null = null;
+  let model: AlignModel | null = null;
+  let finalStatus: 'finished' | 'killed' | 'failed' = 'failed';
+  try {
+    ml.manualSeed(cfg.seed);
+    status('preparing data');
+    const data = await prepareAlignData(cfg, { onStatus: status });
+    const tokPath = path.join(outDir, 'tokenizer.json');
+    if (!fs.existsSync(tokPath)) {
+      data.tokenizer.save(tokPath);
+      run.logArtifact('tokenizer', tokPath);
+      const cfgPath = path.join(outDir, 'config.json');
+      writeAtomic(cfgPath, JSON.stringify(cfg, null, 2) + '\n');
+      run.logArtifact('config', cfgPath);
+    }
+    ml.manualSeed(cfg.seed);
+    model = buildAlignModel(cfg, data.tokenizer.vocabSize);
+    const params = model.parameters();
+    const t = cfg.train;
+    const opt = new ml.optim.AdamW(params, { lr: t.lr, betas: t.betas, eps: t.eps, weightDecay: t.weightDecay });
+    const sched = new ml.optim.LRScheduler(opt, ml.optim.cosineWithWarmup({
+      warmupSteps: t.warmupSteps, totalSteps: t.steps, minLrRatio: t.minLrRatio,
+    }));
+    let step = 0;
+    if (resumeFile) {
+      const st = loadCheckpoint(resumeFile, model.net, opt);
+      step = st.step;
+      sched.loadStateDict({ lastStep: step });
+      ml.setRngState(st.rng);
+      status(`resuming run ${run.id} at step ${step}`);
+    }
+    const save = (): void => {
+      saveCheckpoint(ckpt, model!.net, opt, {
+        step, rng: ml.getRngState(), config: cfg, stage: 'align', runId: run.id, extra: { tokenizer: tokPath },
+      });
+    };
+    stream = makeBatchStream(cfg, data, step);
+    const micro = t.batchSize / t.accumulate;
+    const losses: number[] = [];
+    let metrics: Record<string, number> = {};
+    const startStep = step;
+    let recent: Array<[number, number]> = []; // [time ms, step] for the pace
+    let stopped = false;
+    const evalNow = (split: SplitData, prefix: string): Record<string, number> => {
+      const m = evaluateRetrieval(model!, split, prefix);
+      run.log(m, step);
+      opts.onEval?.(step, m);
+      return m;
+    };
+    status(`training ${t.steps - step} steps`);
+    ml.resetPeak();
+    while (step < t.steps) {
+      if (opts.signal?.aborted || (opts.stopAfter !== undefined && step - startStep >= opts.stopAfter)) {
+        stopped = true;
+        break;
+      }
+      const tStep = performance.now();
+      const batch: Batch = await stream.next();
+      const waitMs = performance.now() - tStep;
+      opt.zeroGrad();
+      let loss = 0;
+      const parts: Record<string, number> = {};
+      for (let m = 0; m < t.accumulate; m++) {
+        ml.tidy(() => {
+          const out = model!.stepLoss(batch, m * micro, micro, t.amp);
+          const l = t.accumulate > 1 ? out.loss.mul(1 / t.accumulate) : out.loss;
+          l.backward();
+          loss += out.loss.item() / t.accumulate;
+          for (const [k, v] of Object.entries(out.parts)) parts[k] = (parts[k] ?? 0) + v / t.accumulate;
+        });
+      }
+      const gradNorm = ml.optim.clipGradNorm(params, t.gradClip > 0 ? t.gradClip : Infinity);
+      const lr = opt.paramGroups[0].lr;
+      opt.step();
+      sched.step();
+      step++;
+      losses.push(loss);
+      const now = performance.now();
+      recent.push([now, step]);
+      if (recent.length > 20) recent = recent.slice(-20);
+      const [tA, sA] = recent[0];
+      const pace = recent.length > 1 ? (now - tA) / (step - sA) : now - tStep; // ms per step
+      const samplesPerS = (t.batchSize * 1000) / (now - tStep);
+      if (step % t.logEvery === 0 || step === t.steps) {
+        const mem = ml.memory();
+        run.log({
+          loss, lr, logit_scale: model.temperatureScale(), grad_norm: gradNorm, samples_per_s: samplesPerS,
+          data_wait_ms: waitMs, peak_mb: mem.peakBytes / 2 ** 20, ...prefixed(parts, 'loss/'),
+        }, step);
+      }
+      opts.onStep?.({ step, steps: t.steps, loss, lr, samplesPerS, etaS: ((t.steps - step) * pace) / 1000 });
+      if (t.evalEvery > 0 && step % t.evalEvery === 0 && step < t.steps) metrics = evalNow(data.val, 'val/');
+      if (t.checkpointEvery > 0 && step % t.checkpointEvery === 0 && step < t.steps) save();
+    }
+    save();
+    if (!stopped) {
+      status('evaluating');
+      metrics = { ...evalNow(data.val, 'val/') };
+      if (data.test) Object.assign(metrics, evalNow(data.test, 'test/'));
+      if (data.heldout && data.heldout.images.length > 0) Object.assign(metrics, evalNow(data.heldout, 'heldout/'));
+    }
+    run.logArtifact('checkpoint', ckpt);
+    finalStatus = stopped ? 'killed' : 'finished';
+    run.finish(finalStatus);
+    return {
+      runId: run.id, status: finalStatus, stepsDone: step - startStep, losses, metrics, checkpoint: ckpt, outDir,
+      wallS: (Date.now() - t0) / 1000,
+    };
+  } catch (e) {
+    if (run.status === 'running') run.finish('failed');
+    throw e;
+  } finally {
+    await stream?.close();
+    model?.dispose();
+    if (ownTracker) tracker.close();
+  }
+}
+
+function prefixed(o: Record<string, number>, p: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(o)) out[p + k] = v;
+  return out;
+}
+
+export function writeAtomic(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, text);
+  fs.renameSync(tmp, file);
+}
