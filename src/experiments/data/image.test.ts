@@ -90,6 +90,8 @@ test('decode: bad inputs give errors naming the file or id', async () => {
   await assert.rejects(decodeBase64Image('abcde', { size: 4 }, 'line 4'), /line 4: invalid base64: length 5/);
   await assert.rejects(decodeBase64Image('', { size: 4 }, 'line 5'), /line 5: invalid base64: empty/);
   await assert.rejects(decodeImage({ kind: 'bytes', bytes: good }, { size: 0 }), /ImageTransform\.size/);
+  await assert.rejects(decodeImage({ kind: 'url', url: 'x' } as never, { size: 4 }), /unknown ImageRef kind url/);
+  await assert.rejects(decodeImage(null as never, { size: 4 }, 'row-9'), /row-9 \(<not an ImageRef: null>\): unknown ImageRef kind undefined/);
 });
 
 test('decode: base64 (plain, data URL, URL-safe) decodes like the bytes', async () => {

@@ -98,17 +98,19 @@ export function resolveTransform(t: ImageTransform): ResolvedTransform {
 
 /** How an image is named in errors: the path, or the name given with the bytes, or a placeholder. */
 export function refName(ref: ImageRef): string {
+  if (!ref || typeof ref !== 'object') return `<not an ImageRef: ${String(ref)}>`;
   if (ref.kind === 'file') return ref.path;
   if (ref.kind === 'bytes') return ref.name ?? `<${ref.bytes.length} bytes>`;
-  return ref.name ?? `<svg ${ref.svg.length} chars>`;
+  if (ref.kind === 'svg') return ref.name ?? `<svg ${ref.svg?.length} chars>`;
+  return `<ImageRef of kind ${String((ref as { kind?: unknown }).kind)}>`;
 }
 
 function input(ref: ImageRef): string | Buffer {
-  switch (ref.kind) {
+  switch (ref?.kind) {
     case 'file': return ref.path;
     case 'bytes': return Buffer.from(ref.bytes.buffer, ref.bytes.byteOffset, ref.bytes.byteLength);
     case 'svg': return Buffer.from(ref.svg, 'utf8');
-    default: throw new Error(`unknown ImageRef kind ${(ref as { kind: unknown }).kind}`);
+    default: throw new Error(`unknown ImageRef kind ${String((ref as { kind?: unknown } | null)?.kind)}`);
   }
 }
 
