@@ -88,13 +88,17 @@ export abstract class AlignModel extends ml.nn.Module {
 
   /** tokens i32 [B, T], lengths i32 [B] -> L2-normalised embeddings [B, embedDim]. */
   encodeText(tokens: ml.Tensor, lengths: ml.Tensor): ml.Tensor<'f32'> {
-    return ml.tidy(() => l2normalize(this.poolText(this.textHidden(tokens, lengths), lengths)));
+    return ml.tidy(() => {
+      const t = trimTokens(tokens, lengths, this.config.contextLength);
+      return l2normalize(this.poolText(this.textHidden(t, lengths), lengths));
+    });
   }
 
   /** Both towers on a batch: tokens, hidden states and normalised embeddings. */
   encode(batch: AlignBatch): Encoded {
     checkBatch(batch, this.config);
     return ml.tidy(() => {
+      batch = { ...batch, tokens: trimTokens(batch.tokens, batch.lengths, this.config.contextLength) };
       const imageTokens = this.imageTokens(batch.images);
       const textHidden = this.textHidden(batch.tokens, batch.lengths);
       return {
@@ -109,6 +113,9 @@ export abstract class AlignModel extends ml.nn.Module {
   loss(batch: AlignBatch): AlignLoss {
     const parts: Record<string, number> = {};
     const loss = ml.tidy(() => {
+      checkBatch(batch, this.config);
+      // Positions past the longest caption are padding in every row: drop them (same result, less work).
+      batch = { ...batch, tokens: trimTokens(batch.tokens, batch.lengths, this.config.contextLength) };
       const enc = this.encode(batch);
       let total = ml.infoNCE(enc.imageEmbeds, enc.textEmbeds, this.logitScale);
       parts.infonce = total.item();
@@ -127,6 +134,17 @@ export abstract class AlignModel extends ml.nn.Module {
   forward(batch: AlignBatch): AlignLoss {
     return this.loss(batch);
   }
+}
+
+/**
+ * tokens [B, T] cut to [B, max(lengths)]: the columns after the longest caption are padding in every row, and
+ * neither causal nor padding-masked attention lets a real token see them, so the embeddings do not change.
+ */
+export function trimTokens(tokens: ml.Tensor, lengths: ml.Tensor, contextLength: number): ml.Tensor {
+  const T = tokens.shape[1];
+  const lens = checkTokens(tokens, lengths, contextLength);
+  const longest = Math.max(...lens);
+  return longest < T ? tokens.slice(1, 0, longest) : tokens;
 }
 
 export function checkBatch(batch: AlignBatch, c: AlignModelConfig): void {

@@ -289,3 +289,22 @@ test('a few AdamW steps on one random batch lower every architecture\'s loss', (
     opt.dispose(); m.dispose();
   }
 });
+
+test('columns past the longest caption are dropped without changing the loss or the embeddings', () => {
+  for (const arch of ARCHS) {
+    const m = model({ arch, maskedObjective: 'text' });
+    const b = batch(2, [3, 2, 1, 2]);  // T = 6, longest caption 3
+    const cut = { ...b, tokens: ml.tensor((b.tokens.toArray() as Int32Array).filter((_, i) => i % T < 3), [B, 3], { dtype: 'i32' }) };
+    ml.tidy(() => {
+      ml.manualSeed(9);
+      const full = m.loss(b).loss.item();
+      ml.manualSeed(9);  // the masked positions are drawn from the same stream
+      const short = m.loss(cut).loss.item();
+      assert.ok(Math.abs(full - short) < 1e-5 * Math.abs(full), `${arch}: ${full} vs ${short}`);
+      const e1 = m.encodeText(b.tokens, b.lengths).toArray() as Float32Array;
+      const e2 = m.encodeText(cut.tokens, cut.lengths).toArray() as Float32Array;
+      e1.forEach((v, i) => assert.ok(Math.abs(v - e2[i]) < 1e-6));
+    });
+    m.dispose();
+  }
+});
