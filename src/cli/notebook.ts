@@ -110,6 +110,12 @@ export function jupyterVersion(): string | null {
   return /jupyter_core\s*:\s*\S+/.exec(r.stdout)?.[0] ?? r.stdout.split('\n')[0];
 }
 
+/** Whether `jupyter <sub>` exists (e.g. 'lab', 'notebook'). */
+function jupyterHas(sub: string): boolean {
+  const r = spawnSync('jupyter', [sub, '--version'], { encoding: 'utf8', timeout: 30000 });
+  return !r.error && r.status === 0;
+}
+
 export const NOTEBOOK_USAGE = `usage: modalab notebook [--user | --prefix DIR] [--name NAME]
   writes a Jupyter kernelspec "${DISPLAY_NAME}" that runs this checkout's tslab with this node
   --user        into your Jupyter data folder ($JUPYTER_DATA_DIR or ~/.local/share/jupyter), the default
@@ -139,8 +145,10 @@ export function runNotebook(argv: string[]): number {
       + '(it is for the Jupyter installed in that prefix; otherwise add it to JUPYTER_PATH).');
   }
   const ver = jupyterVersion();
-  if (ver === null) {
-    out.push('', 'Jupyter is not installed here. Get it with one of:',
+  const hasUi = ver !== null && (jupyterHas('lab') || jupyterHas('notebook'));
+  if (!hasUi) {
+    out.push('', ver === null ? 'Jupyter is not installed here.' : 'Only part of Jupyter is installed here (no JupyterLab or Notebook UI).',
+      'Get it with one of:',
       '  apt-get install jupyter-notebook        (Debian/Ubuntu; jupyter-nbconvert alone runs notebooks headless)',
       '  pip install jupyterlab', 'then open the notebooks as below.');
   }
