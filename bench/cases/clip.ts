@@ -22,8 +22,12 @@ const LR = 1e-4;
 const WEIGHT_DECAY = 0.1;
 const NUM_BATCHES = 4;
 const GOAL = 2;
-/** Steps are long (a second or more on 2 cores): a fixed few per round keeps the suite within a couple of minutes. */
-const OPTS: MeasureOptions = { warmup: 1, sampleMs: 0, minSamples: 4, maxSamples: 4, minTimeMs: 0, callsPerSample: 1 };
+/**
+ * Steps are long (seconds on 2 cores): a fixed few per round, and at most MAX_ROUNDS rounds whatever --rounds
+ * says, keep the suite within a couple of minutes (PyTorch's start-up is a good part of each round).
+ */
+const OPTS: MeasureOptions = { warmup: 1, sampleMs: 0, minSamples: 3, maxSamples: 3, minTimeMs: 0, callsPerSample: 1 };
+const MAX_ROUNDS = 2;
 
 interface Batch { images: ml.Tensor; tokens: ml.Tensor<'i32'>; lengths: ml.Tensor<'i32'> }
 
@@ -113,20 +117,21 @@ export const clip: Suite = {
     const losses: string[] = [];
     let torchSkipped: string | undefined;
     let torchInfo: TorchInfo | undefined;
-    for (let r = 0; r < ctx.rounds; r++) {
-      ctx.log(`clip round ${r + 1}/${ctx.rounds}: modalab f32`);
+    const rounds = Math.min(ctx.rounds, MAX_ROUNDS);
+    for (let r = 0; r < rounds; r++) {
+      ctx.log(`clip round ${r + 1}/${rounds}: modalab f32`);
       const o = ours(false);
       // Untrained, InfoNCE over 128 pairs is near ln 128 = 4.85; anything far off means a broken step.
       if (!o.finite || !(Math.abs(o.firstLoss - Math.log(BATCH)) < 1)) {
         throw new Error(`clip: first loss ${o.firstLoss} (expected near ln ${BATCH} = ${Math.log(BATCH).toFixed(2)}, all finite); not timing a broken step`);
       }
       f32.push(o.samples.ns);
-      ctx.log(`clip round ${r + 1}/${ctx.rounds}: modalab bf16 autocast`);
+      ctx.log(`clip round ${r + 1}/${rounds}: modalab bf16 autocast`);
       const h = ours(true);
       bf16.push(h.samples.ns);
       if (r === 0) losses.push(`modalab f32 ${o.firstLoss.toFixed(3)} -> ${o.lastLoss.toFixed(3)}`, `bf16 ${h.firstLoss.toFixed(3)} -> ${h.lastLoss.toFixed(3)}`);
       if (torchSkipped) continue;
-      ctx.log(`clip round ${r + 1}/${ctx.rounds}: torch`);
+      ctx.log(`clip round ${r + 1}/${rounds}: torch`);
       const t = runTorch<{ step: Samples; firstLoss: number; lastLoss: number }>('clip',
         { model: { arch: 'dual' }, batch: BATCH, lr: LR, weightDecay: WEIGHT_DECAY, numBatches: NUM_BATCHES, measure: OPTS },
         ctx.threads);
@@ -161,7 +166,8 @@ export const clip: Suite = {
         `\`model.loss\`, \`backward\`, AdamW \`step\` (lr ${LR}, betas 0.9/0.98, weight decay ${WEIGHT_DECAY} on ` +
         'tensors of two or more dims), in `ml.tidy`. bf16 runs the same step inside `ml.autocast(\'bf16\')`. ' +
         'PyTorch: bench/torch/clip_model.py, the same model and step in float32 (explicit softmax attention with ' +
-        'masks). Times are medians over rounds of each round\'s median; speed = torch time / modalab time.',
+        'masks). Times are medians over rounds (at most ' + MAX_ROUNDS + ') of each round\'s median of ' + OPTS.minSamples +
+        ' steps after one warm-up step; speed = torch time / modalab time.',
       columns: ['step', 'ms / step', 'steps/s', 'samples/s', 'speed vs torch', 'spread', 'samples'],
       rows: [
         ['modalab f32', fmt(m / 1e6), fmt(1e9 / m), sps(m), speed.length ? fmtRatio(median(speed)) : 'n/a', fmtSpread(relSpread(f32.flat())), String(f32.flat().length)],
