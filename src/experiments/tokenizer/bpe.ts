@@ -79,7 +79,9 @@ export interface ChatEncoding {
   text: string;
 }
 
+/** Word-cache bounds: entries before it is cleared, and the longest piece (UTF-16 units) worth caching. */
 const CACHE_LIMIT = 200_000;
+const CACHE_MAX_PIECE = 256;
 
 export class Tokenizer {
   private readonly vocab: string[];
@@ -369,8 +371,10 @@ export class Tokenizer {
       let ids = this.cache.get(piece);
       if (ids === undefined) {
         ids = this.bpe(piece);
-        if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
-        this.cache.set(piece, ids);
+        if (piece.length <= CACHE_MAX_PIECE) {
+          if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
+          this.cache.set(piece, ids);
+        }
       }
       for (let i = 0; i < ids.length; i++) out.push(ids[i]);
     }

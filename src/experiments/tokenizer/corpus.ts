@@ -85,8 +85,11 @@ export function parseGlossLine(line: string, where = 'line'): Gloss | null {
 }
 
 /** The synset lines (header skipped) of the four data files, in a fixed order: noun, verb, adj, adv. */
-function readSynsetLines(dir: string): Array<{ line: string; where: string }> {
-  const out: Array<{ line: string; where: string }> = [];
+/** A synset line and where it came from (file and 1-based line number, for error messages). */
+interface SynsetLine { line: string; file: string; lineNo: number }
+
+function readSynsetLines(dir: string): SynsetLine[] {
+  const out: SynsetLine[] = [];
   for (const pos of POS_FILES) {
     const file = path.join(dir, `data.${pos}`);
     let text: string;
@@ -97,7 +100,7 @@ function readSynsetLines(dir: string): Array<{ line: string; where: string }> {
     }
     const lines = text.split('\n');
     lines.forEach((line, i) => {
-      if (line.length && !line.startsWith('  ')) out.push({ line, where: `${file}:${i + 1}` });
+      if (line.length && !line.startsWith('  ')) out.push({ line, file, lineNo: i + 1 });
     });
   }
   return out;
@@ -106,8 +109,8 @@ function readSynsetLines(dir: string): Array<{ line: string; where: string }> {
 /** All glosses in a fixed order: noun, verb, adj, adv files, each in file (offset) order. */
 export function readGlosses(dir = wordnetDir()): Gloss[] {
   const out: Gloss[] = [];
-  for (const { line, where } of readSynsetLines(dir)) {
-    const g = parseGlossLine(line, where);
+  for (const { line, file, lineNo } of readSynsetLines(dir)) {
+    const g = parseGlossLine(line, `${file}:${lineNo}`);
     if (g && (g.definitions.length || g.examples.length)) out.push(g);
   }
   return out;
@@ -120,7 +123,8 @@ export interface CorpusOptions {
   maxGlosses?: number;
 }
 
-let lineCache: Array<{ line: string; where: string }> | null = null;
+/** The raw lines, kept for the process: sampling them again for another maxGlosses costs no file reads. */
+let lineCache: SynsetLine[] | null = null;
 
 /**
  * The corpus as an array of strings, deterministic: the captions, then per synset one definition line
@@ -141,8 +145,8 @@ export function textCorpus(opts: CorpusOptions = {}): string[] {
     if (c.length) out.push(c);
   });
   for (let j = 0; j < n; j++) {
-    const { line, where } = all[Math.floor((j * all.length) / n)];
-    const g = parseGlossLine(line, where);
+    const { line, file, lineNo } = all[Math.floor((j * all.length) / n)];
+    const g = parseGlossLine(line, `${file}:${lineNo}`);
     if (!g) continue;
     if (g.definitions.length) {
       const def = g.definitions.join('; ');
