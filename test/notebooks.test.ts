@@ -121,6 +121,11 @@ for (const file of notebooks) {
       const nb = JSON.parse(fs.readFileSync(path.join(out, file), 'utf8')) as Notebook;
       const code = nb.cells.filter((c) => c.cell_type === 'code');
       assert.ok(code.some((c) => c.outputs.length > 0), `${file}: no cell produced output`);
+      // plotly.js (plots.show / liveFigure) is sent at most once per notebook, however many figures it draws.
+      const html = code.flatMap((c) => c.outputs).map((o) => text((o as { data?: Record<string, string | string[]> }).data?.['text/html']));
+      const plotlyCopies = html.filter((h) => h.includes('window.Plotly = Plotly') || h.includes('window.Plotly=Plotly')).length;
+      assert.ok(plotlyCopies <= 1, `${file}: plotly.js was output ${plotlyCopies} times`);
+      if (html.some((h) => h.includes('class="modalab-plot"'))) assert.equal(plotlyCopies, 1, `${file}: figures shown but plotly.js never output`);
       code.forEach((c, i) => {
         const err = c.outputs.find((o) => o.output_type === 'error');
         assert.equal(err, undefined, `${file}: code cell ${i + 1}: ${err?.ename}: ${err?.evalue}`);
