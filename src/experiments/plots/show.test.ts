@@ -71,6 +71,15 @@ test('show outside tslab writes a standalone page and returns its path', () => {
   assert.ok(page.includes('<title>loss</title>'));
   assert.equal(embeddedFigure(page).data[1].meta?.run, '<b>x</b>');
   fs.unlinkSync(file);
+  // A title with markup characters: plain text in <title>, escaped once.
+  process.stderr.write = (() => true) as typeof process.stderr.write;
+  try {
+    file = show(lossCurves([], { title: 'a<b & c' }));
+  } finally {
+    process.stderr.write = errWrite;
+  }
+  assert.ok(file !== null && fs.readFileSync(file, 'utf8').includes('<title>a&lt;b &amp; c</title>'));
+  fs.unlinkSync(file);
 });
 
 test('live figure: append creates and extends traces, updates are throttled, flush and close send the last state', async () => {

@@ -86,7 +86,7 @@ function checkCss(fn: string, what: string, v: string): string {
 
 let divCounter = 0;
 
-/** A fresh element id, unique in this process and across kernels (random suffix). */
+/** A fresh element id: pid, time and a counter, so ids from two kernels writing into one page do not clash. */
 export function newDivId(): string {
   divCounter += 1;
   return `modalab-plot-${process.pid.toString(36)}-${Date.now().toString(36)}-${divCounter}`;
@@ -217,7 +217,10 @@ export function show(fig: Figure, opts: ShowOptions = {}): string | null {
   }
   fileCounter += 1;
   const file = path.join(os.tmpdir(), 'modalab-plots', `figure-${process.pid}-${fileCounter}.html`);
-  const title = typeof fig.layout.title?.text === 'string' ? fig.layout.title.text : 'modalab figure';
+  // A plotly title is plotly's pseudo-HTML (tags, and entities for literal characters): plain text for <title>.
+  const title = typeof fig.layout.title?.text === 'string'
+    ? fig.layout.title.text.replace(/<[^>]*>/g, '').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&')
+    : 'modalab figure';
   writeFileAtomic(file, figurePage(fig, title));
   process.stderr.write(`plots.show: not in a tslab notebook; wrote ${file} (open it in a browser)\n`);
   return file;
