@@ -16,7 +16,8 @@
  * order made), so the result depends only on the multiset of texts, not on their order or on Map iteration.
  */
 import { BYTE_TO_CHAR, SpecialMatcher, preTokenize, utf8Into } from './bytelevel';
-import { MAX_VOCAB, Normalizer, Tokenizer } from './bpe';
+import { Normalizer, Tokenizer } from './bpe';
+import { MAX_VOCAB } from './format';
 import { SPECIAL_TOKENS } from './specials';
 
 export interface TrainOptions {
