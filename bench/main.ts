@@ -16,9 +16,13 @@ import { attention } from './cases/attention';
 import { casts } from './cases/casts';
 import { gemmBf16 } from './cases/gemm_bf16';
 import { infonce } from './cases/infonce';
+import { clip } from './cases/clip';
+import { data } from './cases/data';
+import { tokenizer } from './cases/tokenizer';
+import { tracking } from './cases/tracking';
 
 /** In the order they run and appear in docs/benchmarks.md. */
-const SUITES: Suite[] = [gemm, tiny, mlp, attention, infonce, casts, gemmBf16];
+const SUITES: Suite[] = [gemm, tiny, mlp, attention, infonce, casts, gemmBf16, clip, data, tokenizer, tracking];
 
 interface Args { suites: Suite[]; threads: number; rounds: number; docs: boolean; list: boolean; raw: string[] }
 

@@ -40,3 +40,9 @@ export type { AutocastDType, GradScalerOptions, GradScalerState } from './api/am
 export { checkpoint } from './api/checkpoint';
 export * as plots from './experiments/plots';
 export * as tracking from './experiments/tracking';
+export * as evaluation from './experiments/eval';
+export * as data from './experiments/data';
+export * as tokenizer from './experiments/tokenizer';
+export * as models from './experiments/models';
+export * as stages from './experiments/stages';
+export * as report from './experiments/report';

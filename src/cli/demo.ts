@@ -35,7 +35,7 @@ export function runDemo(opts: DemoOptions): { finalLoss: number; accuracy: numbe
   const test = spirals(512, opts.seed + 2);
   const model = new ml.nn.MLP([2, 64, 64, 2], { activation: 'gelu' });
   const opt = new ml.optim.AdamW(model.parameters(), { lr: 1e-2, weightDecay: 1e-4 });
-  const lrAt = ml.optim.cosineWithWarmup({ warmupSteps: 20, totalSteps: opts.steps });
+  const lrAt = ml.optim.cosineWithWarmup({ warmupSteps: Math.min(20, opts.steps), totalSteps: opts.steps });
   const bar = opts.quiet ? null : new ProgressBar(opts.steps, 'train');
   const losses: number[] = [];
   const t0 = process.hrtime.bigint();

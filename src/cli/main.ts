@@ -14,8 +14,12 @@ commands:
   demo [--steps N] [--out F] [--seed S]
                             train a small MLP on a toy task (checkpoint: runs/demo.safetensors)
   bench [suite...]          benchmarks beside PyTorch (same as npm run bench)
-  train --stage align [--preset quick|small] [--set key=value]... [--db FILE]
-                            train a stage, recorded in the tracking database
+  train --stage align [--preset quick|small] [--set key=value]... [--config F.json] [--db FILE] [--out DIR]
+                            train a stage, recorded in the tracking database (Ctrl-C: checkpoint, stop)
+  train --resume <run id | checkpoint> [--db FILE]
+                            continue a stopped run exactly where it stopped
+  filter --checkpoint <file | run id> (--threshold T | --keep-fraction F) [--split S] [--noise F] [--out F.json]
+                            CLIP-score cleaning of a dataset split with a trained align model
   runs [--db FILE] [--experiment E] [--stage S] [--status S] [--param k=v]... [--metric K]... [--json]
                             the recorded runs as a table
   report <run...> [-o report.html] [--png] [--db FILE]
@@ -78,6 +82,8 @@ export function main(argv: string[]): number | Promise<number> {
       }
       case 'train':
         return report(cmd, (require('./train') as typeof import('./train')).runTrain(rest));
+      case 'filter':
+        return report(cmd, (require('./filter') as typeof import('./filter')).runFilter(rest));
       case 'runs':
         return (require('./runs') as typeof import('./runs')).runRuns(rest);
       case 'report':

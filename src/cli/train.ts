@@ -131,11 +131,9 @@ export async function runTrain(argv: string[]): Promise<number> {
     if (args.report && res.status === 'finished') {
       const reportPath = path.join(res.outDir, 'report.html');
       try {
-        const { writeRunReport } = require('./report') as { writeRunReport?: (db: string | undefined, ids: number[], out: string) => Promise<void> | void };
-        if (writeRunReport) {
-          await writeRunReport(args.db, [res.runId], reportPath);
-          process.stdout.write(`report      ${path.relative(process.cwd(), reportPath)}\n`);
-        }
+        const { writeReport } = require('../experiments/report') as typeof import('../experiments/report');
+        await writeReport(args.db ?? require('../experiments/tracking').DEFAULT_DB, [res.runId], reportPath);
+        process.stdout.write(`report      ${path.relative(process.cwd(), reportPath)}\n`);
       } catch (e) {
         process.stderr.write(`train: the report could not be written: ${(e as Error).message}\n`);
       }
