@@ -163,7 +163,7 @@ export interface DefaultTokenizerOptions {
   /** Synsets of WordNet to add to the captions (see textCorpus). Default 20000 (about 2 MB of text). */
   maxGlosses?: number;
   minFrequency?: number;
-  /** Directory for cached tokenizer.json files. Default `.cache/tokenizer` under the working directory. */
+  /** Directory for cached tokenizer.json files. Default `runs/cache/tokenizer` under the working directory (git-ignored, beside the other caches). */
   cachePath?: string;
   onProgress?: (done: number, total: number) => void;
 }
@@ -190,7 +190,7 @@ export function trainDefaultTokenizer(opts: DefaultTokenizerOptions): DefaultTok
   const maxGlosses = opts.maxGlosses ?? 20000;
   const minFrequency = opts.minFrequency ?? 2;
   const captions = opts.captions ?? [];
-  const dir = opts.cachePath ?? path.join(process.cwd(), '.cache', 'tokenizer');
+  const dir = opts.cachePath ?? path.join(process.cwd(), 'runs', 'cache', 'tokenizer');
   const h = crypto.createHash('sha256');
   h.update(JSON.stringify({ v: TRAINER_VERSION, vocabSize: opts.vocabSize, maxGlosses, minFrequency, specials: SPECIAL_TOKENS }));
   const wn = wordnetDir();
