@@ -115,9 +115,14 @@ export function allocStorage(nbytes: number, device: Device, zero = false): Stor
     }
     return new Storage(h, nbytes, device, cap);
   }
-  if (!zero) {
+  // A zero-filled request reuses a cached buffer too (zeroing it is cheaper than faulting in fresh pages: the
+  // backward of q/k/v slices asks for several zeroed 6-13 MB buffers every step).
+  if (!zero || nbytes % 4 === 0) {
     const h = takeLarge(nbytes);
-    if (h !== undefined) return new Storage(h, nbytes, device);
+    if (h !== undefined) {
+      if (zero) binding().fillF32(h, 0, nbytes / 4, 0);
+      return new Storage(h, nbytes, device);
+    }
   }
   return new Storage(allocNative(nbytes, zero, nbytes, device), nbytes, device);
 }

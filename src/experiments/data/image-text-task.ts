@@ -68,7 +68,7 @@ export function gatherImageText(indices: Int32Array, ctx: BatchContext, init: Im
     const i = indices[k];
     if (!(i >= 0 && i < N)) throw new Error(`imageTextBatch: index ${i} (batch row ${k}, step ${ctx.step}) is outside the ${N} images`);
   }
-  let images = new Float32Array(B * per);
+  let images: Float32Array = new Float32Array(B * per);
   // Without augmentation the rows go straight into the array that is returned; with it they go into a scratch
   // array kept by this thread, and augment writes the returned array.
   const gathered = init.augment ? scratchFor(B * per) : images;
