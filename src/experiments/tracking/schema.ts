@@ -74,11 +74,35 @@ CREATE TRIGGER config_immutable BEFORE UPDATE OF config_json ON runs
   BEGIN SELECT RAISE(ABORT, 'tracking: a run''s config is immutable once written'); END;
 `;
 
+/**
+ * Version 2: metrics become a WITHOUT ROWID table, clustered on (run_id, key, step). A row then lives in the
+ * primary-key b-tree itself, so an insert updates one b-tree instead of the table plus its key index: about half
+ * the cost per metric row (bench: tracking), and a run's series reads in key order.
+ */
+const V2 = `
+CREATE TABLE metrics_v2 (
+  run_id     INTEGER NOT NULL REFERENCES runs(id),
+  key        TEXT NOT NULL,
+  step       INTEGER NOT NULL,
+  value      REAL,
+  wall_time  REAL NOT NULL,
+  nonfinite  TEXT CHECK (nonfinite IN ('nan', 'inf', '-inf')),
+  PRIMARY KEY (run_id, key, step)
+) WITHOUT ROWID;
+INSERT INTO metrics_v2 (run_id, key, step, value, wall_time, nonfinite)
+  SELECT run_id, key, step, value, wall_time, nonfinite FROM metrics;
+DROP TABLE metrics;
+ALTER TABLE metrics_v2 RENAME TO metrics;
+`;
+
 /** MIGRATIONS[i] moves a database from version i to version i + 1. */
-const MIGRATIONS: readonly string[] = [V1];
+const MIGRATIONS: readonly string[] = [V1, V2];
 
 /** The schema version this code writes. */
 export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** @internal For migration tests: the SQL of each version. */
+export const _MIGRATIONS = MIGRATIONS;
 
 /** The version recorded in the file: 0 for a fresh (empty) database. Reads only. */
 export function readSchemaVersion(db: Database.Database): number {
