@@ -95,8 +95,48 @@ DROP TABLE metrics;
 ALTER TABLE metrics_v2 RENAME TO metrics;
 `;
 
+/**
+ * Version 3: sweeps (src/experiments/sweeps, docs/sweeps.md). A sweep is a row of its own, identified by its name
+ * and the hash of its spec; its trials are runs whose `sweep_id` points to it, and `sweep_trials` keeps each
+ * trial's place in the sweep: its params, the successive-halving rung it reached, its outcome and target metric.
+ * Older databases gain the nullable column (NULL for their runs) and the two tables.
+ */
+const V3 = `
+CREATE TABLE sweeps (
+  id          INTEGER PRIMARY KEY,
+  name        TEXT NOT NULL,
+  spec_hash   TEXT NOT NULL,
+  spec_json   TEXT NOT NULL,
+  stage       TEXT NOT NULL,
+  metric      TEXT NOT NULL,
+  mode        TEXT NOT NULL CHECK (mode IN ('min', 'max')),
+  status      TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed', 'killed')),
+  host        TEXT,
+  pid         INTEGER,
+  created_at  REAL NOT NULL,
+  updated_at  REAL NOT NULL,
+  ended_at    REAL,
+  UNIQUE (name, spec_hash)
+);
+ALTER TABLE runs ADD COLUMN sweep_id INTEGER REFERENCES sweeps(id);
+CREATE INDEX runs_by_sweep ON runs(sweep_id);
+CREATE TABLE sweep_trials (
+  sweep_id     INTEGER NOT NULL REFERENCES sweeps(id),
+  trial        INTEGER NOT NULL,
+  params_json  TEXT NOT NULL,
+  run_id       INTEGER REFERENCES runs(id),
+  rung         INTEGER NOT NULL DEFAULT 0,
+  steps        INTEGER NOT NULL DEFAULT 0,
+  outcome      TEXT NOT NULL CHECK (outcome IN ('pending', 'running', 'paused', 'finished', 'pruned', 'failed')),
+  metric       REAL,
+  attempts     INTEGER NOT NULL DEFAULT 0,
+  error        TEXT,
+  PRIMARY KEY (sweep_id, trial)
+);
+`;
+
 /** MIGRATIONS[i] moves a database from version i to version i + 1. */
-const MIGRATIONS: readonly string[] = [V1, V2];
+const MIGRATIONS: readonly string[] = [V1, V2, V3];
 
 /** The schema version this code writes. */
 export const SCHEMA_VERSION = MIGRATIONS.length;

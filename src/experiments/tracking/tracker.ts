@@ -48,6 +48,8 @@ export interface StartRunOptions {
   config?: { [key: string]: unknown };
   seed?: number;
   parentRunId?: number;
+  /** The sweep (a row of the sweeps table) this run is a trial of. */
+  sweepId?: number;
 }
 
 export interface RunInfo {
@@ -62,6 +64,8 @@ export interface RunInfo {
   host: string;
   pid: number;
   parentRunId: number | null;
+  /** The sweep this run is a trial of, or null. */
+  sweepId: number | null;
   /** Seconds since the Unix epoch. */
   startedAt: number;
   endedAt: number | null;
@@ -72,6 +76,8 @@ export interface RunFilter {
   experiment?: string;
   stage?: string;
   status?: RunStatus;
+  /** Only the trials of this sweep. */
+  sweepId?: number;
   /** Dotted config keys and the values they must equal (compared as JSON). */
   params?: { [key: string]: JsonValue };
 }
@@ -273,6 +279,7 @@ interface RunRow {
   host: string;
   pid: number;
   parent_run_id: number | null;
+  sweep_id: number | null;
   started_at: number;
   ended_at: number | null;
   heartbeat_at: number;
@@ -291,6 +298,7 @@ function toInfo(r: RunRow): RunInfo {
     host: r.host,
     pid: r.pid,
     parentRunId: r.parent_run_id,
+    sweepId: r.sweep_id ?? null,
     startedAt: r.started_at,
     endedAt: r.ended_at,
     heartbeatAt: r.heartbeat_at,
@@ -347,6 +355,11 @@ export class Tracker {
         throw new Error(`${where}: parentRunId ${String(opts.parentRunId)} is not a run in ${this.file}`);
       }
     }
+    if (opts.sweepId !== undefined) {
+      if (!Number.isSafeInteger(opts.sweepId) || db.prepare('SELECT 1 FROM sweeps WHERE id = ?').get(opts.sweepId) === undefined) {
+        throw new Error(`${where}: sweepId ${String(opts.sweepId)} is not a sweep in ${this.file}`);
+      }
+    }
     const params = flattenConfig(config);
     const sha = gitSha();
     const t = now();
@@ -355,11 +368,11 @@ export class Tracker {
       const exp = db.prepare('SELECT id FROM experiments WHERE name = ?').get(experiment) as { id: number };
       const info = db
         .prepare(
-          `INSERT INTO runs (experiment_id, parent_run_id, name, stage, status, config_json, seed, git_sha, host, pid,
-                             started_at, heartbeat_at)
-           VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO runs (experiment_id, parent_run_id, sweep_id, name, stage, status, config_json, seed, git_sha, host,
+                             pid, started_at, heartbeat_at)
+           VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)`,
         )
-        .run(exp.id, opts.parentRunId ?? null, opts.name ?? '', opts.stage ?? null, JSON.stringify(config),
+        .run(exp.id, opts.parentRunId ?? null, opts.sweepId ?? null, opts.name ?? '', opts.stage ?? null, JSON.stringify(config),
           opts.seed ?? null, sha, os.hostname(), process.pid, t, t);
       const runId = Number(info.lastInsertRowid);
       if (opts.name === undefined) {
@@ -406,6 +419,7 @@ export class Tracker {
     if (filter.experiment !== undefined) (where.push('e.name = ?'), args.push(filter.experiment));
     if (filter.stage !== undefined) (where.push('r.stage = ?'), args.push(filter.stage));
     if (filter.status !== undefined) (where.push('r.status = ?'), args.push(filter.status));
+    if (filter.sweepId !== undefined) (where.push('r.sweep_id = ?'), args.push(filter.sweepId));
     for (const [k, v] of Object.entries(filter.params ?? {})) {
       where.push('EXISTS (SELECT 1 FROM params p WHERE p.run_id = r.id AND p.key = ? AND p.value = ?)');
       args.push(k, JSON.stringify(v));
