@@ -32,3 +32,5 @@ export function createAlignModel(config: Partial<AlignModelConfig> = {}): AlignM
     case 'fusion': return new FusionEncoder(c);
   }
 }
+export { GPT, GPTConfig, GPTLossOptions, KVCache, DEFAULT_GPT_CONFIG, resolveGPTConfig } from './gpt';
+export { generate, GenerateOptions, GenerateResult, SamplingOptions, sampleToken, samplingDistribution, seededRandom, argmaxRow } from './generate';
