@@ -13,3 +13,5 @@ export { MultiheadAttention, scaledDotProductAttention } from './attention';
 export type { AttentionOptions, SDPAOptions, MultiheadAttentionOptions, MultiheadAttentionForward } from './attention';
 export { TransformerBlock } from './transformer';
 export type { TransformerBlockOptions, TransformerBlockForward } from './transformer';
+export { LoRALinear, applyLora, mergeLora, loraStateDict, loadLoraStateDict } from './lora';
+export type { LoRAOptions, ApplyLoraOptions } from './lora';
