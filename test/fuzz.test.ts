@@ -276,6 +276,44 @@ const gens: Record<string, (r: Rnd, ctx: Arg[]) => Arg> = {
     return { v: Object.fromEntries(entries.map(([k, a]) => [k, a.v])), d: `{${entries.map(([k, a]) => `${k}: ${a.d}`).join(', ')}}` };
   },
   metadata: (r) => lit(pick(r, [undefined, {}, { a: 'b' }, { a: 5 }, { __proto__: 'x' }, 'x', null, [1]])),
+  // A small model for the LoRA functions: plain, already wrapped, a lone LoRALinear, one with a freed parameter, or junk.
+  loraModel: (r) => {
+    if (r() < 0.2) return junk(r);
+    const kind = pick(r, ['mlp', 'block', 'wrapped', 'lone', 'linear', 'freed']);
+    let m: ml.nn.Module;
+    if (kind === 'block' || kind === 'wrapped') m = new ml.nn.TransformerBlock(4, 2);
+    else if (kind === 'lone') m = new ml.nn.LoRALinear(new ml.nn.Linear(3, 2), { rank: 1 });
+    else if (kind === 'linear') m = new ml.nn.Linear(3, 2);
+    else m = new ml.nn.MLP([3, 4, 2]);
+    if (kind === 'wrapped') ml.nn.applyLora(m, { rank: 2, targets: ['attn.qkv', /mlp/] });
+    if (kind === 'freed') m.parameters()[Math.floor(r() * 4)].dispose();
+    m.parameters().forEach(keep);   // freed after the call even if the harness swaps the model for junk
+    return { v: m, d: `<${kind} ${m.constructor.name}>` };
+  },
+  loraOpts: (r, ctx) => {
+    if (r() < 0.15) return junk(r);
+    // Often options that fit the model (every Linear), so that the success path and its cleanup run too.
+    if (ctx[0]?.v instanceof ml.nn.Module && r() < 0.4) return lit({ rank: pick(r, [1, 3]), alpha: 2, dropout: 0.1, targets: [/./] });
+    const o: Record<string, unknown> = { rank: pick(r, [1, 2, 2, 4, 4, 0, -1, 1.5, NaN, '2', undefined]) };
+    if (r() < 0.5) o.alpha = pick(r, [undefined, 1, 16, 0, -1, NaN, Infinity, '8']);
+    if (r() < 0.4) o.dropout = pick(r, [undefined, 0, 0.1, 1, -0.1, NaN]);
+    o.targets = pick(r, [['layers.0'], ['qkv'], [/layers/], [/mlp/, 'attn.proj'], [], ['nope'], 'layers.0', [5], [''],
+      [null], undefined, ['attn.qkv', 'attn.proj'], ['lora_A'], [/./g]]);
+    if (r() < 0.3) o.freezeBase = pick(r, [undefined, true, false, 'yes']);
+    return lit(o);
+  },
+  // Half the time the model's own adapter (cloned, sometimes with a tensor missing or of the wrong shape).
+  loraState: (r, ctx) => {
+    const m = ctx[0]?.v;
+    if (m instanceof ml.nn.Module && r() < 0.5) {
+      try {
+        const entries = Object.entries(ml.nn.loraStateDict(m)).map(([k, t]) => [k, keep(r() < 0.15 ? ml.zeros([1]) : t.clone())] as const);
+        if (r() < 0.2) entries.pop();
+        return { v: Object.fromEntries(entries), d: `<adapter of the model: ${entries.length} tensors>` };
+      } catch { /* no LoRA layers (or a freed one): fall through to a junk state dict */ }
+    }
+    return gens.stateDict(r, ctx);
+  },
   anything: (r) => (r() < 0.5 ? junk(r) : lit(pick(r, [() => 1, () => ml.ones([1]), () => { throw new Error('inner'); }, () => 'x']))),
 };
 
@@ -314,6 +352,8 @@ const SIG: Record<string, string[]> = {
   'optim.clipGradNorm': ['gradParams', 'number', 'clipOpts'],
   'optim.cosineWithWarmup': ['anything'], 'optim.constantWithWarmup': ['anything'],
   'optim.toSafetensors': ['anything'], 'optim.fromSafetensors': ['anything'],
+  'nn.applyLora': ['loraModel', 'loraOpts'], 'nn.mergeLora': ['loraModel'], 'nn.loraStateDict': ['loraModel'],
+  'nn.loadLoraStateDict': ['loraModel', 'loraState'],
 };
 
 /** Exported functions deliberately not fuzzed here, and why. */
@@ -326,7 +366,8 @@ const EXCLUDED: Record<string, string> = {
 
 /** Functions whose results are not tensors (the rule "returns a Tensor or throws" does not apply to them). */
 const NOT_TENSOR_OPS = new Set(['manualSeed', 'setRngState', 'tidy', 'noGrad', 'autocast', 'save', 'loadHeader',
-  'optim.clipGradNorm', 'optim.cosineWithWarmup', 'optim.constantWithWarmup', 'optim.toSafetensors', 'optim.fromSafetensors']);
+  'optim.clipGradNorm', 'optim.cosineWithWarmup', 'optim.constantWithWarmup', 'optim.toSafetensors', 'optim.fromSafetensors',
+  'nn.applyLora', 'nn.mergeLora', 'nn.loraStateDict', 'nn.loadLoraStateDict']);
 
 /** `ml.add` for 'add', `ml.nn.activate` for 'nn.activate'. */
 function resolve(name: string): unknown {
@@ -423,6 +464,7 @@ function runChild(cfg: { seed: number; start: number; count: number; ops: string
         const vs = Array.isArray(a.v) || a.v instanceof Set ? [...(a.v as Iterable<unknown>)]
           : a.v && typeof a.v === 'object' ? [a.v, ...Object.values(a.v)] : [a.v];
         for (const v of vs) if (v instanceof ml.Tensor) { v.grad?.dispose(); v.dispose(); }
+        if (a.v instanceof ml.nn.Module) { try { a.v.dispose(); } catch { /* a model the call broke on purpose */ } }
       }
     }
   }

@@ -266,6 +266,8 @@ test('errors name the problem and change nothing', () => {
   assert.ok(t.head instanceof nn.LoRALinear);
   const lone = new nn.LoRALinear(new nn.Linear(2, 2), { rank: 1 });
   assert.throws(() => nn.mergeLora(lone), /mergeLora: the model itself is a LoRALinear; call its merge\(\)/);
+  assert.throws(() => nn.applyLora(lone, { rank: 1, targets: ['lora_A'] }), /applyLora: target 'lora_A' matches no Linear layer/,
+    'a root LoRALinear\'s own adapter is not a target');
   const merged = lone.merge();
   assert.ok(merged instanceof nn.Linear);
   assert.throws(() => lone.forward(ml.ones([1, 2])), /LoRALinear: this layer was merged into its base Linear/);

@@ -232,8 +232,9 @@ export function applyLora(model: Module, opts: ApplyLoraOptions): string[] {
   if (typeof freezeBase !== 'boolean') throw new TypeError(`${op}: freezeBase must be a boolean, got ${describe(freezeBase)}`);
 
   // Candidates: named modules except the root and anything inside an existing LoRALinear (its lora_A / lora_B).
-  const all = model.namedModules().filter(([n]) => n !== '');
-  const inside = all.filter(([, m]) => m instanceof LoRALinear).map(([n]) => `${n}.`);
+  const tree = model.namedModules();
+  const all = tree.filter(([n]) => n !== '');
+  const inside = tree.filter(([, m]) => m instanceof LoRALinear).map(([n]) => (n ? `${n}.` : ''));
   const named = all.filter(([n]) => !inside.some((p) => n.startsWith(p)));
   const chosen: Array<[string, Linear]> = [];
   const problems: string[] = [];
@@ -255,6 +256,10 @@ export function applyLora(model: Module, opts: ApplyLoraOptions): string[] {
       (lin.length ? lin.slice(0, 12).join(', ') + (lin.length > 12 ? `, ... (${lin.length} in all)` : '') : 'none'));
   }
 
+  for (const [n, linear] of chosen) {
+    checkTensor(op, `${n}.weight`, linear.weight);
+    if (linear.bias !== null) checkTensor(op, `${n}.bias`, linear.bias);
+  }
   chosen.sort((a, b) => all.findIndex(([n]) => n === a[0]) - all.findIndex(([n]) => n === b[0]));
   for (const [, linear] of chosen) {
     const wrapped = new LoRALinear(linear, lora);
@@ -287,6 +292,12 @@ export function mergeLora(model: Module): string[] {
   for (const [name, m] of layers) {
     const others = (namesOf.get(m.weight) ?? []).filter((k) => !k.startsWith(`${name}.`));
     if (others.length) problems.push(`'${name}.weight' is tied to ${others.map((k) => `'${k}'`).join(', ')}`);
+  }
+  for (const [name, m] of layers) {
+    const p = name ? `${name}.` : '';
+    checkTensor(op, `${p}weight`, m.weight);
+    checkTensor(op, `${p}lora_A.weight`, m.lora_A.weight);
+    checkTensor(op, `${p}lora_B.weight`, m.lora_B.weight);
   }
   if (problems.length) {
     throw new Error(`${op}: ${problems.join('; ')}: merging in place would change the tied parameter too. Nothing was changed; untie the weight first (or leave that layer unmerged)`);
