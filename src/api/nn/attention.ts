@@ -255,6 +255,13 @@ export class MultiheadAttention extends Module {
   /** x [B, L, E] @ qkv.weight[r0:r1]^T + qkv.bias[r0:r1] -> [B, L, r1 - r0] */
   private project(x: Tensor, r0: number, r1: number): Tensor<'f32'> {
     const [B, L, E] = x.shape;
+    if (!(this.qkv instanceof Linear)) {
+      // A wrapped projection (LoRA) is more than its weight: run it whole and keep the columns [r0, r1).
+      const all = (this.qkv as Module & { forward(t: Tensor): Tensor<'f32'> }).forward(x);
+      const part = slice(all, 2, r0, r1);
+      all.dispose();
+      return part as Tensor<'f32'>;
+    }
     const w = slice(this.qkv.weight, 0, r0, r1);
     const x2 = reshape(x, [B * L, E]);
     let y = matmul(x2, w, { transB: true });

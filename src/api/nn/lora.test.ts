@@ -281,3 +281,19 @@ test('no leak: live tensors stay flat over LoRA training steps (dropout on)', ()
   train(m, 5, () => counts.push(ml.memory().numTensors));
   assert.deepEqual(counts.slice(1), Array(4).fill(counts[1]), `live tensors per step: ${counts.join(', ')}`);
 });
+
+test('cross-attention through a LoRA-wrapped qkv uses the adapter (equals the merged model)', () => {
+  ml.manualSeed(11);
+  const mha = new nn.MultiheadAttention(16, 2);
+  nn.applyLora(mha, { rank: 2, alpha: 4, targets: ['qkv'] });
+  // Give B non-zero values (a fresh adapter is exactly the base model) through the adapter state dict.
+  const sd = nn.loraStateDict(mha);
+  const bKey = Object.keys(sd).find((k) => k.endsWith('lora_B.weight'))!;
+  nn.loadLoraStateDict(mha, { ...sd, [bKey]: ml.randn(sd[bKey].shape) });
+  const x = ml.randn([2, 3, 16]);
+  const ctx = ml.randn([2, 5, 16]);
+  const before = mha.forward(x, { context: ctx }).toArray();
+  nn.mergeLora(mha);
+  const after = mha.forward(x, { context: ctx }).toArray();
+  assertClose(before, after, { rtol: 1e-5, atol: 1e-6 });
+});
