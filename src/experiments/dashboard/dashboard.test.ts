@@ -138,6 +138,14 @@ test('metrics API: keys, since (steps after it), non-finite values tagged', asyn
     const nf = await getJson(ui, `/api/runs/${f.ids.nonfinite}/metrics?keys=loss`);
     assert.deepEqual(nf.metrics.loss.values, [1, 2, null, null, null, 3]);
     assert.deepEqual(nf.metrics.loss.nonfinite, { 2: 'nan', 3: 'inf', 4: '-inf' });
+    // The same URL again after a write sees the new points (answers are cached only until the file changes).
+    const live = `/api/runs/${f.ids.running}/metrics?keys=loss`;
+    assert.equal((await getJson(ui, live)).metrics.loss.steps.length, 10);
+    assert.equal((await getJson(ui, live)).metrics.loss.steps.length, 10);
+    f.running.log({ loss: 0.5 }, 10);
+    f.running.log({ loss: 0.4 }, 11);
+    f.running.flush();
+    assert.deepEqual((await getJson(ui, live)).metrics.loss.steps.slice(-3), [9, 10, 11]);
     const detail = await getJson(ui, `/api/runs/${f.ids.caption}`);
     assert.equal(detail.parent.id, f.ids.sweep[0]);
     assert.equal(detail.artifacts[0].sha256, createHash('sha256').update(fs.readFileSync(path.join(f.dir, 'align.safetensors'))).digest('hex'));

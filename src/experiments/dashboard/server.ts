@@ -87,6 +87,7 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
   const store = Store.open(opts.db);
   const dbLabel = opts.db;
   const loopback = isLoopback(host);
+  const cache = new ResponseCache(store);
 
   const route = async (req: http.IncomingMessage, url: URL): Promise<Body> => {
     const p = url.pathname;
@@ -110,7 +111,7 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
       m = /^\/api\/runs\/([^/]+)(\/metrics)?\/?$/.exec(p);
       if (m) {
         const id = parseId(decodeURIComponent(m[1]));
-        if (m[2]) return json(metricsPayload(store, id, q));
+        if (m[2]) return cache.get(req.url ?? p, () => json(metricsPayload(store, id, q)));
         return json(runDetail(store, id));
       }
       if (p === '/api/compare') return json(comparePayload(store, parseRunIds(q)));
@@ -197,7 +198,32 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
   };
 }
 
+/**
+ * Curves asked for again while nothing was committed to the file are served from memory: many tabs (or a
+ * sweep's worth of compare pages) polling one run cost one query per change, not one per poll. An entry is
+ * used only while SQLite's data_version is unchanged and for at most MAX_AGE_MS (a run's `stale` flag depends
+ * on the clock, not only on the file). Only successful answers are kept.
+ */
+class ResponseCache {
+  static readonly MAX_AGE_MS = 1000;
+  static readonly MAX_ENTRIES = 64;
+  private readonly entries = new Map<string, { version: number; at: number; body: Body }>();
+  constructor(private readonly store: Store) {}
+
+  get(key: string, make: () => Body): Body {
+    const version = this.store.dataVersion();
+    const now = Date.now();
+    const e = this.entries.get(key);
+    if (e !== undefined && e.version === version && now - e.at < ResponseCache.MAX_AGE_MS) return e.body;
+    const body = make();
+    this.entries.delete(key);
+    if (this.entries.size >= ResponseCache.MAX_ENTRIES) this.entries.delete(this.entries.keys().next().value as string);
+    this.entries.set(key, { version, at: now, body });
+    return body;
+  }
+}
+
 function json(v: unknown): Body {
-  return { status: 200, type: JSON_TYPE, body: JSON.stringify(v) };
+  return { status: 200, type: JSON_TYPE, body: Buffer.from(JSON.stringify(v), 'utf8') };
 }
 

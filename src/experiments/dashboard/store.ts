@@ -251,21 +251,27 @@ export class Store {
   /** Points of one run with step > `since` (all of them when since is undefined), by key, sorted by step. */
   series(id: number, keys: readonly string[], since?: number): Record<string, WireSeries> {
     const out: Record<string, WireSeries> = {};
-    const q = this.db.prepare(`SELECT step, value, nonfinite, wall_time FROM metrics WHERE run_id = ? AND key = ?${since === undefined ? '' : ' AND step > ?'} ORDER BY step`);
+    // raw(): rows as arrays, not objects; this query is the dashboard's hot path (every curve, every poll).
+    const q = this.db.prepare(`SELECT step, value, nonfinite, wall_time FROM metrics WHERE run_id = ? AND key = ?${since === undefined ? '' : ' AND step > ?'} ORDER BY step`).raw(true);
     for (const k of keys) {
-      const rows = (since === undefined ? q.all(id, k) : q.all(id, k, since)) as Array<{
-        step: number; value: number | null; nonfinite: string | null; wall_time: number;
-      }>;
-      const s: WireSeries = { steps: new Array(rows.length), values: new Array(rows.length), wallTimes: new Array(rows.length) };
-      rows.forEach((r, i) => {
-        s.steps[i] = r.step;
-        s.values[i] = r.nonfinite === null ? r.value : null;
-        s.wallTimes[i] = r.wall_time;
-        if (r.nonfinite !== null) (s.nonfinite ??= {})[i] = r.nonfinite;
-      });
+      const rows = (since === undefined ? q.all(id, k) : q.all(id, k, since)) as Array<[number, number | null, string | null, number]>;
+      const n = rows.length;
+      const s: WireSeries = { steps: new Array(n), values: new Array(n), wallTimes: new Array(n) };
+      for (let i = 0; i < n; i++) {
+        const r = rows[i];
+        s.steps[i] = r[0];
+        s.values[i] = r[2] === null ? r[1] : null;
+        s.wallTimes[i] = r[3];
+        if (r[2] !== null) (s.nonfinite ??= {})[i] = r[2];
+      }
       out[k] = s;
     }
     return out;
+  }
+
+  /** Changes whenever another connection commits to the file (SQLite's PRAGMA data_version): a cache key. */
+  dataVersion(): number {
+    return this.db.pragma('data_version', { simple: true }) as number;
   }
 
   artifacts(id: number): DashArtifact[] {
