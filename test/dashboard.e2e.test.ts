@@ -78,6 +78,12 @@ test('dashboard in headless Chromium: runs table, filter, run page, live curve, 
     const rows = await page.locator('#runs tbody tr').evaluateAll((trs) => trs.map((t) => t.getAttribute('data-run')));
     assert.deepEqual(rows, [String(f.ids.caption)]);
 
+    // Sort by a metric: click its column header; the run with the lowest latest val/loss comes first.
+    await page.goto(`${base}/?stage=align`);
+    await Promise.all([page.waitForURL(/sort=metric%3Aval%2Floss/), page.click('a[data-sort="metric:val/loss"]')]);
+    const best = f.ids.sweep.slice().sort((a, b) => f!.tracker.latest(a, 'val/loss')!.value - f!.tracker.latest(b, 'val/loss')!.value)[0];
+    assert.equal(await page.locator('#runs tbody tr').first().getAttribute('data-run'), String(best));
+
     // A running run's page: its curve, then points logged meanwhile arrive without a reload.
     await page.goto(`${base}/runs/${f.ids.running}`);
     await page.waitForFunction(() => ((document.getElementById('plot-0') as unknown as { data?: unknown[] })?.data ?? []).length > 0);
@@ -110,15 +116,14 @@ test('dashboard in headless Chromium: runs table, filter, run page, live curve, 
     await page.selectOption('#xaxis', 'relative');
     assert.match(await page.$eval('#plot-0', (el) => (el as unknown as { layout: { xaxis: { title: { text: string } } } }).layout.xaxis.title.text), /time since start/);
 
-    // Compare two runs picked with the checkboxes.
+    // Compare the sweep's runs, picked with the checkboxes.
     await page.goto(`${base}/?stage=align`);
-    await page.check(`tr[data-run="${f.ids.sweep[0]}"] input.pick`);
-    await page.check(`tr[data-run="${f.ids.sweep[1]}"] input.pick`);
-    await Promise.all([page.waitForURL(/\/compare\?runs=/), page.click('#compare')]);
+    for (const id of f.ids.sweep) await page.check(`tr[data-run="${id}"] input.pick`);
+    await Promise.all([page.waitForURL(new RegExp(`/compare\\?runs=${f.ids.sweep.join(',')}$`)), page.click('#compare')]);
     await page.waitForFunction(() => ((document.getElementById('parcoords') as unknown as { data?: unknown[] })?.data ?? []).length > 0);
     const shown = await page.$eval('#plot-0', (el) => (el as unknown as { data: Array<{ showlegend: boolean; y: unknown[] }> }).data
       .filter((t) => t.showlegend).map((t) => t.y.length));
-    assert.deepEqual(shown, [f.steps, f.steps]);
+    assert.deepEqual(shown, [f.steps, f.steps, f.steps]);
     const dims = await page.$eval('#parcoords', (el) => (el as unknown as { data: Array<{ type: string; dimensions: Array<{ label: string }> }> }).data[0]);
     assert.equal(dims.type, 'parcoords');
     assert.ok(dims.dimensions.some((d) => /optim\.lr/.test(d.label)), 'the lr axis is in the parallel coordinates');

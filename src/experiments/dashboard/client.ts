@@ -134,6 +134,7 @@ function runsPage() {
   document.addEventListener('change', function (e) { if (e.target.classList.contains('pick')) syncButton(); });
   compare.addEventListener('click', function () {
     var ids = checkedIds();
+    ids.sort(function (a, b) { return a - b; });
     if (ids.length === 1) location.href = '/runs/' + ids[0];
     else if (ids.length > 1) location.href = '/compare?runs=' + ids.join(',');
   });
@@ -192,8 +193,10 @@ function bindControls(redraw) {
 function curveOptions() {
   return { smoothing: controls.smoothing, x: controls.x, logY: controls.logY };
 }
-function plotInto(div, fig) {
-  fig.layout.margin = { l: 60, r: 20, t: 40, b: 50 };
+function plotInto(div, fig, oneRun, margin) {
+  fig.layout.margin = margin || { l: 60, r: 20, t: 40, b: 50 };
+  // One run: its name is the page's title, a legend would only take room from the curve.
+  if (oneRun) fig.layout.showlegend = false;
   window.Plotly.react(div, fig.data, fig.layout, { responsive: true, displaylogo: false });
 }
 function plotDiv(container, key, i) {
@@ -235,7 +238,7 @@ function runPage() {
       }
       var m = {};
       m[k] = series[k];
-      plotInto(divs[k], P.compareRuns([{ name: label, metrics: m }], k, curveOptions()));
+      plotInto(divs[k], P.compareRuns([{ name: label, metrics: m }], k, curveOptions()), true);
     });
   }
   function maxStep() {
@@ -291,7 +294,8 @@ function comparePage() {
   var sel = document.getElementById('pc-metric');
   if (data.sweep && sel) {
     var pc = document.getElementById('parcoords');
-    var drawPc = function () { plotInto(pc, P.parallelCoordinates(data.sweep.rows, data.sweep.params, sel.value)); };
+    // Room above the axes: parcoords puts its axis labels there, under the title.
+    var drawPc = function () { plotInto(pc, P.parallelCoordinates(data.sweep.rows, data.sweep.params, sel.value), false, { l: 80, r: 40, t: 90, b: 30 }); };
     sel.addEventListener('change', drawPc);
     drawPc();
   }

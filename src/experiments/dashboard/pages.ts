@@ -28,9 +28,11 @@ form.filters { display: flex; flex-wrap: wrap; gap: 8px; align-items: end; margi
 form.filters label { display: flex; flex-direction: column; font-size: 12px; color: #555; }
 .controls { display: flex; gap: 16px; align-items: center; margin: 8px 0; font-size: 13px; }
 .plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr)); gap: 8px; }
+.plots.wide { grid-template-columns: 1fr; }
 .plot { height: 300px; border: 1px solid #eee; }
 .note { color: #666; font-size: 12px; }
 .kv td:first-child { color: #555; }
+.kv td { padding: 2px 8px; }
 .cols { display: flex; gap: 32px; flex-wrap: wrap; }
 code { font-size: 12px; }
 `;
@@ -198,10 +200,10 @@ export function runPage(d: RunDetail, series: Record<string, unknown>, db: strin
       `<tr><td>${esc(a.kind)}</td><td><code>${esc(a.path)}</code></td><td class="num">${fmtBytes(a.bytes)}</td><td><code title="${esc(a.sha256)}">${esc(a.sha256.slice(0, 16))}…</code></td></tr>`).join('')}</tbody></table>`;
   const body = `<h1>Run #${r.id} <span id="run-name">${esc(r.name)}</span></h1>
 <div class="cols">
-<div><table class="kv" id="info">${info.map(([k, v]) => `<tr><td>${k}</td><td>${v}</td></tr>`).join('')}</table>
-<h2>Child runs</h2>${children}
-<h2>Artifacts</h2>${artifacts}</div>
+<div><table class="kv" id="info">${info.map(([k, v]) => `<tr><td>${k}</td><td>${v}</td></tr>`).join('')}</table></div>
 <div><h2>Config</h2>${config}</div>
+<div><h2>Child runs</h2>${children}
+<h2>Artifacts</h2>${artifacts}</div>
 </div>
 <h2>Curves</h2>
 ${CURVE_CONTROLS}
@@ -219,11 +221,13 @@ export function comparePage(c: ComparePayload, db: string): string {
 <div class="controls"><label>metric <select id="pc-metric">${c.sweep.metricKeys.map((k, i) => `<option value="${esc(k)}"${i === 0 ? ' selected' : ''}>${esc(k)}</option>`).join('')}</select></label>
 <span class="note">latest value of each run; params that differ between the runs</span></div>
 <div class="plot" id="parcoords" style="height:360px"></div>`;
+  // The sweep view first: for a sweep it is the summary; the curves follow, one per metric, full width.
   const body = `<h1>Compare ${c.runs.length} runs</h1>
 ${runs}
+${sweep}
+<h2>Curves</h2>
 ${CURVE_CONTROLS}
-<div class="plots" id="plots">${c.metricKeys.length === 0 ? '<p class="note">no metrics logged</p>' : ''}</div>
-${sweep}`;
+<div class="plots wide" id="plots">${c.metricKeys.length === 0 ? '<p class="note">no metrics logged</p>' : ''}</div>`;
   return layout({
     title: `compare ${c.runs.map((r) => `#${r.id}`).join(', ')}`, page: 'compare', body, plots: true, db,
     data: { runs: c.runs, metricKeys: c.metricKeys, series: c.series, sweep: c.sweep },
