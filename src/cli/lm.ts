@@ -1,0 +1,180 @@
+/**
+ * The language model from the command line:
+ *
+ *   modalab train --stage lm [--preset quick|small] [--set key=value]... [--config F.json] [--db FILE] [--out DIR]
+ *   modalab train --stage lm --resume <run id | checkpoint> [--db FILE]
+ *   modalab generate <checkpoint | run id> ["prompt"] [--max-new N] [--greedy] [--temperature T] [--top-k K]
+ *                    [--top-p P] [--seed S] [--samples N] [--no-cache] [--db FILE]
+ *
+ * `runLm` takes the arguments of `train` (the same flags as the align stage; --stage is ignored); `runGenerate`
+ * prints continuations of a prompt (default: from <bos> alone).
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { ProgressBar } from './progress';
+import { parseTrainArgs } from './train';
+
+function fmtS(s: number): string {
+  return s >= 60 ? `${Math.floor(s / 60)}m${Math.round(s % 60).toString().padStart(2, '0')}s` : `${s.toFixed(1)}s`;
+}
+
+export async function runLm(argv: string[]): Promise<number> {
+  const args = parseTrainArgs(argv);
+  const { resolveLmConfig } = require('../experiments/stages/lm/config') as typeof import('../experiments/stages/lm/config');
+  const { parseOverrides, mergePatches } = require('../experiments/stages/config') as typeof import('../experiments/stages/config');
+  const { trainLm } = require('../experiments/stages/lm/train') as typeof import('../experiments/stages/lm/train');
+  let patch: import('../experiments/stages/config').JsonObject = {};
+  if (args.configFile) {
+    let text: string;
+    try {
+      text = fs.readFileSync(args.configFile, 'utf8');
+    } catch (e) {
+      throw new Error(`train: cannot read --config ${args.configFile}: ${(e as Error).message}`);
+    }
+    try {
+      patch = JSON.parse(text);
+    } catch (e) {
+      throw new Error(`train: --config ${args.configFile} is not valid JSON: ${(e as Error).message}`);
+    }
+    if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) throw new Error(`train: --config ${args.configFile} must hold a JSON object`);
+  }
+  const merged = mergePatches(patch, parseOverrides(args.sets, 'train --set'));
+  if (args.resume !== undefined && (args.sets.length > 0 || args.configFile || args.preset)) {
+    throw new Error('train: --resume continues a run with its own config; drop --preset, --set and --config');
+  }
+  const cfg = args.resume === undefined ? resolveLmConfig(args.preset, merged) : resolveLmConfig(null, {});
+
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onInt = (): void => {
+    interrupts++;
+    if (interrupts === 1) {
+      process.stderr.write('\ntrain: stopping after this step, writing a checkpoint (Ctrl-C again to quit at once)\n');
+      controller.abort();
+    } else {
+      process.exit(130);
+    }
+  };
+  process.on('SIGINT', onInt);
+  let bar: ProgressBar | null = null;
+  try {
+    const res = await trainLm(cfg, {
+      db: args.db, outDir: args.out, resume: args.resume === undefined ? undefined : (/^\d+$/.test(args.resume) ? Number(args.resume) : args.resume),
+      signal: controller.signal,
+      onStatus: (m) => process.stderr.write(`lm: ${m}\n`),
+      onStep: (s) => {
+        bar ??= new ProgressBar(s.steps, 'lm', s.step - 1);
+        bar.tick(`loss ${s.loss.toFixed(4)}  ${s.tokensPerS.toFixed(0)} tokens/s`);
+      },
+      onEval: (step, m) => {
+        process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}lm: step ${step} val loss ${m['val/loss'].toFixed(4)} perplexity ${m['val/ppl'].toFixed(2)}\n`);
+      },
+    });
+    (bar as ProgressBar | null)?.done();
+    process.stdout.write(`\nrun ${res.runId} ${res.status} after ${res.stepsDone} steps in ${fmtS(res.wallS)}\n\n`);
+    if (res.metrics['val/loss'] !== undefined) {
+      process.stdout.write(`val loss    ${res.metrics['val/loss'].toFixed(4)}\nval ppl     ${res.metrics['val/ppl'].toFixed(2)}\n`);
+    }
+    for (const s of res.samples) process.stdout.write(`sample      ${JSON.stringify(s)}\n`);
+    process.stdout.write(`checkpoint  ${path.relative(process.cwd(), res.checkpoint)}\n`);
+    if (args.report && res.status === 'finished') {
+      const reportPath = path.join(res.outDir, 'report.html');
+      try {
+        const { writeReport } = require('../experiments/report') as typeof import('../experiments/report');
+        await writeReport(args.db ?? require('../experiments/tracking').DEFAULT_DB, [res.runId], reportPath);
+        process.stdout.write(`report      ${path.relative(process.cwd(), reportPath)}\n`);
+      } catch (e) {
+        process.stderr.write(`train: the report could not be written: ${(e as Error).message}\n`);
+      }
+    }
+    if (res.status === 'killed') process.stdout.write(`resume with: modalab train --stage lm --resume ${res.runId}${args.db ? ` --db ${args.db}` : ''}\n`);
+    return res.status === 'finished' ? 0 : 130;
+  } finally {
+    process.off('SIGINT', onInt);
+  }
+}
+
+export interface GenerateArgs {
+  target: string;
+  prompt: string;
+  maxNew: number;
+  greedy: boolean;
+  temperature: number;
+  topK: number;
+  topP: number;
+  seed: number;
+  samples: number;
+  useCache: boolean;
+  db: string | undefined;
+}
+
+export function parseGenerateArgs(argv: string[]): GenerateArgs {
+  const a: GenerateArgs = { target: '', prompt: '', maxNew: 40, greedy: false, temperature: 0.8, topK: 0, topP: 0.9, seed: 0, samples: 1, useCache: true, db: undefined };
+  const positional: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const x = argv[i];
+    const num = (name: string): number => {
+      const v = argv[++i];
+      const n = Number(v);
+      if (v === undefined || !Number.isFinite(n)) throw new Error(`generate: ${name} needs a number, got ${JSON.stringify(v)}`);
+      return n;
+    };
+    switch (x) {
+      case '--max-new': a.maxNew = num(x); break;
+      case '--greedy': a.greedy = true; break;
+      case '--temperature': a.temperature = num(x); break;
+      case '--top-k': a.topK = num(x); break;
+      case '--top-p': a.topP = num(x); break;
+      case '--seed': a.seed = num(x); break;
+      case '--samples': a.samples = num(x); break;
+      case '--no-cache': a.useCache = false; break;
+      case '--db': a.db = argv[++i]; if (a.db === undefined) throw new Error('generate: --db needs a value'); break;
+      default:
+        if (x.startsWith('--')) throw new Error(`generate: unknown argument ${JSON.stringify(x)}`);
+        positional.push(x);
+    }
+  }
+  if (positional.length === 0 || positional.length > 2) {
+    throw new Error('generate: usage: modalab generate <checkpoint | lm run id> ["prompt"] [--max-new N] [--greedy] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--samples N]');
+  }
+  a.target = positional[0];
+  a.prompt = positional[1] ?? '';
+  if (!Number.isInteger(a.samples) || a.samples < 1 || a.samples > 64) throw new Error(`generate: --samples must be an integer in [1, 64], got ${a.samples}`);
+  return a;
+}
+
+export async function runGenerate(argv: string[]): Promise<number> {
+  const a = parseGenerateArgs(argv);
+  const { loadLm } = require('../experiments/stages/lm/train') as typeof import('../experiments/stages/lm/train');
+  const { generate } = require('../experiments/models/generate') as typeof import('../experiments/models/generate');
+  const { Tokenizer } = require('../experiments/tokenizer') as typeof import('../experiments/tokenizer');
+  let file = a.target;
+  if (/^\d+$/.test(a.target)) {
+    const { Tracker } = require('../experiments/tracking') as typeof import('../experiments/tracking');
+    const t = Tracker.open(a.db);
+    try {
+      const arts = t.artifacts(Number(a.target)).filter((x) => x.kind === 'checkpoint' && fs.existsSync(x.path));
+      if (arts.length === 0) throw new Error(`generate: run ${a.target} has no checkpoint on disk`);
+      file = arts[arts.length - 1].path;
+    } finally {
+      t.close();
+    }
+  }
+  const { model, tokenizerPath } = loadLm(file);
+  try {
+    const tok = Tokenizer.fromFile(tokenizerPath);
+    const prompt = tok.encode(a.prompt, { bos: true });
+    const t0 = performance.now();
+    const out = generate(model, Array.from({ length: a.samples }, () => prompt), {
+      maxNewTokens: a.maxNew, greedy: a.greedy, temperature: a.temperature, topK: a.topK, topP: a.topP, seed: a.seed,
+      eosId: tok.eosId, useCache: a.useCache,
+    });
+    const ms = performance.now() - t0;
+    const n = out.tokens.reduce((s, r) => s + r.length, 0);
+    for (const ids of out.tokens) process.stdout.write(`${a.prompt}${tok.decode(ids, { skipSpecial: true })}\n`);
+    process.stderr.write(`generate: ${n} tokens in ${ms.toFixed(0)} ms (${((n * 1000) / ms).toFixed(0)} tokens/s${a.useCache ? '' : ', no KV cache'})\n`);
+    return 0;
+  } finally {
+    model.dispose();
+  }
+}
