@@ -167,7 +167,7 @@ export function normalizeSpec(raw: unknown, where = 'sweep spec'): NormalizedSpe
       fail(where, 'trials', `must be an integer in [1, ${MAX_TRIALS}] for method "random", got ${JSON.stringify(raw.trials)}`);
     }
     trials = raw.trials as number;
-  } else if (raw.trials !== undefined) {
+  } else if (raw.trials !== undefined && raw.trials !== null) {
     fail(where, 'trials', 'applies to method "random" only (a grid has one trial per combination)');
   }
   const seed = raw.seed ?? 0;
