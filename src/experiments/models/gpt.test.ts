@@ -242,3 +242,28 @@ test('sampling: top-k never leaves the k best, top-p keeps the smallest set reac
   // Ties: greedy takes the lowest id.
   assert.equal(sampleToken([1, 3, 3, 0], { greedy: true }, rand), 1);
 });
+
+test('generation with LoRA adapters on the blocks: the cached path runs the wrapped layers too', () => {
+  const m = tiny();
+  const prompt = [[1, 5, 9], [2, 7, 3]];
+  const base: Float32Array[] = [];
+  generate(m, prompt, { maxNewTokens: 1, greedy: true, onLogits: (_s, l) => base.push(Float32Array.from(l)) });
+  const wrapped = ml.nn.applyLora(m, { rank: 4, alpha: 8, targets: ['attn.qkv', 'attn.proj', 'mlp.layers.0', 'mlp.layers.1'] });
+  assert.equal(wrapped.length, 8);
+  // Non-zero B, so that the adapters change what the model computes.
+  for (const [name, mod] of m.namedModules()) {
+    if (name.endsWith('lora_B')) {
+      const lin = mod as ml.nn.Linear;
+      const old = lin.weight;
+      lin.weight = lin.registerParameter('weight', ml.noGrad(() => ml.mul(ml.randn([...old.shape]), 0.2)));
+      old.dispose();
+    }
+  }
+  const logs: Float32Array[][] = [[], []];
+  const a = generate(m, prompt, { maxNewTokens: 10, temperature: 1, seed: 4, onLogits: (_s, l) => logs[0].push(Float32Array.from(l)) });
+  const b = generate(m, prompt, { maxNewTokens: 10, temperature: 1, seed: 4, useCache: false, onLogits: (_s, l) => logs[1].push(Float32Array.from(l)) });
+  assert.deepEqual(a.tokens, b.tokens);
+  for (let s = 0; s < 10; s++) assert.ok(maxAbsDiff(logs[0][s], logs[1][s]) < 1e-5);
+  assert.ok(maxAbsDiff(logs[0][0], base[0]) > 1e-3, 'the adapters change the first logits');
+  m.dispose();
+});
