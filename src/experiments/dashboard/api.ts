@@ -9,7 +9,7 @@
  */
 import type { JsonValue, RunStatus } from '../tracking';
 import { isLossKey, isRetrievalKey } from '../report/html';
-import { STATUSES, type DashArtifact, type DashRun, type RunQuery, type Store, type WireSeries } from './store';
+import { STATUSES, type DashArtifact, type DashRun, type DashSweep, type RunQuery, type Store, type WireSeries } from './store';
 
 export class HttpError extends Error {
   constructor(readonly status: number, message: string) {
@@ -91,6 +91,8 @@ export function parseRunsRequest(q: URLSearchParams): RunsRequest {
     if (!STATUSES.includes(status as RunStatus)) throw bad(`status must be one of ${STATUSES.join(', ')}, got ${JSON.stringify(status)}`);
     filter.status = status as RunStatus;
   }
+  const sweep = one('sweep');
+  if (sweep !== undefined) filter.sweep = parseId(sweep, 'sweep');
   const params = q.getAll('param').filter((v) => v !== '').map(parseParam);
   if (params.length > 0) filter.params = params;
   const sort = one('sort') ?? 'id';
@@ -136,6 +138,7 @@ function duration(r: DashRun): number {
 
 /** The runs table: filtered, with the latest value of each metric column, sorted. */
 export function runsPayload(store: Store, req: RunsRequest): RunsPayload {
+  if (req.filter.sweep !== undefined && !store.hasSweeps) throw bad('sweep: this database has no sweeps (its schema predates them)');
   const runs = store.listRuns(req.filter);
   const ids = runs.map((r) => r.id);
   const allMetricKeys = orderKeys(store.metricKeys(ids));
@@ -176,6 +179,8 @@ export interface RunDetail {
   config: { [key: string]: JsonValue };
   params: Record<string, JsonValue>;
   parent: DashRun | null;
+  /** The sweep this run is a trial of (null when none, or the file has no sweeps). */
+  sweep: DashSweep | null;
   children: DashRun[];
   artifacts: DashArtifact[];
   /** Loss keys first. */
@@ -195,6 +200,7 @@ export function runDetail(store: Store, id: number): RunDetail {
     config: store.config(id),
     params: store.params([id]).get(id)!,
     parent: run.parentRunId === null ? null : store.getRun(run.parentRunId),
+    sweep: run.sweepId === null ? null : store.sweep(run.sweepId),
     children: store.children(id),
     artifacts: store.artifacts(id),
     metricKeys: orderKeys(store.metricKeys([id])),
@@ -262,7 +268,8 @@ export function comparePayload(store: Store, ids: readonly number[]): ComparePay
   let sweep: ComparePayload['sweep'] = null;
   let sweepNote: string | null = null;
   const sweepId = runs[0].sweepId;
-  const scope = sweepId !== null && runs.every((r) => r.sweepId === sweepId) ? `sweep ${sweepId}`
+  const sw = sweepId !== null && runs.every((r) => r.sweepId === sweepId) ? store.sweep(sweepId) : null;
+  const scope = sw !== null ? `sweep ${JSON.stringify(sw.name)}`
     : runs.every((r) => r.experiment === runs[0].experiment) ? `experiment ${JSON.stringify(runs[0].experiment)}` : null;
   if (runs.length < 2) {
     sweepNote = 'pick two runs or more for a parallel-coordinates view of their params';
@@ -292,7 +299,9 @@ export function comparePayload(store: Store, ids: readonly number[]): ComparePay
         }
         return row;
       });
-      sweep = { scope, params: differ.map(label), metricKeys, rows };
+      // A sweep's own target metric is offered first.
+      const keys = sw !== null && metricKeys.includes(sw.metric) ? [sw.metric, ...metricKeys.filter((k) => k !== sw.metric)] : metricKeys;
+      sweep = { scope, params: differ.map(label), metricKeys: keys, rows };
     }
   }
   return { runs, metricKeys, series, sweep, sweepNote };

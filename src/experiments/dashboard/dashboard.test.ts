@@ -86,6 +86,13 @@ test('pages and API: runs table, run page, compare page, static scripts', async 
     assert.equal(cmp.status, 200);
     const c = pageData(cmp.body);
     assert.deepEqual(c.sweep.params, ['model.arch', 'optim.lr']);
+    assert.equal(c.sweep.scope, 'sweep "lr-arch"');
+    assert.equal(c.sweep.metricKeys[0], 'val/loss', "the sweep's target metric is offered first");
+    assert.ok(run.body.includes(`href="/?sweep=${f.sweepId}"`), 'the run page links its sweep');
+    // Runs of two experiments: no parallel coordinates, and the page says why.
+    const mixed = pageData((await get(ui, `/compare?runs=${f.ids.sweep[0]},${f.ids.xss}`)).body);
+    assert.equal(mixed.sweep, null);
+    assert.match((await get(ui, `/compare?runs=${f.ids.sweep[0]},${f.ids.xss}`)).body, /share no sweep or experiment/);
     assert.equal(c.sweep.rows.length, 3);
     for (const p of ['/static/plotly.min.js', '/static/plots.js', '/static/dashboard.js']) {
       const r = await get(ui, p);
@@ -102,6 +109,7 @@ test('runs API: filters by experiment, stage, status and param; sorts by a metri
   await withFixture(async (f, ui) => {
     const ids = (p: { runs: Array<{ id: number }> }) => p.runs.map((r) => r.id);
     assert.deepEqual(ids(await getJson(ui, '/api/runs?stage=caption')), [f.ids.caption]);
+    assert.deepEqual(ids(await getJson(ui, `/api/runs?sweep=${f.sweepId}&sort=id&order=asc`)), f.ids.sweep);
     assert.deepEqual(ids(await getJson(ui, '/api/runs?status=killed')), [f.ids.nonfinite]);
     assert.deepEqual(ids(await getJson(ui, `/api/runs?experiment=${encodeURIComponent(XSS_EXPERIMENT)}`)), [f.ids.xss]);
     assert.deepEqual(ids(await getJson(ui, '/api/runs?param=optim.lr%3D0.0003')).sort(), [f.ids.sweep[1], f.ids.running].sort());
@@ -160,7 +168,7 @@ test('errors: a missing run is 404, a malformed query 400, other methods 405, a 
       ['/?sort=bogus', 400], ['/api/runs?sort=metric:nope', 400], ['/api/runs?order=up', 400], ['/?status=done', 400],
       ['/?param=noequals', 400], [`/api/runs/${f.ids.sweep[0]}/metrics?since=x`, 400], ['/api/runs/999/metrics?since=1e3', 400],
       ['/api/runs/1/metrics?keys=a,,b', 400], ['/compare', 400], ['/compare?runs=1,1', 400], ['/compare?runs=a', 400],
-      ['/?stage=a&stage=b', 400],
+      ['/?stage=a&stage=b', 400], ['/?sweep=abc', 400],
     ];
     for (const [p, status] of cases) {
       const r = await get(ui, p);

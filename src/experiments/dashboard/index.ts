@@ -2,4 +2,4 @@
 export { startDashboard, DEFAULT_PORT, DEFAULT_HOST } from './server';
 export type { Dashboard, DashboardOptions } from './server';
 export { Store } from './store';
-export type { DashRun, RunQuery, WireSeries, DashArtifact } from './store';
+export type { DashRun, DashSweep, RunQuery, WireSeries, DashArtifact } from './store';

@@ -6,7 +6,7 @@
  */
 import { escapeHtml as esc, scriptJson } from '../plots/show';
 import { RUN_COLUMNS, type ComparePayload, type RunDetail, type RunsPayload, type RunsRequest, type WireNumber } from './api';
-import { STATUSES, type DashRun } from './store';
+import { STATUSES, type DashRun, type DashSweep } from './store';
 import type { JsonValue } from '../tracking';
 
 const CSS = `
@@ -126,7 +126,7 @@ function withParam(q: URLSearchParams, set: Record<string, string | null>): stri
 }
 
 export function runsPage(p: RunsPayload, req: RunsRequest, q: URLSearchParams,
-  choices: { experiments: string[]; stages: string[]; paramKeys: string[] }, db: string): string {
+  choices: { experiments: string[]; stages: string[]; paramKeys: string[] }, sweeps: DashSweep[], db: string): string {
   const sortLink = (key: string, text: string): string => {
     const active = p.sort === key;
     const order = active && p.order === 'asc' ? 'desc' : active ? 'asc' : (key === 'id' || key === 'started' ? 'desc' : 'asc');
@@ -151,6 +151,8 @@ export function runsPage(p: RunsPayload, req: RunsRequest, q: URLSearchParams,
 ${select('experiment', 'experiment', choices.experiments, req.filter.experiment)}
 ${select('stage', 'stage', choices.stages, req.filter.stage)}
 ${select('status', 'status', STATUSES, req.filter.status)}
+${sweeps.length === 0 ? '' : `<label>sweep<select name="sweep"><option value="">(any)</option>${sweeps.map((w) =>
+    `<option value="${w.id}"${w.id === req.filter.sweep ? ' selected' : ''}>${esc(`#${w.id} ${w.name}`)}</option>`).join('')}</select></label>`}
 ${paramInputs}
 <datalist id="param-keys">${choices.paramKeys.map((k) => `<option value="${esc(k)}=">`).join('')}</datalist>
 <label>sort by<select name="sort">${sortChoices.map(([v, t]) => `<option value="${esc(v)}"${v === p.sort ? ' selected' : ''}>${esc(t)}</option>`).join('')}</select></label>
@@ -188,7 +190,7 @@ export function runPage(d: RunDetail, series: Record<string, unknown>, db: strin
     ['host / pid', `${esc(r.host)} / ${r.pid}`],
     ['git', r.gitSha === null ? '-' : `<code>${esc(r.gitSha)}</code>`],
     ['parent run', d.parent === null ? (r.parentRunId === null ? '-' : `#${r.parentRunId} (missing)`) : runLink(d.parent)],
-    ...(r.sweepId !== null ? [['sweep', String(r.sweepId)] as [string, string]] : []),
+    ...(r.sweepId !== null ? [['sweep', `<a href="/?sweep=${r.sweepId}">#${r.sweepId}${d.sweep ? ` ${esc(d.sweep.name)}` : ''}</a>`] as [string, string]] : []),
   ];
   const children = d.children.length === 0 ? '<p class="note">none</p>'
     : `<ul id="children">${d.children.map((c) => `<li>${runLink(c)} <span class="note">${esc(c.stage ?? '')} ${esc(statusText(c))}</span></li>`).join('')}</ul>`;

@@ -97,7 +97,7 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
     if (extra) return { status: 200, type: HTML, body: await extra(req) };
     if (p === '/' || p === '/index.html') {
       const r = parseRunsRequest(q);
-      return { status: 200, type: HTML, body: runsPage(runsPayload(store, r), r, q, store.choices(), dbLabel) };
+      return { status: 200, type: HTML, body: runsPage(runsPayload(store, r), r, q, store.choices(), store.sweeps(), dbLabel) };
     }
     let m = /^\/runs\/([^/]+)\/?$/.exec(p);
     if (m) {

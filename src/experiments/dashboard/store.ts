@@ -42,6 +42,8 @@ export interface DashRun {
 
 export interface RunQuery {
   experiment?: string;
+  /** Only the trials of this sweep (a database with sweeps: schema version 3 and later). */
+  sweep?: number;
   stage?: string;
   status?: RunStatus;
   /** Dotted config keys and the JSON values they must equal. */
@@ -55,6 +57,16 @@ export interface WireSeries {
   wallTimes: number[];
   /** Index -> 'nan' | 'inf' | '-inf' for the non-finite points (JSON has no NaN); absent when there are none. */
   nonfinite?: Record<number, string>;
+}
+
+/** A row of the sweeps table (schema version 3): the sweep's name and its target metric. */
+export interface DashSweep {
+  id: number;
+  name: string;
+  stage: string;
+  metric: string;
+  mode: 'min' | 'max';
+  status: string;
 }
 
 export interface DashArtifact {
@@ -94,15 +106,17 @@ function pidAlive(pid: number): boolean {
 export class Store {
   readonly file: string;
   private readonly db: Database.Database;
-  private readonly hasSweeps: boolean;
+  /** Whether the file has sweeps (runs.sweep_id and the sweeps table, schema version 3 and later). */
+  readonly hasSweeps: boolean;
   private readonly host = os.hostname();
 
   private constructor(file: string, db: Database.Database) {
     this.file = file;
     this.db = db;
     const cols = db.prepare('PRAGMA table_info(runs)').all() as Array<{ name: string }>;
-    // A later schema (the sweeps issue) may add runs.sweep_id; read it when it is there.
-    this.hasSweeps = cols.some((c) => c.name === 'sweep_id');
+    // Schema version 3 added sweeps (runs.sweep_id and the sweeps table); older files are read without them.
+    this.hasSweeps = cols.some((c) => c.name === 'sweep_id')
+      && db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sweeps'").get() !== undefined;
   }
 
   /** Opens an existing tracking database read-only; a missing file or one that is not a tracking DB is an Error. */
@@ -157,6 +171,11 @@ export class Store {
     if (q.experiment !== undefined) (where.push('e.name = ?'), args.push(q.experiment));
     if (q.stage !== undefined) (where.push('r.stage = ?'), args.push(q.stage));
     if (q.status !== undefined) (where.push('r.status = ?'), args.push(q.status));
+    if (q.sweep !== undefined) {
+      if (!this.hasSweeps) throw new Error(`dashboard: ${this.file} has no sweeps (its schema predates them)`);
+      where.push('r.sweep_id = ?');
+      args.push(q.sweep);
+    }
     for (const [k, v] of q.params ?? []) {
       where.push('EXISTS (SELECT 1 FROM params p WHERE p.run_id = r.id AND p.key = ? AND p.value = ?)');
       args.push(k, JSON.stringify(v));
@@ -175,6 +194,17 @@ export class Store {
   children(id: number): DashRun[] {
     const t = Date.now() / 1000;
     return (this.db.prepare(this.select('WHERE r.parent_run_id = ? ORDER BY r.id')).all(id) as RunRow[]).map((r) => this.toRun(r, t));
+  }
+
+  /** Every sweep, newest first (none in a database without sweeps). */
+  sweeps(): DashSweep[] {
+    if (!this.hasSweeps) return [];
+    return this.db.prepare('SELECT id, name, stage, metric, mode, status FROM sweeps ORDER BY id DESC').all() as DashSweep[];
+  }
+
+  sweep(id: number): DashSweep | null {
+    if (!this.hasSweeps) return null;
+    return (this.db.prepare('SELECT id, name, stage, metric, mode, status FROM sweeps WHERE id = ?').get(id) as DashSweep | undefined) ?? null;
   }
 
   /** The run's config exactly as recorded (config_json), or {} when it cannot be parsed. */

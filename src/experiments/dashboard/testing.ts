@@ -1,6 +1,6 @@
 /**
- * A small tracking database for the dashboard's tests, e2e tests and load bench, written with the Tracker: a
- * sweep-like experiment (three align runs over lr and arch, and a caption run whose parent is the first), a run
+ * A small tracking database for the dashboard's tests and e2e test, written with the Tracker: a sweep (three
+ * align runs over lr and arch, trials of a sweeps row) and a caption run whose parent is the first, a run
  * whose name, param key and metric key are HTML, a run with NaN and Infinity points, a run whose process is
  * gone (stale), and a run that is still running (kept open by the caller, who can log more to it).
  */
@@ -18,6 +18,8 @@ export interface Fixture {
   file: string;
   tracker: Tracker;
   /** Ids: sweep[0..2] (align, finished), caption (child of sweep[0]), xss, nonfinite, stale, running. */
+  /** The sweeps-table id of the three align runs' sweep (named 'lr-arch', target val/loss, min). */
+  sweepId: number;
   ids: { sweep: number[]; caption: number; xss: number; nonfinite: number; stale: number; running: number };
   /** The running run: log more to it to test live updates; the caller finishes it or closes the tracker. */
   running: Run;
@@ -31,10 +33,14 @@ export function buildFixture(dir: string, steps = 60): Fixture {
   const file = path.join(dir, 'modalab.db');
   const tracker = Tracker.open(file);
   const sweep: number[] = [];
+  // The sweep's own row, as `modalab sweep` writes it (schema version 3); its trials point to it.
+  const t0 = Date.now() / 1000;
+  const sweepId = Number(tracker.db.prepare(`INSERT INTO sweeps (name, spec_hash, spec_json, stage, metric, mode, status, created_at, updated_at)
+    VALUES ('lr-arch', 'fixture', '{}', 'align', 'val/loss', 'min', 'finished', ?, ?)`).run(t0, t0).lastInsertRowid);
   const grid: Array<[number, string]> = [[1e-4, 'dual'], [3e-4, 'shared'], [1e-3, 'dual']];
   grid.forEach(([lr, arch], i) => {
     const run = tracker.startRun({
-      experiment: 'clip-sweep', stage: 'align', seed: i, name: `align-lr${lr}-${arch}`,
+      experiment: 'clip-sweep', stage: 'align', seed: i, name: `align-lr${lr}-${arch}`, sweepId,
       config: { optim: { lr, betas: [0.9, 0.95] }, model: { arch, dim: 64 }, data: { batch: 32 } },
     });
     for (let s = 0; s < steps; s++) {
@@ -74,7 +80,7 @@ export function buildFixture(dir: string, steps = 60): Fixture {
   for (let s = 0; s < 10; s++) running.log({ loss: 2 - s * 0.1 }, s);
   running.flush();
   return {
-    dir, file, tracker, running, steps,
+    dir, file, tracker, running, steps, sweepId,
     ids: { sweep, caption: cap.id, xss: xss.id, nonfinite: nf.id, stale: stale.id, running: running.id },
   };
 }
