@@ -347,3 +347,28 @@ test('opening: a missing file, a file that is not SQLite and bad CLI flags are c
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('modalab ui (runUi) serves until SIGINT, then exits 0', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-ui-cli-'));
+  try {
+    const db = path.join(dir, 'ok.db');
+    Tracker.open(db).close();
+    const uiJs = path.join(__dirname, '..', '..', 'cli', 'ui.js');
+    const script = `require(${JSON.stringify(uiJs)}).runUi(['--db', ${JSON.stringify(db)}, '--port', '0']).then((c) => process.exit(c))`;
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    while (!/http:\/\/127\.0\.0\.1:(\d+)\//.test(out)) await new Promise((r) => setTimeout(r, 10));
+    const port = Number(/127\.0\.0\.1:(\d+)/.exec(out)![1]);
+    assert.match(out, /read-only view of .*ok\.db/);
+    const status = await new Promise<number>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port, path: '/' }, (res) => { res.resume(); resolve(res.statusCode!); }).on('error', reject);
+    });
+    assert.equal(status, 200);
+    child.kill('SIGINT');
+    assert.equal(await exited, 0);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
