@@ -1,7 +1,7 @@
 /** `modalab generate` argument parsing: defaults, flags, and errors that say what was wrong. */
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { parseGenerateArgs } from './lm';
+import { parseGenerateArgs, stageOfResume } from './lm';
 
 test('generate arguments: checkpoint, prompt, sampling flags; bad input names the flag', () => {
   const a = parseGenerateArgs(['runs/lm-1/last.safetensors', 'a red', '--greedy', '--max-new', '12', '--samples', '2', '--no-cache']);
@@ -17,4 +17,8 @@ test('generate arguments: checkpoint, prompt, sampling flags; bad input names th
   assert.throws(() => parseGenerateArgs(['x', '--top-p']), /--top-p needs a number/);
   assert.throws(() => parseGenerateArgs(['x', '--temprature', '1']), /unknown argument "--temprature"/);
   assert.throws(() => parseGenerateArgs(['x', '--samples', '0']), /--samples must be an integer in \[1, 64\]/);
+});
+
+test('stageOfResume: a missing checkpoint file is a clear error', () => {
+  assert.throws(() => stageOfResume('/nonexistent/last.safetensors'), /does not exist/);
 });

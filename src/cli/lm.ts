@@ -178,3 +178,23 @@ export async function runGenerate(argv: string[]): Promise<number> {
     model.dispose();
   }
 }
+
+/**
+ * The stage of what `train --resume` names (a run id or a checkpoint file): 'align', 'lm', ... so that
+ * `modalab train --resume 12` can go to the right stage without --stage.
+ */
+export function stageOfResume(resume: string, db?: string): string {
+  if (/^\d+$/.test(resume)) {
+    const { Tracker } = require('../experiments/tracking') as typeof import('../experiments/tracking');
+    const t = Tracker.open(db);
+    try {
+      const stage = t.getRun(Number(resume)).stage;
+      if (!stage) throw new Error(`train --resume: run ${resume} records no stage`);
+      return stage;
+    } finally {
+      t.close();
+    }
+  }
+  const { readCheckpointState } = require('../experiments/stages/checkpoint') as typeof import('../experiments/stages/checkpoint');
+  return readCheckpointState(resume).stage;
+}
