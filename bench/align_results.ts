@@ -35,12 +35,13 @@ function findRoot(): string {
 const ROOT = findRoot();
 const PY = process.env.MODALAB_PYTHON ?? '/usr/bin/python3';
 
-interface Args { preset: string; threads: number; sets: string[]; out: string; skip: Set<string> }
+interface Args { preset: string; threads: number; sets: string[]; out: string; skip: Set<string>; stopAfter: number }
 
 function parseArgs(argv: string[]): Args {
   let preset = '';
   let threads = 2;
   let out = '';
+  let stopAfter = 0;
   const sets: string[] = [];
   const skip = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
@@ -56,14 +57,18 @@ function parseArgs(argv: string[]): Args {
       if (!Number.isInteger(threads) || threads < 1) throw new Error(`align_results: ${a} must be a positive integer`);
     } else if (a === '--set') sets.push(val());
     else if (a === '--out') out = val();
+    else if (a === '--stop-after') {
+      stopAfter = Number(val());
+      if (!Number.isInteger(stopAfter) || stopAfter < 1) throw new Error(`align_results: ${a} must be a positive integer`);
+    }
     else if (a === '--skip') {
       const s = val();
       if (s !== 'modalab' && s !== 'torch') throw new Error(`align_results: --skip takes modalab or torch, got ${JSON.stringify(s)}`);
       skip.add(s);
-    } else throw new Error(`align_results: unknown argument ${JSON.stringify(a)} (--preset quick|small, --threads N, --set k=v, --out DIR, --skip modalab|torch)`);
+    } else throw new Error(`align_results: unknown argument ${JSON.stringify(a)} (--preset quick|small, --threads N, --set k=v, --out DIR, --skip modalab|torch, --stop-after N)`);
   }
   if (!preset) throw new Error('align_results: --preset quick|small is required');
-  return { preset, threads, sets, out: path.resolve(out || path.join(ROOT, 'runs', 'bench-align', preset)), skip };
+  return { preset, threads, sets, out: path.resolve(out || path.join(ROOT, 'runs', 'bench-align', preset)), skip, stopAfter };
 }
 
 function writeJson(file: string, v: unknown): void {
@@ -90,15 +95,16 @@ interface SideResult {
   info: Record<string, unknown>;
 }
 
-async function runModalab(cfg: AlignConfig, out: string, threads: number): Promise<SideResult> {
+async function runModalab(cfg: AlignConfig, out: string, threads: number, stopAfter: number): Promise<SideResult> {
   ml.setNumThreads(threads);
   const loadBefore = loadAvg();
+  const cpu0 = process.cpuUsage();
   let tTrain = 0;
   let tPrev = 0;
   const stepS: number[] = [];
   const t = cfg.train;
   const res = await trainAlign(cfg, {
-    db: path.join(out, 'modalab.db'), outDir: path.join(out, 'modalab-run'),
+    db: path.join(out, 'modalab.db'), outDir: path.join(out, 'modalab-run'), stopAfter: stopAfter > 0 ? stopAfter : undefined,
     onStatus: (m) => {
       if (m.startsWith('training')) tTrain = tPrev = performance.now();
       process.stderr.write(`modalab: ${m}\n`);
@@ -110,6 +116,7 @@ async function runModalab(cfg: AlignConfig, out: string, threads: number): Promi
       if (s.step % 50 === 0 || s.step === s.steps) process.stderr.write(`modalab step ${s.step}/${s.steps} loss ${s.loss.toFixed(4)} ${(stepS[stepS.length - 1] * 1e3).toFixed(0)} ms/step\n`);
     },
   });
+  const cpu = process.cpuUsage(cpu0);
   // The time between step k and k+1 includes the evaluation / checkpoint written after step k.
   const extraSteps: number[] = [];
   for (let k = 1; k < t.steps; k++) {
@@ -117,7 +124,7 @@ async function runModalab(cfg: AlignConfig, out: string, threads: number): Promi
   }
   return {
     losses: res.losses, stepS, extraSteps, trainS: (tPrev - tTrain) / 1000, wallS: res.wallS, metrics: res.metrics,
-    loadBefore, loadAfter: loadAvg(), info: { runId: res.runId, checkpoint: res.checkpoint, threads: ml.backendInfo().threads, blas: ml.backendInfo().blas },
+    loadBefore, loadAfter: loadAvg(), info: { cpuS: (cpu.user + cpu.system) / 1e6, runId: res.runId, checkpoint: res.checkpoint, threads: ml.backendInfo().threads, blas: ml.backendInfo().blas },
   };
 }
 
@@ -129,12 +136,13 @@ function header(kind: number, a: number, b: number, c: number): Buffer {
   return bytesOf(Int32Array.from([kind, a, b, c]));
 }
 
-async function runTorch(cfg: AlignConfig, data: AlignData, modelConfig: unknown, out: string, threads: number): Promise<SideResult> {
+async function runTorch(cfg: AlignConfig, data: AlignData, modelConfig: unknown, out: string, threads: number, stopAfter: number): Promise<SideResult> {
   const loadBefore = loadAvg();
   const t0 = performance.now();
   const t = cfg.train;
+  const runSteps = stopAfter > 0 ? Math.min(stopAfter, t.steps) : t.steps;
   const pyCfg = {
-    model: modelConfig, init: path.join(out, 'init.safetensors'), out, threads, steps: t.steps, lr: t.lr, betas: t.betas,
+    model: modelConfig, init: path.join(out, 'init.safetensors'), out, threads, steps: t.steps, runSteps, lr: t.lr, betas: t.betas,
     eps: t.eps, weightDecay: t.weightDecay, warmupSteps: t.warmupSteps, minLrRatio: t.minLrRatio, gradClip: t.gradClip,
   };
   const child = spawn(PY, [path.join(ROOT, 'bench', 'torch', 'train_align.py'), JSON.stringify(pyCfg)], {
@@ -158,7 +166,7 @@ async function runTorch(cfg: AlignConfig, data: AlignData, modelConfig: unknown,
   const T = cfg.tokenizer.contextLength;
   const stream = makeBatchStream(cfg, data, 0);
   try {
-    for (let i = 0; i < t.steps; i++) {
+    for (let i = 0; i < runSteps; i++) {
       const b = await stream.next();
       const B = b.indices.length;
       await write(header(1, B, S, T));
@@ -175,8 +183,9 @@ async function runTorch(cfg: AlignConfig, data: AlignData, modelConfig: unknown,
     await write(bytesOf(s.tokens.subarray(0, s.numTexts * T)));
     await write(bytesOf(s.lengths.subarray(0, s.numTexts)));
   };
-  if (data.test) await sendSplit(0, data.test);
-  if (data.heldout && data.heldout.numImages > 0) await sendSplit(1, data.heldout);
+  // A run stopped early (--stop-after, a timing and fidelity check) is not evaluated, as trainAlign's.
+  if (data.test && runSteps === t.steps) await sendSplit(0, data.test);
+  if (data.heldout && data.heldout.numImages > 0 && runSteps === t.steps) await sendSplit(1, data.heldout);
   await write(header(0, 0, 0, 0));
   child.stdin.end();
   const code = await exited;
@@ -186,7 +195,7 @@ async function runTorch(cfg: AlignConfig, data: AlignData, modelConfig: unknown,
   const emb = ml.load(path.join(out, 'torch_embeddings.safetensors')).tensors;
   const metrics: Record<string, number> = {};
   for (const [prefix, s] of [['test/', data.test], ['heldout/', data.heldout]] as const) {
-    if (!s || s.numImages === 0) continue;
+    if (!s || s.numImages === 0 || !emb[`${prefix.slice(0, -1)}.img`]) continue;
     const name = prefix.slice(0, -1);
     const m = retrievalMetrics(emb[`${name}.img`], emb[`${name}.txt`], s.imageGroups, s.textGroups, { normalize: true, skipMissing: true }).flat();
     for (const [k, v] of Object.entries(m)) metrics[prefix + k] = v;
@@ -194,7 +203,7 @@ async function runTorch(cfg: AlignConfig, data: AlignData, modelConfig: unknown,
   for (const x of Object.values(emb)) x.dispose();
   return {
     losses: rep.losses, stepS: rep.stepS, extraSteps: [], trainS: rep.trainS, wallS, metrics, loadBefore, loadAfter: loadAvg(),
-    info: { torch: rep.torch, threads: rep.threads, processWallS: rep.wallS, evalS: rep.evalS, dataWaitS: rep.waitS.reduce((a: number, b: number) => a + b, 0), gradNorms: rep.gradNorms.slice(0, 20), lrs: rep.lrs.slice(0, 5) },
+    info: { cpuS: rep.cpuS, trainCpuS: rep.trainCpuS, torch: rep.torch, threads: rep.threads, processWallS: rep.wallS, evalS: rep.evalS, dataWaitS: rep.waitS.reduce((a: number, b: number) => a + b, 0), gradNorms: rep.gradNorms.slice(0, 20), lrs: rep.lrs.slice(0, 5) },
   };
 }
 
@@ -238,6 +247,7 @@ function markdown(res: Record<string, any>): string {
   lines.push(`| wall, whole run (s) | ${f1(m.wallS)} | ${f1(p.wallS)} |`);
   lines.push(`| training loop (s) | ${f1(m.trainS)} | ${f1(p.trainS)} |`);
   lines.push(`| ms/step, mean (median) | ${f1(pm.msPerStep)} (${f1(pm.medianMs)}) | ${f1(pp.msPerStep)} (${f1(pp.medianMs)}) |`);
+  lines.push(`| CPU time of the process, user + sys (s) | ${f1(m.info.cpuS as number)} | ${f1(p.info.cpuS as number)} |`);
   lines.push(`| samples/s (training steps) | ${f1(pm.samplesPerS)} | ${f1(pp.samplesPerS)} |`);
   lines.push(`| final loss (mean of last 20 steps) | ${f3(mean(m.losses.slice(-20)))} | ${f3(mean(p.losses.slice(-20)))} |`);
   lines.push(`| load average before / after | ${m.loadBefore} / ${m.loadAfter} | ${p.loadBefore} / ${p.loadAfter} |`);
@@ -284,20 +294,20 @@ async function main(): Promise<void> {
   let modalab: SideResult;
   if (args.skip.has('modalab')) modalab = JSON.parse(fs.readFileSync(mFile, 'utf8'));
   else {
-    modalab = await runModalab(cfg, args.out, args.threads);
+    modalab = await runModalab(cfg, args.out, args.threads, args.stopAfter);
     writeJson(mFile, modalab);
   }
   const tFile = path.join(args.out, 'torch.json');
   let torch: SideResult;
   if (args.skip.has('torch')) torch = JSON.parse(fs.readFileSync(tFile, 'utf8'));
   else {
-    torch = await runTorch(cfg, data, modelConfig, args.out, args.threads);
+    torch = await runTorch(cfg, data, modelConfig, args.out, args.threads, args.stopAfter);
     writeJson(tFile, torch);
   }
   const n = Math.min(modalab.losses.length, torch.losses.length);
   const rel = Array.from({ length: n }, (_, i) => relDiff(modalab.losses[i], torch.losses[i]));
   const res = {
-    date: new Date().toISOString(), command: `node bench/align_results.js --preset ${args.preset} --threads ${args.threads}${args.sets.map((s) => ` --set ${s}`).join('')}`,
+    date: new Date().toISOString(), command: `node bench/align_results.js --preset ${args.preset} --threads ${args.threads}${args.stopAfter ? ` --stop-after ${args.stopAfter}` : ''}${args.sets.map((s) => ` --set ${s}`).join('')}`,
     preset: args.preset, threads: args.threads, cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, dataPrepS: prepS,
     sizes: {
       train: data.train.numTexts, test: data.test ? [data.test.numImages, data.test.numTexts] : null,

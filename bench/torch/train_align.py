@@ -5,7 +5,7 @@ Run by the driver (not by hand) as
     /usr/bin/python3 bench/torch/train_align.py '<json config>'  < batches
 
 The config: {"model": AlignModelConfig, "init": modalab's initial weights (safetensors), "out": a directory,
-"threads": N, "steps", "lr", "betas", "eps", "weightDecay", "warmupSteps", "minLrRatio", "gradClip"}.
+"threads": N, "steps", "runSteps" (optional: stop after this many), "lr", "betas", "eps", "weightDecay", "warmupSteps", "minLrRatio", "gradClip"}.
 
 stdin carries messages, each a header of four little-endian int32 [kind, a, b, c] and a raw little-endian payload:
   kind 1, a training batch: [1, B, S, T], then images f32 [B, 3, S, S], tokens i32 [B, T], lengths i32 [B];
@@ -118,8 +118,9 @@ def main():
     clip = float(cfg["gradClip"]) if cfg["gradClip"] > 0 else float("inf")
     rd = Reader(sys.stdin.buffer)
     losses, norms, lrs, step_s, wait_s = [], [], [], [], []
-    steps = int(cfg["steps"])
+    steps = int(cfg.get("runSteps", cfg["steps"]))  # runSteps < steps: stop early, on the full run's schedule
     t_train = time.perf_counter()
+    c_train = time.process_time()
     for i in range(steps):
         t0 = time.perf_counter()
         w0 = rd.wait
@@ -142,6 +143,7 @@ def main():
         if (i + 1) % 50 == 0 or i + 1 == steps:
             print(f"torch step {i + 1}/{steps} loss {losses[-1]:.4f} {step_s[-1] * 1e3:.0f} ms/step", file=sys.stderr, flush=True)
     train_s = time.perf_counter() - t_train
+    train_cpu_s = time.process_time() - c_train
     model.eval()
     t_eval = time.perf_counter()
     emb = {}
@@ -162,7 +164,7 @@ def main():
     report = {
         "torch": torch.__version__, "threads": torch.get_num_threads(), "tensors": n_tensors,
         "losses": losses, "gradNorms": norms, "lrs": lrs, "stepS": step_s, "waitS": wait_s,
-        "trainS": train_s, "evalS": eval_s, "wallS": time.perf_counter() - t_start,
+        "trainS": train_s, "trainCpuS": train_cpu_s, "cpuS": time.process_time(), "evalS": eval_s, "wallS": time.perf_counter() - t_start,
     }
     tmp = os.path.join(cfg["out"], "torch_train.json.tmp")
     with open(tmp, "w") as f:
