@@ -26,6 +26,7 @@ import time
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # no __pycache__ in the working tree
 sys.path.insert(0, HERE)
 import clip_model  # noqa: E402
 import st  # noqa: E402
