@@ -20,9 +20,10 @@ import { clip } from './cases/clip';
 import { data } from './cases/data';
 import { tokenizer } from './cases/tokenizer';
 import { tracking } from './cases/tracking';
+import { generateSuite } from './cases/generate';
 
 /** In the order they run and appear in docs/benchmarks.md. */
-const SUITES: Suite[] = [gemm, tiny, mlp, attention, infonce, casts, gemmBf16, clip, data, tokenizer, tracking];
+const SUITES: Suite[] = [gemm, tiny, mlp, attention, infonce, casts, gemmBf16, clip, data, tokenizer, generateSuite, tracking];
 
 interface Args { suites: Suite[]; threads: number; rounds: number; docs: boolean; list: boolean; raw: string[] }
 

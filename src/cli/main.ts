@@ -14,10 +14,12 @@ commands:
   demo [--steps N] [--out F] [--seed S]
                             train a small MLP on a toy task (checkpoint: runs/demo.safetensors)
   bench [suite...]          benchmarks beside PyTorch (same as npm run bench)
-  train --stage align [--preset quick|small] [--set key=value]... [--config F.json] [--db FILE] [--out DIR]
+  train --stage align|lm [--preset quick|small] [--set key=value]... [--config F.json] [--db FILE] [--out DIR]
                             train a stage, recorded in the tracking database (Ctrl-C: checkpoint, stop)
   train --resume <run id | checkpoint> [--db FILE]
                             continue a stopped run exactly where it stopped
+  generate <checkpoint | run id> ["prompt"] [--max-new N] [--greedy] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--samples N]
+                            continue a prompt with a trained lm
   filter --checkpoint <file | run id> (--threshold T | --keep-fraction F) [--split S] [--noise F] [--out F.json]
                             CLIP-score cleaning of a dataset split with a trained align model
   runs [--db FILE] [--experiment E] [--stage S] [--status S] [--param k=v]... [--metric K]... [--json]
@@ -82,6 +84,8 @@ export function main(argv: string[]): number | Promise<number> {
       }
       case 'train':
         return report(cmd, (require('./train') as typeof import('./train')).runTrain(rest));
+      case 'generate':
+        return report(cmd, (require('./lm') as typeof import('./lm')).runGenerate(rest));
       case 'filter':
         return report(cmd, (require('./filter') as typeof import('./filter')).runFilter(rest));
       case 'runs':

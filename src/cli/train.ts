@@ -69,8 +69,11 @@ export function summaryTable(metrics: Record<string, number>): string {
 
 export async function runTrain(argv: string[]): Promise<number> {
   const args = parseTrainArgs(argv);
-  if (args.stage !== 'align') {
-    throw new Error(`train: stage ${JSON.stringify(args.stage)} is not available yet; stages: align (caption, instruct and all arrive with issue 8)`);
+  const stage = args.resume !== undefined && !argv.some((a) => a === '--stage' || a.startsWith('--stage='))
+    ? (require('./lm') as typeof import('./lm')).stageOfResume(args.resume, args.db) : args.stage;
+  if (stage === 'lm') return (require('./lm') as typeof import('./lm')).runLm(argv);
+  if (stage !== 'align') {
+    throw new Error(`train: stage ${JSON.stringify(stage)} is not available yet; stages: align, lm (caption, instruct and all arrive with issue 8)`);
   }
   const { resolveAlignConfig } = require('../experiments/stages/align/config') as typeof import('../experiments/stages/align/config');
   const { parseOverrides, mergePatches } = require('../experiments/stages/config') as typeof import('../experiments/stages/config');
