@@ -94,7 +94,7 @@ export function formatResults(rows: readonly SweepResultRow[]): string {
   const head = ['#', 'trial', 'run', 'outcome', 'steps', ...paramKeys, `${rows[0].metricKey} (${rows[0].mode})`, ...extra];
   const body = rows.map((r, i) => [
     String(i + 1), String(r.trial), r.runId === null ? '-' : String(r.runId), r.outcome, String(r.steps),
-    ...paramKeys.map((k) => cell(r.params[k])), cell(r.metric), ...extra.map((k) => cell(r.metrics[k])),
+    ...paramKeys.map((k) => (r.params[k] === null ? 'null' : cell(r.params[k]))), cell(r.metric), ...extra.map((k) => cell(r.metrics[k])),
   ]);
   const widths = head.map((h, c) => Math.max(h.length, ...body.map((b) => b[c].length)));
   const line = (cells: string[]): string => cells.map((x, c) => x.padEnd(widths[c])).join('  ').trimEnd();

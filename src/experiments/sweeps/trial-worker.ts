@@ -21,6 +21,7 @@ if (require.main === module && typeof process.send === 'function') {
   let controller = new AbortController();
   let busy = false;
   let exitWhenIdle = false;
+  let shouldStop: () => boolean = () => false;
   const send = (m: FromTrialWorker): void => {
     if (process.connected) process.send!(m);
   };
@@ -42,7 +43,7 @@ if (require.main === module && typeof process.send === 'function') {
       busy = true;
       controller = new AbortController();
       const trial = m.job.trial;
-      runTrial(m.job, { signal: controller.signal, onRun: (runId) => send({ type: 'run-started', trial, runId }) })
+      runTrial(m.job, { signal: controller.signal, shouldStop, onRun: (runId) => send({ type: 'run-started', trial, runId }) })
         .then((result) => send({ type: 'done', trial, result }))
         .catch((e: unknown) => send({ type: 'error', trial, message: e instanceof Error ? e.message : String(e) }))
         .finally(() => {
@@ -51,5 +52,9 @@ if (require.main === module && typeof process.send === 'function') {
         });
     }
   });
+  // The runner gone (killed outright), this process is re-parented: seen at the next step even when the event loop
+  // is not turning (see TrialContext.shouldStop).
+  const parent = process.ppid;
+  shouldStop = () => process.ppid !== parent;
   send({ type: 'ready' });
 }

@@ -35,6 +35,11 @@ export interface TrialContext {
   signal?: AbortSignal;
   /** Called as soon as the trial's run exists (so a runner that dies later still knows it). */
   onRun?: (runId: number) => void;
+  /**
+   * Polled after every step: true stops the trial like the signal. A signal's abort needs the event loop to turn,
+   * which a training loop whose batches are always ready (data.workers 0) does not let happen until it returns.
+   */
+  shouldStop?: () => boolean;
 }
 
 /** A trial runner: the default trains with trainAlign; tests inject cheap fakes with the same contract. */
@@ -74,8 +79,21 @@ export const runTrial: TrialExecutor = async (job, ctx) => {
       const from = job.resume ? readCheckpointState(job.resume).step : 0;
       stopAfter = Math.max(0, job.stopAt - from);
     }
-    const res = await trainAlign(job.config, { tracker, resume: job.resume ?? undefined, stopAfter, signal: ctx.signal });
-    return { runId: res.runId, status: res.status, stepsDone: res.stepsDone };
+    const stop = new AbortController();
+    if (ctx.signal?.aborted) stop.abort();
+    const onAbort = (): void => stop.abort();
+    ctx.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const res = await trainAlign(job.config, {
+        tracker, resume: job.resume ?? undefined, stopAfter, signal: stop.signal,
+        onStep: () => {
+          if (ctx.shouldStop?.()) stop.abort();
+        },
+      });
+      return { runId: res.runId, status: res.status, stepsDone: res.stepsDone };
+    } finally {
+      ctx.signal?.removeEventListener('abort', onAbort);
+    }
   } finally {
     tracker.close();
   }
