@@ -108,6 +108,8 @@ test('dashboard in headless Chromium: runs table, filter, run page, live curve, 
     assert.deepEqual(await traceLengths(page, '#plot-0'), [f.steps, f.steps]); // raw and smoothed
     assert.equal(await page.locator('#children a').textContent(), `#${f.ids.caption} caption-${f.ids.caption}`);
     assert.match((await page.locator('#config').textContent()) ?? '', /optim\.lr/);
+    const latest = await page.locator('#latest tbody tr').evaluateAll((trs) => trs.map((t) => t.getAttribute('data-key')));
+    assert.deepEqual(latest, ['loss', 'val/loss', 'i2t/r@1', 'lr']);
     await shot(page, 'run');
     await page.fill('#smoothing', '0');
     assert.deepEqual(await traceLengths(page, '#plot-0'), [f.steps]); // smoothing 0: the raw series only

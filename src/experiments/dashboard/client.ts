@@ -221,6 +221,35 @@ function merge(s, add) {
 }
 
 // ------------------------------------------------------------------------------------------------ run page
+// The same key order as the server (api.ts orderKeys): loss keys, then retrieval keys, then the rest.
+var RETRIEVAL_DIR = /(^|[^a-z])(i2t|t2i)(?![a-z])/i, RETRIEVAL_K = /r@\d+/i;
+function isRetrieval(k) { return RETRIEVAL_DIR.test(k) && RETRIEVAL_K.test(k); }
+function keyRank(k) { return /loss/i.test(k) ? 0 : isRetrieval(k) ? 1 : 2; }
+function orderKeys(keys) {
+  return keys.slice().sort(function (a, b) { return keyRank(a) - keyRank(b) || (a < b ? -1 : a > b ? 1 : 0); });
+}
+// Retrieval metrics that differ only in direction and K ('val/i2t/r@1', 'val/t2i/r@10') share one plot.
+function retrievalGroup(k) {
+  return k.replace(RETRIEVAL_DIR, '$1*').replace(RETRIEVAL_K, 'r@K');
+}
+
+// The table of every metric's latest value (one-point metrics, such as a final evaluation, are only there).
+function latestTable(keys, series) {
+  var t = document.getElementById('latest');
+  if (!t) return;
+  var rows = keys.map(function (k) {
+    var s = series[k], n = s.steps.length;
+    var tr = el('tr', { 'data-key': k });
+    tr.appendChild(el('td', null, k));
+    tr.appendChild(el('td', { 'class': 'num' }, n ? s.steps[n - 1] : '-'));
+    tr.appendChild(el('td', { 'class': 'num' }, n ? fmtNumber(s.values[n - 1]) : '-'));
+    tr.appendChild(el('td', { 'class': 'num' }, n));
+    return tr;
+  });
+  t.querySelector('tbody').replaceChildren.apply(t.querySelector('tbody'), rows);
+  document.getElementById('latest-count').textContent = String(keys.length);
+}
+
 function runPage() {
   var run = data.run;
   var label = '#' + run.id + ' ' + run.name;
@@ -229,16 +258,40 @@ function runPage() {
   keys.forEach(function (k) { series[k] = seriesNumbers(data.series[k]); });
   var container = document.getElementById('plots');
   var divs = {};
-  function redraw() {
-    if (keys.length === 0) { container.textContent = 'no metrics logged yet'; return; }
-    keys.forEach(function (k, i) {
-      if (!divs[k]) {
-        if (i === 0) container.textContent = '';
-        divs[k] = plotDiv(container, k, i);
-      }
+  var count = 0;
+  // Plots: one per metric with two points or more, retrieval metrics grouped; in key order.
+  function groups() {
+    var out = [], byId = {};
+    keys.forEach(function (k) {
+      if (series[k].steps.length < 2) return;
+      var id = isRetrieval(k) ? retrievalGroup(k) : k;
+      if (!byId[id]) { byId[id] = { id: id, keys: [], retrieval: isRetrieval(k) }; out.push(byId[id]); }
+      byId[id].keys.push(k);
+    });
+    return out;
+  }
+  function figure(g) {
+    if (g.retrieval && g.keys.length > 1) {
       var m = {};
-      m[k] = series[k];
-      plotInto(divs[k], P.compareRuns([{ name: label, metrics: m }], k, curveOptions()), true);
+      g.keys.forEach(function (k) { m[k] = series[k]; });
+      var title = g.id.replace(/\*/, '').replace(/r@K/i, '').replace(/[\/_]+/g, ' ').trim();
+      var fig = P.retrievalCurves(m, { smoothing: controls.smoothing, x: controls.x, title: (title ? title + ' ' : '') + 'retrieval' });
+      if (controls.logY) fig.layout.yaxis.type = 'log';
+      return fig;
+    }
+    var one = {};
+    one[g.keys[0]] = series[g.keys[0]];
+    return P.compareRuns([{ name: label, metrics: one }], g.keys[0], curveOptions());
+  }
+  function redraw() {
+    latestTable(keys, series);
+    var gs = groups();
+    if (gs.length === 0) { container.textContent = keys.length ? 'no metric has two points yet' : 'no metrics logged yet'; return; }
+    if (count === 0) container.textContent = '';
+    gs.forEach(function (g) {
+      if (!divs[g.id]) divs[g.id] = plotDiv(container, g.id, count++);
+      container.appendChild(divs[g.id]); // keeps the key order when a new metric arrives
+      plotInto(divs[g.id], figure(g), !(g.retrieval && g.keys.length > 1));
     });
   }
   function maxStep() {
@@ -254,7 +307,7 @@ function runPage() {
         var add = seriesNumbers(p.metrics[k]);
         if (!series[k]) {
           series[k] = { steps: [], values: [], wallTimes: [] };
-          keys.push(k);
+          keys = orderKeys(keys.concat([k]));
         }
         merge(series[k], add);
       });
@@ -284,10 +337,31 @@ function comparePage() {
     Object.keys(data.series[i]).forEach(function (k) { m[k] = seriesNumbers(data.series[i][k]); });
     return { name: '#' + r.id + ' ' + r.name, metrics: m };
   });
+  // A metric no run has two points of (a final evaluation) is a row of the table, not a plot.
+  var plotted = data.metricKeys.filter(function (k) {
+    return runs.some(function (r) { return r.metrics[k] && r.metrics[k].steps.length > 1; });
+  });
   var container = document.getElementById('plots');
-  var divs = data.metricKeys.map(function (k, i) { return plotDiv(container, k, i); });
+  var divs = plotted.map(function (k, i) { return plotDiv(container, k, i); });
   function redraw() {
-    data.metricKeys.forEach(function (k, i) { plotInto(divs[i], P.compareRuns(runs, k, curveOptions())); });
+    plotted.forEach(function (k, i) { plotInto(divs[i], P.compareRuns(runs, k, curveOptions())); });
+  }
+  var t = document.getElementById('latest');
+  if (t) {
+    var head = el('tr');
+    head.appendChild(el('th', null, 'metric'));
+    runs.forEach(function (r) { head.appendChild(el('th', { 'class': 'num' }, r.name)); });
+    t.querySelector('thead').replaceChildren(head);
+    t.querySelector('tbody').replaceChildren.apply(t.querySelector('tbody'), data.metricKeys.map(function (k) {
+      var tr = el('tr', { 'data-key': k });
+      tr.appendChild(el('td', null, k));
+      runs.forEach(function (r) {
+        var s = r.metrics[k], n = s ? s.steps.length : 0;
+        tr.appendChild(el('td', { 'class': 'num' }, n ? fmtNumber(s.values[n - 1]) : '-'));
+      });
+      return tr;
+    }));
+    document.getElementById('latest-count').textContent = String(data.metricKeys.length);
   }
   bindControls(redraw);
   redraw();

@@ -35,6 +35,8 @@ form.filters label { display: flex; flex-direction: column; font-size: 12px; col
 .kv td { padding: 2px 8px; }
 .cols { display: flex; gap: 32px; flex-wrap: wrap; }
 code { font-size: 12px; }
+details { margin: 12px 0; }
+summary { cursor: pointer; font-weight: 600; }
 `;
 
 export interface PageOptions {
@@ -176,6 +178,10 @@ const CURVE_CONTROLS = `<div class="controls">
 <label><input type="checkbox" id="logy"> log scale</label>
 </div>`;
 
+/** Every metric's latest value, filled in by the page script (one-point metrics appear only here). */
+const LATEST_TABLE = (head: string) => `<details id="latest-values"><summary>Latest values (<span id="latest-count">0</span> metrics)</summary>
+<table id="latest"><thead>${head}</thead><tbody></tbody></table></details>`;
+
 export function runPage(d: RunDetail, series: Record<string, unknown>, db: string): string {
   const r = d.run;
   const info: Array<[string, string]> = [
@@ -209,7 +215,8 @@ export function runPage(d: RunDetail, series: Record<string, unknown>, db: strin
 </div>
 <h2>Curves</h2>
 ${CURVE_CONTROLS}
-<div class="plots" id="plots"></div>`;
+<div class="plots" id="plots"></div>
+${LATEST_TABLE('<tr><th>metric</th><th class="num">last step</th><th class="num">latest value</th><th class="num">points</th></tr>')}`;
   return layout({
     title: `run #${r.id} ${r.name}`, page: 'run', body, plots: true, db,
     data: { run: r, metricKeys: d.metricKeys, series },
@@ -229,7 +236,8 @@ ${runs}
 ${sweep}
 <h2>Curves</h2>
 ${CURVE_CONTROLS}
-<div class="plots wide" id="plots">${c.metricKeys.length === 0 ? '<p class="note">no metrics logged</p>' : ''}</div>`;
+<div class="plots wide" id="plots">${c.metricKeys.length === 0 ? '<p class="note">no metrics logged</p>' : ''}</div>
+${LATEST_TABLE('')}`;
   return layout({
     title: `compare ${c.runs.map((r) => `#${r.id}`).join(', ')}`, page: 'compare', body, plots: true, db,
     data: { runs: c.runs, metricKeys: c.metricKeys, series: c.series, sweep: c.sweep },
