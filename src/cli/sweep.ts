@@ -76,7 +76,9 @@ function describe(e: SweepEvent, t0: number): string | null {
     case 'sweep': return `${t} sweep ${e.name} (id ${e.sweepId}): ${e.trials} trials${e.resumed ? ', resuming' : ''}`;
     case 'start': return `${t} trial ${e.trial}: ${e.resume ? 'continuing' : 'starting'}, to step ${e.stopAt}`;
     case 'run': return null;
-    case 'end': return `${t} trial ${e.trial} (run ${e.runId}): ${e.outcome === 'paused' ? 'reached rung' : e.outcome} at step ${e.steps}, metric ${fmt(e.metric)}`;
+    case 'end':
+      if (e.outcome === 'pending') return `${t} trial ${e.trial} (run ${e.runId}): stopped at step ${e.steps} (resumable)`;
+      return `${t} trial ${e.trial} (run ${e.runId}): ${e.outcome === 'paused' ? 'reached a rung' : 'finished'} at step ${e.steps}, metric ${fmt(e.metric)}`;
     case 'error': return `${t} trial ${e.trial} failed${e.willRetry ? ' (retrying)' : ''}: ${e.message}`;
     case 'prune': return `${t} halving at rung ${e.rung}: continue ${e.promoted.join(', ') || '-'}; stop ${e.pruned.join(', ') || '-'}`;
   }
