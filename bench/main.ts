@@ -21,9 +21,10 @@ import { data } from './cases/data';
 import { tokenizer } from './cases/tokenizer';
 import { tracking } from './cases/tracking';
 import { generateSuite } from './cases/generate';
+import { dashboard } from './cases/dashboard';
 
 /** In the order they run and appear in docs/benchmarks.md. */
-const SUITES: Suite[] = [gemm, tiny, mlp, attention, infonce, casts, gemmBf16, clip, data, tokenizer, generateSuite, tracking];
+const SUITES: Suite[] = [gemm, tiny, mlp, attention, infonce, casts, gemmBf16, clip, data, tokenizer, generateSuite, tracking, dashboard];
 
 interface Args { suites: Suite[]; threads: number; rounds: number; docs: boolean; list: boolean; raw: string[] }
 

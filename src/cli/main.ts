@@ -26,6 +26,8 @@ commands:
                             the recorded runs as a table
   report <run...> [-o report.html] [--png] [--db FILE]
                             one offline HTML page with the runs' configs and curves
+  ui [--db FILE] [--port 8765] [--host 127.0.0.1]
+                            read-only web dashboard of the runs (live curves, compare)
   notebook [--user | --prefix DIR] [--name NAME]
                             install the Jupyter kernel "TypeScript (modalab)" for this checkout
   help                      this text
@@ -94,7 +96,9 @@ export function main(argv: string[]): number | Promise<number> {
         return report(cmd, (require('./report') as typeof import('./report')).runReport(rest));
       case 'notebook':
         return (require('./notebook') as typeof import('./notebook')).runNotebook(rest);
-      case 'sweep': case 'ui':
+      case 'ui':
+        return report(cmd, (require('./ui') as typeof import('./ui')).runUi(rest));
+      case 'sweep':
         process.stderr.write(`modalab ${cmd}: not available yet in this version (it arrives with its issue; see README)\n`);
         return 2;
       default:
