@@ -288,3 +288,39 @@ test('resumeRun reopens a killed run under the same id, keeps its metrics and le
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a version-1 database migrates to WITHOUT ROWID metrics, keeping every row (NaN included)', () => {
+  const { _MIGRATIONS } = require('./schema') as typeof import('./schema');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-migrate-'));
+  const file = path.join(dir, 'v1.db');
+  try {
+    const raw = new Database(file);
+    raw.exec('CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);');
+    raw.exec(_MIGRATIONS[0]);
+    raw.prepare("INSERT INTO experiments (id, name, created_at) VALUES (1, 'old', 1)").run();
+    raw.prepare(`INSERT INTO runs (id, experiment_id, name, status, config_json, host, pid, started_at, heartbeat_at)
+                 VALUES (1, 1, 'r', 'finished', '{}', 'h', 1, 1, 1)`).run();
+    const ins = raw.prepare('INSERT INTO metrics (run_id, key, step, value, wall_time, nonfinite) VALUES (1, ?, ?, ?, ?, ?)');
+    ins.run('loss', 0, 2.5, 10, null);
+    ins.run('loss', 1, null, 11, 'nan');
+    ins.run('acc', 0, 0.5, 10, null);
+    raw.close();
+    const t = Tracker.open(file);
+    try {
+      assert.deepEqual(t.metricSeries(1, 'loss')[0].values, [2.5, NaN]);
+      assert.deepEqual(t.metricSeries(1, 'acc')[0].values, [0.5]);
+      const sql = (t.db.prepare("SELECT sql FROM sqlite_master WHERE name = 'metrics'").get() as { sql: string }).sql;
+      assert.match(sql, /WITHOUT ROWID/);
+      assert.equal((t.db.prepare('SELECT version FROM schema_version').get() as { version: number }).version, SCHEMA_VERSION);
+      assert.equal((t.db.prepare('PRAGMA integrity_check').get() as { integrity_check: string }).integrity_check, 'ok');
+      const run = t.startRun({ experiment: 'new' });
+      run.log({ loss: 1 }, 0);
+      run.finish();
+      assert.deepEqual(t.metricSeries(run.id, 'loss')[0].values, [1]);
+    } finally {
+      t.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
