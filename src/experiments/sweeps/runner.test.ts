@@ -18,7 +18,7 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-sweep-run-'));
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const STEPS = 24;
+const STEPS = 48;
 const spec = {
   name: 'kill-resume', stage: 'align', preset: null,
   base: {
@@ -51,12 +51,12 @@ test('2 worker processes; runner and a worker SIGKILLed mid-sweep; the rerun kee
   while (victim === null) {
     assert.ok(Date.now() < deadline, `the sweep did not get going in 60 s:\n${out}`);
     assert.equal(child.exitCode, null, `the runner exited early:\n${out}`);
-    await sleep(100);
+    await sleep(50);
     const sweep = sweepsNamed(t.db, 'kill-resume')[0];
     if (!sweep || !loadTrials(t.db, sweep.id).some((r) => r.outcome === 'finished')) continue;
     for (const r of t.listRuns({ sweepId: sweep.id, status: 'running' })) {
       const ck = trialCheckpoint(db, r.id);
-      if (ck && ck.step >= 4 && ck.step < STEPS - 4) victim = { runId: r.id, pid: r.pid };
+      if (ck && ck.step >= 4 && ck.step < STEPS - 8) victim = { runId: r.id, pid: r.pid };
     }
   }
   process.kill(victim.pid, 'SIGKILL');
