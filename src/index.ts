@@ -46,3 +46,5 @@ export * as tokenizer from './experiments/tokenizer';
 export * as models from './experiments/models';
 export * as stages from './experiments/stages';
 export * as report from './experiments/report';
+export * as sweeps from './experiments/sweeps';
+export * as dashboard from './experiments/dashboard';

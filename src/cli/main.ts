@@ -26,6 +26,8 @@ commands:
                             the recorded runs as a table
   report <run...> [-o report.html] [--png] [--db FILE]
                             one offline HTML page with the runs' configs and curves
+  sweep <spec.json> [--workers N] [--db FILE] [--metric K]... [--results] [--html F]
+                            run or resume a sweep in N worker processes; --results: its table, best first
   ui [--db FILE] [--port 8765] [--host 127.0.0.1]
                             read-only web dashboard of the runs (live curves, compare)
   notebook [--user | --prefix DIR] [--name NAME]
@@ -99,8 +101,7 @@ export function main(argv: string[]): number | Promise<number> {
       case 'ui':
         return report(cmd, (require('./ui') as typeof import('./ui')).runUi(rest));
       case 'sweep':
-        process.stderr.write(`modalab ${cmd}: not available yet in this version (it arrives with its issue; see README)\n`);
-        return 2;
+        return report(cmd, (require('./sweep') as typeof import('./sweep')).runSweep(rest));
       default:
         process.stderr.write(`modalab: unknown command '${cmd}'\n\n${USAGE}`);
         return 2;

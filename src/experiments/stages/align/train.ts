@@ -152,6 +152,8 @@ export async function trainAlign(config: AlignConfig, opts: TrainAlignOptions = 
         stopped = true;
         break;
       }
+      // Let signal handlers and worker messages run even when batches are always ready (a Ctrl-C is seen at once).
+      await new Promise<void>((r) => setImmediate(r));
       const tStep = performance.now();
       const batch: Batch = await stream.next();
       const waitMs = performance.now() - tStep;
