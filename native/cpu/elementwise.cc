@@ -16,11 +16,12 @@
 #include "modalab/kernels.h"
 #include "parallel.h"
 
-// Hot loops are compiled twice, for AVX2 and for baseline x86-64, and picked at load time (GCC's ifunc
-// dispatch): the build has no -march, so one binary runs everywhere and still uses 8-wide vectors where it
-// can. FMA is left out on purpose, so both versions round identically and results do not depend on the CPU.
+// Hot loops are compiled three times, for AVX-512, AVX2 and baseline x86-64, and picked at load time (GCC's
+// ifunc dispatch): the build has no -march, so one binary runs everywhere and still uses 16- or 8-wide vectors
+// where it can. Contraction into FMA is off for this file (CMakeLists.txt: -ffp-contract=off; AVX-512 implies
+// FMA), so every version rounds identically and results do not depend on the CPU.
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
-#define MODALAB_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#define MODALAB_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define MODALAB_SIMD_CLONES
 #endif
