@@ -50,6 +50,24 @@ function rng(seed: number): Rnd {
 
 const pick = <T>(r: Rnd, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)];
 
+/**
+ * One line to stdout, synchronously (a crash right after must not lose it). stdout is a pipe to the parent, which
+ * may be non-blocking: when the parent is slow to read (a loaded machine) a write fails with EAGAIN, so wait a
+ * millisecond and write the rest.
+ */
+function writeLine(line: string): void {
+  const buf = Buffer.from(line + '\n');
+  let off = 0;
+  while (off < buf.length) {
+    try {
+      off += fs.writeSync(1, buf, off);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+    }
+  }
+}
+
 const SHAPES: number[][] = [[2, 3], [3, 1, 4], [2, 4], [4], [], [0, 3], [3, 0], [1], [2, 3, 4], [1, 1], [5, 33],
   [2, 1, 3, 4], [4, 3], [3, 2], [6], [0]];
 const DTYPES = ['f32', 'f32', 'f32', 'f16', 'bf16', 'i32'] as const;
@@ -396,7 +414,7 @@ function describeThrown(e: unknown): string {
 }
 
 function runChild(cfg: { seed: number; start: number; count: number; ops: string[]; crashAt?: number }): void {
-  const out = (line: string) => fs.writeSync(1, line + '\n');
+  const out = writeLine;
   let returned = 0, threw = 0;
   tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-fuzz-'));
   for (let i = cfg.start; i < cfg.count; i++) {
@@ -473,7 +491,7 @@ function runChild(cfg: { seed: number; start: number; count: number; ops: string
 }
 
 function runRuntimeChild(): void {
-  const out = (line: string) => fs.writeSync(1, line + '\n');
+  const out = writeLine;
   for (const v of [0, -1, NaN, 'x', 1.5, 2 ** 31, 1e9, undefined, null, {}, Infinity] as unknown[]) {
     out(`C\t0\tsetNumThreads(${show(v)})`);
     try {
