@@ -189,6 +189,9 @@ test('retrievalCurves: colour per K, dash per direction, sorted, unsmoothed by d
   assert.equal((only10.data[0].line as { color: string }).color, line(2).color);
   const sm = retrievalCurves({ 'val/i2t_r@5': s(0.3) }, { smoothing: 0.5 });
   assert.equal(sm.data.length, 2);
+  // Several splits in one figure keep their split in the legend.
+  const splits = retrievalCurves({ 'val/i2t/r@1': s(0.1), 'test/i2t/r@1': s(0.05) });
+  assert.deepEqual(splits.data.map((t) => t.name).sort(), ['test image→text R@1', 'val image→text R@1']);
   assert.equal(retrievalCurves({}).data.length, 0);
   assert.throws(() => retrievalCurves({ 'i2t/map': s(0.1) }), /retrievalCurves: metric "i2t\/map" names no direction and K/);
   assert.throws(() => retrievalCurves({ 'r@1': s(0.1) }), /retrievalCurves: metric "r@1"/);

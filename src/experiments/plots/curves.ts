@@ -108,7 +108,12 @@ export function retrievalCurves(series: Record<string, Omit<Series, 'name'>>, op
   const extra = ks.filter((k) => K_COLORS[k] === undefined);
   const colorOf = (k: number) => K_COLORS[k] ?? EXTRA_K_COLORS[extra.indexOf(k) % EXTRA_K_COLORS.length];
   const list: Series[] = parsed.map((p) => ({ ...series[p.key], name: p.key, color: colorOf(p.k) }));
-  const labels = parsed.map((p) => `${DIRECTIONS[p.dir].label} R@${p.k}`);
+  // A prefix before the direction ('val/', 'test/', 'heldout/') names the split: keep it in the label, so curves of
+  // several splits in one figure stay apart in the legend.
+  const labels = parsed.map((p) => {
+    const pre = p.key.slice(0, p.key.toLowerCase().indexOf(p.dir)).replace(/[/_\s.:-]+$/, '');
+    return `${pre ? `${pre} ` : ''}${DIRECTIONS[p.dir].label} R@${p.k}`;
+  });
   const fig = curvesFigure('retrievalCurves', list, {
     smoothing: opts.smoothing ?? 0,
     x: opts.x,
