@@ -1,0 +1,174 @@
+/**
+ * The caption stage end to end on tiny configurations: a tiny align run and a tiny lm run in a temp db, then
+ * caption training through the frozen encoder (its weights bitwise unchanged, only projector and GPT get
+ * gradients), the loss falling on a tiny subset, BLEU-4 / ROUGE-L logged, the align run recorded as parent,
+ * exact resume, the from-scratch fallback, and config errors that name the key.
+ */
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import * as ml from '../../../index';
+import { resolveAlignConfig } from '../align/config';
+import { trainAlign } from '../align/train';
+import { loadScorer } from '../align/filter';
+import { resolveLmConfig } from '../lm/config';
+import { trainLm, loadLm } from '../lm/train';
+import { Tracker } from '../../tracking';
+import { Tokenizer } from '../../tokenizer';
+import { readCheckpointState } from '../checkpoint';
+import { CaptionConfig, resolveCaptionConfig } from './config';
+import { trainCaption } from './train';
+import { captionBatch, prepareCaptionData } from './data';
+import { CaptionModel, CaptionNet } from './model';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-caption-'));
+process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+const cache = path.join(dir, 'cache');
+const db = path.join(dir, 'c.db');
+
+function tiny(over: Record<string, unknown> = {}): CaptionConfig {
+  const base = {
+    seed: 2,
+    data: { maxTrain: 24, maxTextLen: 12, evalSamples: 6, samples: 3 },
+    model: { projectorHidden: 32 },
+    train: { steps: 10, batchSize: 8, lr: 3e-3, warmupSteps: 1, evalEvery: 5, checkpointEvery: 0, weightDecay: 0 },
+    generate: { maxNewTokens: 8 },
+  };
+  const merged = JSON.parse(JSON.stringify(base));
+  for (const [k, v] of Object.entries(over)) merged[k] = { ...(merged[k] ?? {}), ...(v as object) };
+  return resolveCaptionConfig(null, merged);
+}
+
+let prepared: Promise<{ align: string; alignRunId: number; lm: string }> | null = null;
+function prepare(): Promise<{ align: string; alignRunId: number; lm: string }> {
+  prepared ??= (async () => {
+    const a = await trainAlign(resolveAlignConfig(null, {
+      seed: 3,
+      data: { imageSize: 16, maxTrain: 48, evalSize: 16, finalEval: false, workers: 0, cacheDir: cache },
+      tokenizer: { vocabSize: 320, contextLength: 12, glosses: 300 },
+      model: { patchSize: 4, visionWidth: 32, visionLayers: 1, visionHeads: 2, textWidth: 32, textLayers: 1, textHeads: 2, embedDim: 16 },
+      train: { steps: 2, batchSize: 16, warmupSteps: 0, evalEvery: 0, checkpointEvery: 0 },
+    }), { db, outDir: path.join(dir, 'align') });
+    const l = await trainLm(resolveLmConfig(null, {
+      seed: 1,
+      data: { glosses: 300, captions: true, valFraction: 0.1, evalSequences: 8, cacheDir: cache },
+      tokenizer: { vocabSize: 320, glosses: 300 },
+      model: { contextLength: 32, width: 32, layers: 1, heads: 2 },
+      train: { steps: 2, batchSize: 8, warmupSteps: 0, evalEvery: 0, checkpointEvery: 0, samples: 0 },
+    }), { db, outDir: path.join(dir, 'lm') });
+    return { align: a.checkpoint, alignRunId: a.runId, lm: l.checkpoint };
+  })();
+  return prepared;
+}
+
+test('caption config: presets resolve; bad values and unknown keys name the key', () => {
+  assert.equal(resolveCaptionConfig('quick').train.steps, 300);
+  assert.equal(resolveCaptionConfig('small').train.steps, 2000);
+  assert.throws(() => resolveCaptionConfig('huge'), /unknown preset "huge"/);
+  assert.throws(() => resolveCaptionConfig(null, { model: { prefix: 'cls' } }), /key model.prefix must be one of/);
+  assert.throws(() => resolveCaptionConfig(null, { train: { klWieght: 1 } }), /unknown key train.klWieght \(did you mean train.klWeight\?\)/);
+  assert.throws(() => resolveCaptionConfig(null, { train: { klWeight: -1 } }), /key train.klWeight/);
+  assert.throws(() => resolveCaptionConfig(null, { lm: { scratch: { heads: 3 } } }), /key lm.scratch.heads \(3\) must divide lm.scratch.width/);
+  assert.throws(() => resolveCaptionConfig(null, { data: { maxTextLen: 2 } }), /key data.maxTextLen/);
+  assert.throws(() => resolveCaptionConfig(null, { align: { checkpoint: 3 } }), /key align.checkpoint must be a string/);
+});
+
+test('the frozen encoder gets no gradients and stays bitwise unchanged; projector and GPT all get gradients', async () => {
+  const p = await prepare();
+  const cfg = tiny();
+  const scorer = loadScorer(p.align);
+  const lm = loadLm(p.lm);
+  const tok = Tokenizer.fromFile(lm.tokenizerPath);
+  const net = new CaptionNet(scorer.config.model.visionWidth, 32, lm.model);
+  const model = new CaptionModel(scorer.model.net, net, scorer.config.data.imageSize, 'tokens');
+  try {
+    const before = Object.fromEntries(Object.entries(model.encoder.stateDict()).map(([k, v]) => [k, Buffer.from((v.toArray() as Float32Array).buffer.slice(0))]));
+    const data = await prepareCaptionData(cfg, scorer.config, tok);
+    const opt = new ml.optim.AdamW(net.parameters(), { lr: 1e-2 });
+    for (let s = 0; s < 2; s++) {
+      const b = captionBatch(data, s, 4, cfg.seed);
+      opt.zeroGrad();
+      ml.tidy(() => model.loss(b.images, b.tokens, b.lengths, 4, data.T).backward());
+      for (const [k, v] of Object.entries(model.encoder.stateDict())) assert.equal(v.grad, null, `encoder ${k} got a gradient`);
+      for (const [k, v] of Object.entries(net.stateDict())) {
+        if (k === 'gpt.posEmbed') continue; // positions past prefix + T are never used
+        assert.ok(v.grad !== null, `trainable ${k} got no gradient`);
+      }
+      opt.step();
+    }
+    for (const [k, v] of Object.entries(model.encoder.stateDict())) {
+      assert.ok(before[k].equals(Buffer.from((v.toArray() as Float32Array).buffer.slice(0))), `encoder ${k} changed`);
+    }
+  } finally {
+    model.dispose();
+  }
+});
+
+test('caption trains (loss falls), logs BLEU-4 / ROUGE-L, records the align parent, and resumes exactly', async () => {
+  const p = await prepare();
+  const cfg = tiny({ train: { steps: 10, evalEvery: 5 } });
+  const full = await trainCaption(cfg, { db, outDir: path.join(dir, 'full') });
+  assert.equal(full.status, 'finished');
+  assert.equal(full.losses.length, 10);
+  assert.ok(full.losses.every(Number.isFinite));
+  const head = (full.losses[0] + full.losses[1]) / 2;
+  const tail = (full.losses[8] + full.losses[9]) / 2;
+  assert.ok(tail < head, `loss falls: ${full.losses.map((x) => x.toFixed(3)).join(' ')}`);
+  assert.equal(full.alignCheckpoint, path.resolve(p.align));
+  assert.equal(full.lmCheckpoint, path.resolve(p.lm));
+  for (const k of ['val/bleu4', 'val/rougeL']) {
+    assert.ok(Number.isFinite(full.metrics[k]) && full.metrics[k] >= 0 && full.metrics[k] <= 1, k);
+  }
+  const samples = JSON.parse(fs.readFileSync(path.join(full.outDir, 'samples.json'), 'utf8')) as Array<{ image: string; reference: string[]; generated: string }>;
+  assert.equal(samples.length, 3);
+  assert.ok(samples.every((s) => s.image !== '' && s.reference.length >= 1 && typeof s.generated === 'string'));
+  const st = readCheckpointState(full.checkpoint);
+  assert.equal(st.stage, 'caption');
+  assert.equal((st.extra as { alignCheckpoint: string }).alignCheckpoint, path.resolve(p.align));
+
+  const t = Tracker.open(db);
+  try {
+    const info = t.getRun(full.runId);
+    assert.equal(info.stage, 'caption');
+    assert.equal(info.parentRunId, p.alignRunId);
+    const bleu = t.metricSeries(full.runId, 'val/bleu4')[0];
+    assert.deepEqual(bleu.steps, [5, 10]);
+    assert.ok(bleu.values.every(Number.isFinite));
+    assert.deepEqual(t.metricSeries(full.runId, 'val/rougeL')[0].steps, [5, 10]);
+    for (const k of ['loss', 'lr', 'grad_norm', 'samples_per_s']) assert.equal(t.metricSeries(full.runId, k)[0].steps.length, 10, k);
+    assert.ok(t.artifacts(full.runId).some((a) => a.kind === 'samples'));
+  } finally {
+    t.close();
+  }
+
+  const part = await trainCaption(cfg, { db, outDir: path.join(dir, 'part'), stopAfter: 4 });
+  assert.equal(part.status, 'killed');
+  const rest = await trainCaption(cfg, { db, resume: part.runId });
+  assert.equal(rest.status, 'finished');
+  assert.equal(rest.outDir, part.outDir);
+  const joined = [...part.losses, ...rest.losses];
+  assert.deepEqual(joined.map((x) => Math.fround(x)), full.losses.map((x) => Math.fround(x)));
+  assert.deepEqual(rest.samples.map((s) => s.generated), full.samples.map((s) => s.generated));
+});
+
+test('without an lm run the GPT trains from scratch (with a warning); without an align run it names the key', async () => {
+  const p = await prepare();
+  const db2 = path.join(dir, 'empty.db');
+  await assert.rejects(trainCaption(tiny(), { db: db2, outDir: path.join(dir, 'none') }), /key align.checkpoint/);
+  const msgs: string[] = [];
+  const r = await trainCaption(tiny({ align: { checkpoint: p.align }, train: { steps: 2, evalEvery: 0 }, lm: { scratch: { contextLength: 32, width: 32, layers: 1, heads: 2 } } }), {
+    db: db2, outDir: path.join(dir, 'scratch'), onStatus: (m) => msgs.push(m),
+  });
+  assert.equal(r.status, 'finished');
+  assert.equal(r.lmCheckpoint, null);
+  const t = Tracker.open(db2);
+  try {
+    assert.equal(t.getRun(r.runId).parentRunId, null); // the align run lives in the other db
+  } finally {
+    t.close();
+  }
+  assert.ok(msgs.some((m) => /warning: no lm checkpoint/.test(m)), msgs.join('\n'));
+  await assert.rejects(trainCaption(tiny({ align: { checkpoint: p.align }, train: { klWeight: 0.5 } }), { db: db2, outDir: path.join(dir, 'kl') }), /key train.klWeight/);
+});

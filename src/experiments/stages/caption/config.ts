@@ -1,0 +1,163 @@
+/**
+ * The caption stage's config: defaults, the `quick` and `small` presets, validation (errors name the key).
+ *
+ * ```ts
+ * const cfg = resolveCaptionConfig('quick', { align: { checkpoint: 'runs/align-3/last.safetensors' } });
+ * ```
+ */
+import { JsonObject, checkInt, checkOneOf, checkRange, cloneJson, mergeConfig } from '../config';
+
+export interface CaptionConfig {
+  /** The experiment (a group of runs) this run is filed under. */
+  experiment: string;
+  /** The run's name; '' for the default. */
+  name: string;
+  seed: number;
+  align: {
+    /** An align checkpoint; '' = the latest finished align run in the db (its 'checkpoint' artifact). */
+    checkpoint: string;
+  };
+  lm: {
+    /** An lm checkpoint; '' = the latest finished lm run in the db; none found: the GPT trains from scratch. */
+    checkpoint: string;
+    /** The GPT's shape when it trains from scratch (ignored when an lm checkpoint is used). */
+    scratch: { contextLength: number; width: number; layers: number; heads: number; mlpRatio: number };
+  };
+  data: {
+    /** Cap on training pairs (0: all of the align stage's train split). */
+    maxTrain: number;
+    /** Caption tokens per row, `<bos>` and `<eos>` included (the image prefix comes on top). */
+    maxTextLen: number;
+    /** Val pairs captioned at each evaluation (0: all). */
+    evalSamples: number;
+    /** Examples written to samples.json at the end. */
+    samples: number;
+    /** Where preprocessed images are cached ('' = the align run's data.cacheDir). */
+    cacheDir: string;
+  };
+  model: {
+    /** Hidden size of the projector MLP (Linear-GELU-Linear), vision width -> hidden -> GPT width. */
+    projectorHidden: number;
+    /** The prefix: all 1+P image tokens, or their mean (one token). */
+    prefix: 'tokens' | 'pooled';
+  };
+  train: {
+    steps: number;
+    batchSize: number;
+    lr: number;
+    minLrRatio: number;
+    warmupSteps: number;
+    weightDecay: number;
+    betas: [number, number];
+    eps: number;
+    /** Max global gradient norm (0: no clipping). */
+    gradClip: number;
+    /**
+     * Weight of KL(p_lm || p_model) on text-only batches (the caption tokens without the image), against the
+     * frozen lm checkpoint's distribution; 0 = off. Needs an lm checkpoint.
+     */
+    klWeight: number;
+    /** Evaluate (generate + BLEU-4 / ROUGE-L) every N steps (0: only at the end). */
+    evalEvery: number;
+    /** Write a resumable checkpoint every N steps (0: only at the end). */
+    checkpointEvery: number;
+    logEvery: number;
+  };
+  generate: {
+    greedy: boolean;
+    /** Used when greedy is false. */
+    temperature: number;
+    maxNewTokens: number;
+  };
+}
+
+export const CAPTION_DEFAULTS: CaptionConfig = {
+  experiment: 'caption',
+  name: '',
+  seed: 0,
+  align: { checkpoint: '' },
+  lm: { checkpoint: '', scratch: { contextLength: 128, width: 128, layers: 4, heads: 4, mlpRatio: 4 } },
+  data: { maxTrain: 0, maxTextLen: 24, evalSamples: 256, samples: 16, cacheDir: '' },
+  model: { projectorHidden: 256, prefix: 'tokens' },
+  train: {
+    steps: 2000,
+    batchSize: 32,
+    lr: 5e-4,
+    minLrRatio: 0.1,
+    warmupSteps: 100,
+    weightDecay: 0.05,
+    betas: [0.9, 0.95],
+    eps: 1e-8,
+    gradClip: 1,
+    klWeight: 0,
+    evalEvery: 250,
+    checkpointEvery: 500,
+    logEvery: 1,
+  },
+  generate: { greedy: true, temperature: 1, maxNewTokens: 20 },
+};
+
+/** Presets: patches over the defaults. `quick`: a few minutes on 2 cores; `small`: a real run. */
+export const CAPTION_PRESETS: Record<string, JsonObject> = {
+  quick: {
+    data: { evalSamples: 64, samples: 8 },
+    train: { steps: 300, batchSize: 16, lr: 1e-3, warmupSteps: 30, evalEvery: 100, checkpointEvery: 150 },
+  },
+  small: {
+    train: { steps: 2000, batchSize: 32, lr: 5e-4, warmupSteps: 100, evalEvery: 250, checkpointEvery: 500 },
+  },
+};
+
+const WHERE = 'caption config';
+
+/** Defaults ← preset ← overrides, validated. */
+export function resolveCaptionConfig(preset: string | null = null, overrides: unknown = {}): CaptionConfig {
+  let cfg = cloneJson(CAPTION_DEFAULTS);
+  if (preset !== null) {
+    const p = CAPTION_PRESETS[preset];
+    if (!p) throw new Error(`${WHERE}: unknown preset ${JSON.stringify(preset)}; presets: ${Object.keys(CAPTION_PRESETS).join(', ')}`);
+    cfg = mergeConfig(cfg, p, CAPTION_DEFAULTS, WHERE);
+  }
+  cfg = mergeConfig(cfg, overrides, CAPTION_DEFAULTS, WHERE);
+  validateCaptionConfig(cfg);
+  return cfg;
+}
+
+/** Range and consistency checks; every error names the key. */
+export function validateCaptionConfig(c: CaptionConfig): void {
+  const w = WHERE;
+  if (c.experiment.trim() === '') throw new Error(`${w}: key experiment must not be empty`);
+  checkInt(w, 'seed', c.seed, 0, 2 ** 31 - 1);
+  const s = c.lm.scratch;
+  checkInt(w, 'lm.scratch.contextLength', s.contextLength, 4, 4096);
+  checkInt(w, 'lm.scratch.width', s.width, 1, 8192);
+  checkInt(w, 'lm.scratch.layers', s.layers, 1, 64);
+  checkInt(w, 'lm.scratch.heads', s.heads, 1, 64);
+  if (s.width % s.heads !== 0) throw new Error(`${w}: key lm.scratch.heads (${s.heads}) must divide lm.scratch.width (${s.width})`);
+  checkRange(w, 'lm.scratch.mlpRatio', s.mlpRatio, 0, 16, true);
+  const d = c.data;
+  checkInt(w, 'data.maxTrain', d.maxTrain, 0);
+  checkInt(w, 'data.maxTextLen', d.maxTextLen, 3, 1024);
+  checkInt(w, 'data.evalSamples', d.evalSamples, 0);
+  checkInt(w, 'data.samples', d.samples, 0, 256);
+  checkInt(w, 'model.projectorHidden', c.model.projectorHidden, 1, 16384);
+  checkOneOf(w, 'model.prefix', c.model.prefix, ['tokens', 'pooled'] as const);
+  const t = c.train;
+  checkInt(w, 'train.steps', t.steps, 1);
+  checkInt(w, 'train.batchSize', t.batchSize, 1, 4096);
+  checkRange(w, 'train.lr', t.lr, 0, 10, true);
+  checkRange(w, 'train.minLrRatio', t.minLrRatio, 0, 1);
+  checkInt(w, 'train.warmupSteps', t.warmupSteps, 0, t.steps);
+  checkRange(w, 'train.weightDecay', t.weightDecay, 0, 10);
+  if (t.betas.length !== 2 || t.betas.some((b) => typeof b !== 'number' || !(b >= 0 && b < 1))) {
+    throw new Error(`${w}: key train.betas must be [beta1, beta2] in [0, 1), got ${JSON.stringify(t.betas)}`);
+  }
+  checkRange(w, 'train.eps', t.eps, 0, 1, true);
+  checkRange(w, 'train.gradClip', t.gradClip, 0, 1e9);
+  checkRange(w, 'train.klWeight', t.klWeight, 0, 100);
+  checkInt(w, 'train.evalEvery', t.evalEvery, 0);
+  checkInt(w, 'train.checkpointEvery', t.checkpointEvery, 0);
+  checkInt(w, 'train.logEvery', t.logEvery, 1);
+  checkRange(w, 'generate.temperature', c.generate.temperature, 0, 100, true);
+  checkInt(w, 'generate.maxNewTokens', c.generate.maxNewTokens, 1, 1024);
+}

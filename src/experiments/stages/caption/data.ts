@@ -1,0 +1,97 @@
+/**
+ * The caption stage's data: the align stage's pairs (the same dataset, split and seed as the align run), images
+ * at the align checkpoint's imageSize from the on-disk cache (via buildSplit), captions tokenized with the
+ * language model's tokenizer as `<bos> caption <eos>`, and for evaluation each held-out image with every
+ * caption of its pairs (Pair.captions) as references.
+ */
+import { Rng, hashSeed } from '../../data/samplers';
+import type { Pair } from '../../data/types';
+import { Tokenizer } from '../../tokenizer';
+import { AlignConfig } from '../align/config';
+import { alignPairs, buildSplit, SplitData } from '../align/data';
+import { batchRows } from '../lm/data';
+import { CaptionConfig } from './config';
+
+export interface CaptionData {
+  tokenizer: Tokenizer;
+  /** Caption tokens per row (data.maxTextLen). */
+  T: number;
+  imageSize: number;
+  /** Training pairs: images by row, tokens [numTexts, T], pairImage maps a caption row to its image row. */
+  train: SplitData;
+  /** Evaluation images (val split, at most data.evalSamples) and their reference captions. */
+  eval: { images: Float32Array; numImages: number; ids: string[]; refs: string[][] };
+}
+
+/** A seeded subset of at most n items, in their original order. */
+function subset<T>(xs: T[], n: number, seed: number): T[] {
+  if (n <= 0 || n >= xs.length) return xs;
+  const rng = new Rng(hashSeed(seed, 0xca9710));
+  const idx = Array.from({ length: xs.length }, (_, i) => i);
+  for (let i = idx.length - 1; i > 0; i--) {
+    const j = Math.floor(rng.next() * (i + 1));
+    [idx[i], idx[j]] = [idx[j], idx[i]];
+  }
+  return idx.slice(0, n).sort((a, b) => a - b).map((i) => xs[i]);
+}
+
+/** The references of a pair: its alternative captions (or its one text). */
+export function pairRefs(p: Pair): string[] {
+  const c = p.captions && p.captions.length > 0 ? p.captions : [p.text];
+  return [...new Set([p.text, ...c])];
+}
+
+export async function prepareCaptionData(cfg: CaptionConfig, alignCfg: AlignConfig, tokenizer: Tokenizer, opts: {
+  onStatus?: (m: string) => void;
+} = {}): Promise<CaptionData> {
+  const T = cfg.data.maxTextLen;
+  const ac: AlignConfig = {
+    ...alignCfg,
+    data: { ...alignCfg.data, cacheDir: cfg.data.cacheDir || alignCfg.data.cacheDir },
+    tokenizer: { ...alignCfg.tokenizer, contextLength: T },
+  };
+  const splits = alignPairs(ac);
+  const trainPairs = subset(splits.train, cfg.data.maxTrain, cfg.seed);
+  if (trainPairs.length < 1) throw new Error('caption data: the align run\'s dataset has no training pairs');
+  const train = await buildSplit('caption-train', trainPairs, tokenizer, ac, { onStatus: opts.onStatus });
+  // Evaluation: one row per distinct val image, with every caption of its pairs as references.
+  const valPairs = splits.val;
+  const val = await buildSplit('caption-val', valPairs, tokenizer, ac, { onStatus: opts.onStatus });
+  const refs: string[][] = Array.from({ length: val.numImages }, () => []);
+  const ids: string[] = Array.from({ length: val.numImages }, () => '');
+  valPairs.forEach((p, i) => {
+    const r = val.pairImage[i];
+    for (const c of pairRefs(p)) if (!refs[r].includes(c)) refs[r].push(c);
+    if (ids[r] === '') ids[r] = p.id;
+  });
+  const rows = subset(Array.from({ length: val.numImages }, (_, i) => i), cfg.data.evalSamples, cfg.seed + 1);
+  const S = ac.data.imageSize;
+  const px = 3 * S * S;
+  const images = new Float32Array(rows.length * px);
+  rows.forEach((r, j) => images.set(val.images.subarray(r * px, (r + 1) * px), j * px));
+  return {
+    tokenizer, T, imageSize: S, train,
+    eval: { images, numImages: rows.length, ids: rows.map((r) => ids[r]), refs: rows.map((r) => refs[r]) },
+  };
+}
+
+/** The training batch of a global step: rows by (seed, epoch) permutation, so resume sees the same batches. */
+export function captionBatch(data: CaptionData, step: number, batchSize: number, seed: number): {
+  images: Float32Array; tokens: Int32Array; lengths: Int32Array; rows: Int32Array;
+} {
+  const tr = data.train;
+  const rows = batchRows(step, batchSize, tr.numTexts, seed);
+  const S = data.imageSize;
+  const px = 3 * S * S;
+  const T = data.T;
+  const images = new Float32Array(batchSize * px);
+  const tokens = new Int32Array(batchSize * T);
+  const lengths = new Int32Array(batchSize);
+  rows.forEach((r, j) => {
+    const img = tr.pairImage[r];
+    images.set(tr.images.subarray(img * px, (img + 1) * px), j * px);
+    tokens.set(tr.tokens.subarray(r * T, (r + 1) * T), j * T);
+    lengths[j] = tr.lengths[r];
+  });
+  return { images, tokens, lengths, rows };
+}

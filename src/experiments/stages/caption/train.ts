@@ -1,0 +1,329 @@
+/**
+ * Stage 2, `caption`: a GPT learns to caption images through the frozen image encoder of an align checkpoint
+ * (an MLP projector maps the image tokens into the GPT's embedding space as a prefix; only projector and GPT
+ * update), evaluated by generating captions (greedy, KV cache) for held-out images and scoring BLEU-4 and
+ * ROUGE-L against every caption of the image; recorded in SQLite with the align run as parent, checkpointed so
+ * that `resume` continues exactly.
+ *
+ * ```ts
+ * const res = await trainCaption(resolveCaptionConfig('quick'), { db: 'runs/modalab.db' });
+ * res.metrics['val/bleu4'];
+ * ```
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import * as ml from '../../../index';
+import { Tracker, Run } from '../../tracking';
+import { GPT, GPTConfig } from '../../models/gpt';
+import { corpusBleu, rougeL } from '../../eval/text';
+import { Tokenizer } from '../../tokenizer';
+import { loadCheckpoint, readCheckpointState, saveCheckpoint } from '../checkpoint';
+import { resolveResume, writeAtomic } from '../align/train';
+import { loadScorer } from '../align/filter';
+import { AlignConfig } from '../align/config';
+import { loadLm } from '../lm/train';
+import { CaptionConfig, validateCaptionConfig } from './config';
+import { CaptionData, captionBatch, prepareCaptionData } from './data';
+import { CaptionModel, CaptionNet, textKl } from './model';
+
+export interface CaptionStepInfo {
+  step: number;
+  steps: number;
+  loss: number;
+  lr: number;
+  samplesPerS: number;
+  /** Seconds left at the recent pace. */
+  etaS: number;
+}
+
+export interface TrainCaptionOptions {
+  /** The SQLite file (default runs/modalab.db); or an open tracker. */
+  db?: string;
+  tracker?: Tracker;
+  /** Directory for this run's checkpoint, config and samples (default runs/caption-<run id>; on resume, the checkpoint's). */
+  outDir?: string;
+  /** Continue a stopped run: its id or the path of its checkpoint. The config comes from the checkpoint. */
+  resume?: number | string;
+  /** Stop cleanly at the next step boundary (checkpoint written, status killed). */
+  signal?: AbortSignal;
+  /** Stop after this many steps of this call (for tests of resume); the run is left 'killed' and resumable. */
+  stopAfter?: number;
+  onStep?: (s: CaptionStepInfo) => void;
+  onEval?: (step: number, metrics: Record<string, number>) => void;
+  /** Messages such as "preparing data" and warnings (default: none). */
+  onStatus?: (msg: string) => void;
+}
+
+export interface CaptionSample {
+  image: string;
+  reference: string[];
+  generated: string;
+}
+
+export interface CaptionResult {
+  runId: number;
+  status: 'finished' | 'killed';
+  stepsDone: number;
+  /** The loss (caption CE, plus klWeight * KL when on) of every step this call ran. */
+  losses: number[];
+  /** The last evaluation: val/bleu4, val/rougeL. */
+  metrics: Record<string, number>;
+  samples: CaptionSample[];
+  checkpoint: string;
+  /** The align checkpoint whose encoder was used, and its run. */
+  alignCheckpoint: string;
+  alignRunId: number;
+  /** The lm checkpoint the GPT started from (null: from scratch). */
+  lmCheckpoint: string | null;
+  outDir: string;
+  wallS: number;
+}
+
+/** What a caption checkpoint records beyond the common state, to rebuild the model. */
+interface CaptionExtra {
+  alignCheckpoint: string;
+  alignRunId: number;
+  lmCheckpoint: string | null;
+  tokenizer: string;
+  gpt: GPTConfig;
+}
+
+/**
+ * A stage's checkpoint: `given` when set (must exist), else the 'checkpoint' artifact of the latest finished
+ * run of `stage` in the tracker's db; null when there is none.
+ */
+export function findStageCheckpoint(tracker: Tracker, stage: string, given: string): { file: string; runId: number } | null {
+  if (given !== '') {
+    const st = readCheckpointState(given);
+    if (st.stage !== stage) throw new Error(`caption: ${given} is a ${st.stage} checkpoint, not ${stage}`);
+    return { file: path.resolve(given), runId: st.runId };
+  }
+  const runs = tracker.listRuns({ stage, status: 'finished' });
+  for (const r of runs.slice().reverse()) {
+    const arts = tracker.artifacts(r.id).filter((a) => a.kind === 'checkpoint');
+    for (const a of arts.reverse()) if (fs.existsSync(a.path)) return { file: a.path, runId: r.id };
+  }
+  return null;
+}
+
+/** Generated captions for the eval images, BLEU-4 and ROUGE-L against their references. */
+export function evaluateCaptions(model: CaptionModel, data: CaptionData, cfg: CaptionConfig, chunk = 32): {
+  metrics: Record<string, number>; generated: string[];
+} {
+  const S = data.imageSize;
+  const px = 3 * S * S;
+  const tok = data.tokenizer;
+  const generated: string[] = [];
+  for (let i = 0; i < data.eval.numImages; i += chunk) {
+    const n = Math.min(chunk, data.eval.numImages - i);
+    const ids = model.caption(data.eval.images.subarray(i * px, (i + n) * px), n, tok.bosId, tok.eosId, {
+      greedy: cfg.generate.greedy, temperature: cfg.generate.temperature, maxNewTokens: cfg.generate.maxNewTokens, seed: cfg.seed + i,
+    });
+    for (const row of ids) generated.push(tok.decode(row, { skipSpecial: true }).trim());
+  }
+  if (generated.length === 0) return { metrics: {}, generated };
+  const bleu = corpusBleu(generated, data.eval.refs).bleu;
+  const rouge = rougeL(generated, data.eval.refs).rougeL;
+  return { metrics: { 'val/bleu4': bleu, 'val/rougeL': rouge }, generated };
+}
+
+export async function trainCaption(config: CaptionConfig, opts: TrainCaptionOptions = {}): Promise<CaptionResult> {
+  const t0 = Date.now();
+  const status = opts.onStatus ?? (() => {});
+  const ownTracker = !opts.tracker;
+  const tracker = opts.tracker ?? Tracker.open(opts.db);
+  let cfg = config;
+  let run: Run | null = null;
+  let resumeFile: string | null = null;
+  let model: CaptionModel | null = null;
+  let ref: GPT | null = null;
+  let finalStatus: 'finished' | 'killed' | 'failed' = 'failed';
+  try {
+    let extra: CaptionExtra;
+    let lmGpt: GPT | null = null;
+    if (opts.resume !== undefined) {
+      const r = resolveResume(tracker, opts.resume);
+      resumeFile = r.file;
+      const st = readCheckpointState(r.file);
+      if (st.stage !== 'caption') throw new Error(`resume: ${r.file} is a ${st.stage} checkpoint, not caption`);
+      cfg = st.config as CaptionConfig;
+      extra = st.extra as unknown as CaptionExtra;
+      run = tracker.resumeRun(r.runId);
+    } else {
+      validateCaptionConfig(cfg);
+      const al = findStageCheckpoint(tracker, 'align', cfg.align.checkpoint);
+      if (!al) throw new Error(`caption: key align.checkpoint is '' and the db ${tracker.file} has no finished align run with a checkpoint; train one (modalab train --stage align) or set align.checkpoint`);
+      const lm = findStageCheckpoint(tracker, 'lm', cfg.lm.checkpoint);
+      let tokenizer: string;
+      let gptCfg: GPTConfig;
+      if (lm) {
+        const l = loadLm(lm.file);
+        lmGpt = l.model;
+        tokenizer = l.tokenizerPath;
+        gptCfg = { ...lmGpt.config };
+      } else {
+        if (cfg.train.klWeight > 0) throw new Error('caption: key train.klWeight > 0 needs an lm checkpoint (set lm.checkpoint or finish an lm run), none was found');
+        status('warning: no lm checkpoint (lm.checkpoint is \'\' and the db has no finished lm run): the GPT trains from scratch with the align tokenizer');
+        const ast = readCheckpointState(al.file);
+        tokenizer = String((ast.extra as { tokenizer?: string } | undefined)?.tokenizer ?? path.join(path.dirname(al.file), 'tokenizer.json'));
+        const s = cfg.lm.scratch;
+        gptCfg = { vocabSize: Tokenizer.fromFile(tokenizer).vocabSize, ...s, dropout: 0, checkpointing: false };
+      }
+      // The align run is the parent when it is in this db (an explicit checkpoint may come from another db).
+      const inDb = ((): boolean => {
+        try {
+          return tracker.artifacts(al.runId).some((a) => a.kind === 'checkpoint' && path.resolve(a.path) === path.resolve(al.file));
+        } catch {
+          return false;
+        }
+      })();
+      if (!inDb) status(`note: the align checkpoint's run ${al.runId} is not in ${tracker.file}; no parent run recorded`);
+      extra = { alignCheckpoint: al.file, alignRunId: al.runId, lmCheckpoint: lm?.file ?? null, tokenizer, gpt: gptCfg };
+      run = tracker.startRun({
+        experiment: cfg.experiment, name: cfg.name || undefined, stage: 'caption', config: cfg as unknown as { [k: string]: unknown },
+        seed: cfg.seed, parentRunId: inDb ? al.runId : undefined,
+      });
+    }
+    // A resumed run keeps writing beside its checkpoint unless told otherwise.
+    const outDir = path.resolve(opts.outDir ?? (resumeFile ? path.dirname(resumeFile) : path.join(path.dirname(tracker.file), `caption-${run.id}`)));
+    fs.mkdirSync(outDir, { recursive: true });
+    const ckpt = path.join(outDir, 'last.safetensors');
+
+    status(`image encoder from ${extra.alignCheckpoint}`);
+    const scorer = loadScorer(extra.alignCheckpoint);
+    const alignCfg: AlignConfig = scorer.config;
+    const tokenizer = Tokenizer.fromFile(extra.tokenizer);
+    if (tokenizer.vocabSize !== extra.gpt.vocabSize) {
+      scorer.dispose();
+      lmGpt?.dispose();
+      throw new Error(`caption: the tokenizer ${extra.tokenizer} has ${tokenizer.vocabSize} ids but the GPT has ${extra.gpt.vocabSize}`);
+    }
+    ml.manualSeed(cfg.seed);
+    const gpt = lmGpt ?? new GPT(extra.gpt);
+    const net = new CaptionNet(alignCfg.model.visionWidth, cfg.model.projectorHidden, gpt);
+    model = new CaptionModel(scorer.model.net, net, alignCfg.data.imageSize, cfg.model.prefix);
+    if (model.prefixLength + cfg.data.maxTextLen > gpt.config.contextLength) {
+      throw new Error(`caption: the image prefix (${model.prefixLength} positions, model.prefix ${cfg.model.prefix}) plus data.maxTextLen (${cfg.data.maxTextLen}) exceeds the GPT's context length ${gpt.config.contextLength}`);
+    }
+    if (cfg.train.klWeight > 0) {
+      if (!extra.lmCheckpoint) throw new Error('caption: key train.klWeight > 0 needs an lm checkpoint');
+      ref = loadLm(extra.lmCheckpoint).model;
+      ref.requiresGrad_(false);
+      ref.eval();
+    }
+
+    status('preparing data');
+    const data = await prepareCaptionData(cfg, alignCfg, tokenizer, { onStatus: status });
+    if (!fs.existsSync(path.join(outDir, 'config.json'))) {
+      const cfgPath = path.join(outDir, 'config.json');
+      writeAtomic(cfgPath, JSON.stringify(cfg, null, 2) + '\n');
+      run.logArtifact('config', cfgPath);
+      run.log({ 'data/train_pairs': data.train.numTexts, 'data/eval_images': data.eval.numImages, 'data/prefix_len': model.prefixLength }, 0);
+    }
+
+    const params = net.parameters();
+    const t = cfg.train;
+    const opt = new ml.optim.AdamW(params, { lr: t.lr, betas: t.betas, eps: t.eps, weightDecay: t.weightDecay });
+    const sched = new ml.optim.LRScheduler(opt, ml.optim.cosineWithWarmup({
+      warmupSteps: t.warmupSteps, totalSteps: t.steps, minLrRatio: t.minLrRatio,
+    }));
+    let step = 0;
+    if (resumeFile) {
+      const st = loadCheckpoint(resumeFile, net, opt);
+      step = st.step;
+      sched.loadStateDict({ lastStep: step });
+      ml.setRngState(st.rng);
+      status(`resuming run ${run.id} at step ${step}`);
+    }
+    const save = (): void => {
+      saveCheckpoint(ckpt, net, opt, {
+        step, rng: ml.getRngState(), config: cfg, stage: 'caption', runId: run!.id, extra: extra as unknown as Record<string, unknown>,
+      });
+    };
+    const T = data.T;
+    const B = t.batchSize;
+    const losses: number[] = [];
+    let metrics: Record<string, number> = {};
+    let generated: string[] = [];
+    const startStep = step;
+    let recent: Array<[number, number]> = [];
+    let stopped = false;
+    const evalNow = (): Record<string, number> => {
+      const e = evaluateCaptions(model!, data, cfg);
+      generated = e.generated;
+      run!.log(e.metrics, step);
+      opts.onEval?.(step, e.metrics);
+      return e.metrics;
+    };
+    status(`training ${t.steps - step} steps`);
+    net.train();
+    while (step < t.steps) {
+      if (opts.signal?.aborted || (opts.stopAfter !== undefined && step - startStep >= opts.stopAfter)) {
+        stopped = true;
+        break;
+      }
+      const tStep = performance.now();
+      const b = captionBatch(data, step, B, cfg.seed);
+      opt.zeroGrad();
+      let loss = 0;
+      let kl = 0;
+      ml.tidy(() => {
+        let l = model!.loss(b.images, b.tokens, b.lengths, B, T);
+        if (ref) {
+          const k = textKl(gpt, ref, b.tokens, b.lengths, B, T);
+          kl = k.item();
+          l = ml.add(l, ml.mul(k, t.klWeight));
+        }
+        l.backward();
+        loss = l.item();
+      });
+      const gradNorm = ml.optim.clipGradNorm(params, t.gradClip > 0 ? t.gradClip : Infinity);
+      const lr = opt.paramGroups[0].lr;
+      opt.step();
+      sched.step();
+      step++;
+      losses.push(loss);
+      const now = performance.now();
+      recent.push([now, step]);
+      if (recent.length > 20) recent = recent.slice(-20);
+      const [tA, sA] = recent[0];
+      const pace = recent.length > 1 ? (now - tA) / (step - sA) : now - tStep;
+      const samplesPerS = (B * 1000) / (now - tStep);
+      if (step % t.logEvery === 0 || step === t.steps) {
+        run.log({ loss, lr, grad_norm: gradNorm, samples_per_s: samplesPerS, ...(ref ? { 'loss/kl': kl } : {}) }, step);
+      }
+      opts.onStep?.({ step, steps: t.steps, loss, lr, samplesPerS, etaS: ((t.steps - step) * pace) / 1000 });
+      if (t.evalEvery > 0 && step % t.evalEvery === 0 && step < t.steps) metrics = evalNow();
+      if (t.checkpointEvery > 0 && step % t.checkpointEvery === 0 && step < t.steps) save();
+      await new Promise<void>((r) => setImmediate(r));
+    }
+    save();
+    let samples: CaptionSample[] = [];
+    if (!stopped) {
+      status('evaluating');
+      metrics = evalNow();
+      const n = Math.min(cfg.data.samples, generated.length);
+      samples = Array.from({ length: n }, (_, i) => ({ image: data.eval.ids[i], reference: data.eval.refs[i], generated: generated[i] }));
+      if (n > 0) {
+        const file = path.join(outDir, 'samples.json');
+        writeAtomic(file, JSON.stringify(samples, null, 2) + '\n');
+        run.logArtifact('samples', file);
+      }
+    }
+    run.logArtifact('checkpoint', ckpt);
+    finalStatus = stopped ? 'killed' : 'finished';
+    run.finish(finalStatus);
+    return {
+      runId: run.id, status: finalStatus, stepsDone: step - startStep, losses, metrics, samples, checkpoint: ckpt,
+      alignCheckpoint: extra.alignCheckpoint, alignRunId: extra.alignRunId, lmCheckpoint: extra.lmCheckpoint, outDir,
+      wallS: (Date.now() - t0) / 1000,
+    };
+  } catch (e) {
+    if (run && run.status === 'running') run.finish('failed');
+    throw e;
+  } finally {
+    model?.dispose();
+    ref?.dispose();
+    if (ownTracker) tracker.close();
+  }
+}
