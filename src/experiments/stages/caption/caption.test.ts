@@ -172,3 +172,18 @@ test('without an lm run the GPT trains from scratch (with a warning); without an
   assert.ok(msgs.some((m) => /warning: no lm checkpoint/.test(m)), msgs.join('\n'));
   await assert.rejects(trainCaption(tiny({ align: { checkpoint: p.align }, train: { klWeight: 0.5 } }), { db: db2, outDir: path.join(dir, 'kl') }), /key train.klWeight/);
 });
+
+test('klWeight > 0: KL to the frozen lm is 0 at the first step (same weights) and logged every step', async () => {
+  await prepare();
+  const r = await trainCaption(tiny({ train: { steps: 4, evalEvery: 0, klWeight: 0.5 }, data: { evalSamples: 2, samples: 0 } }), { db, outDir: path.join(dir, 'kl') });
+  assert.equal(r.status, 'finished');
+  const t = Tracker.open(db);
+  try {
+    const kl = t.metricSeries(r.runId, 'loss/kl')[0];
+    assert.deepEqual(kl.steps, [1, 2, 3, 4]);
+    assert.ok(Math.abs(kl.values[0]) < 1e-5, `first KL ${kl.values[0]}`);
+    assert.ok(kl.values[3] > 1e-6, `KL grows once the GPT moves: ${kl.values.join(' ')}`);
+  } finally {
+    t.close();
+  }
+});
