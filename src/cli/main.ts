@@ -14,7 +14,7 @@ commands:
   demo [--steps N] [--out F] [--seed S]
                             train a small MLP on a toy task (checkpoint: runs/demo.safetensors)
   bench [suite...]          benchmarks beside PyTorch (same as npm run bench)
-  train --stage align|lm [--preset quick|small] [--set key=value]... [--config F.json] [--db FILE] [--out DIR]
+  train --stage align|lm|caption [--preset quick|small] [--set key=value]... [--config F.json] [--db FILE] [--out DIR]
                             train a stage, recorded in the tracking database (Ctrl-C: checkpoint, stop)
   train --resume <run id | checkpoint> [--db FILE]
                             continue a stopped run exactly where it stopped

@@ -72,8 +72,9 @@ export async function runTrain(argv: string[]): Promise<number> {
   const stage = args.resume !== undefined && !argv.some((a) => a === '--stage' || a.startsWith('--stage='))
     ? (require('./lm') as typeof import('./lm')).stageOfResume(args.resume, args.db) : args.stage;
   if (stage === 'lm') return (require('./lm') as typeof import('./lm')).runLm(argv);
+  if (stage === 'caption') return (require('./caption') as typeof import('./caption')).runCaption(argv);
   if (stage !== 'align') {
-    throw new Error(`train: stage ${JSON.stringify(stage)} is not available yet; stages: align, lm (caption, instruct and all arrive with issue 8)`);
+    throw new Error(`train: stage ${JSON.stringify(stage)} is not available yet; stages: align, lm, caption (instruct and all arrive with issue 8)`);
   }
   const { resolveAlignConfig } = require('../experiments/stages/align/config') as typeof import('../experiments/stages/align/config');
   const { parseOverrides, mergePatches } = require('../experiments/stages/config') as typeof import('../experiments/stages/config');
