@@ -8,58 +8,22 @@
  * and lm checkpoints default to the latest finished runs of those stages in the db (set align.checkpoint /
  * lm.checkpoint to choose).
  */
-import * as fs from 'fs';
 import * as path from 'path';
 import { ProgressBar } from './progress';
+import { finishStage, fmtS, resumeTarget, stageOverrides, withInterrupt } from './stage';
 import { parseTrainArgs } from './train';
 
-function fmtS(s: number): string {
-  return s >= 60 ? `${Math.floor(s / 60)}m${Math.round(s % 60).toString().padStart(2, '0')}s` : `${s.toFixed(1)}s`;
-}
 
 export async function runCaption(argv: string[]): Promise<number> {
   const args = parseTrainArgs(argv);
   const { resolveCaptionConfig } = require('../experiments/stages/caption/config') as typeof import('../experiments/stages/caption/config');
-  const { parseOverrides, mergePatches } = require('../experiments/stages/config') as typeof import('../experiments/stages/config');
   const { trainCaption } = require('../experiments/stages/caption/train') as typeof import('../experiments/stages/caption/train');
-  let patch: import('../experiments/stages/config').JsonObject = {};
-  if (args.configFile) {
-    let text: string;
-    try {
-      text = fs.readFileSync(args.configFile, 'utf8');
-    } catch (e) {
-      throw new Error(`train: cannot read --config ${args.configFile}: ${(e as Error).message}`);
-    }
-    try {
-      patch = JSON.parse(text);
-    } catch (e) {
-      throw new Error(`train: --config ${args.configFile} is not valid JSON: ${(e as Error).message}`);
-    }
-    if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) throw new Error(`train: --config ${args.configFile} must hold a JSON object`);
-  }
-  const merged = mergePatches(patch, parseOverrides(args.sets, 'train --set'));
-  if (args.resume !== undefined && (args.sets.length > 0 || args.configFile || args.preset)) {
-    throw new Error('train: --resume continues a run with its own config; drop --preset, --set and --config');
-  }
-  const cfg = args.resume === undefined ? resolveCaptionConfig(args.preset, merged) : resolveCaptionConfig(null, {});
-
-  const controller = new AbortController();
-  let interrupts = 0;
-  const onInt = (): void => {
-    interrupts++;
-    if (interrupts === 1) {
-      process.stderr.write('\ntrain: stopping after this step, writing a checkpoint (Ctrl-C again to quit at once)\n');
-      controller.abort();
-    } else {
-      process.exit(130);
-    }
-  };
-  process.on('SIGINT', onInt);
-  let bar: ProgressBar | null = null;
-  try {
+  const overrides = stageOverrides(args);
+  const cfg = args.resume === undefined ? resolveCaptionConfig(args.preset, overrides) : resolveCaptionConfig(null, {});
+  return withInterrupt(async (signal) => {
+    let bar: ProgressBar | null = null;
     const res = await trainCaption(cfg, {
-      db: args.db, outDir: args.out, resume: args.resume === undefined ? undefined : (/^\d+$/.test(args.resume) ? Number(args.resume) : args.resume),
-      signal: controller.signal,
+      db: args.db, outDir: args.out, resume: resumeTarget(args), signal,
       onStatus: (m) => process.stderr.write(`caption: ${m}\n`),
       onStep: (s) => {
         bar ??= new ProgressBar(s.steps, 'caption', s.step - 1);
@@ -78,19 +42,6 @@ export async function runCaption(argv: string[]): Promise<number> {
     process.stdout.write(`encoder     ${path.relative(process.cwd(), res.alignCheckpoint)} (run ${res.alignRunId})\n`);
     process.stdout.write(`lm          ${res.lmCheckpoint ? path.relative(process.cwd(), res.lmCheckpoint) : '(none: trained from scratch)'}\n`);
     process.stdout.write(`checkpoint  ${path.relative(process.cwd(), res.checkpoint)}\n`);
-    if (args.report && res.status === 'finished') {
-      const reportPath = path.join(res.outDir, 'report.html');
-      try {
-        const { writeReport } = require('../experiments/report') as typeof import('../experiments/report');
-        await writeReport(args.db ?? require('../experiments/tracking').DEFAULT_DB, [res.runId], reportPath);
-        process.stdout.write(`report      ${path.relative(process.cwd(), reportPath)}\n`);
-      } catch (e) {
-        process.stderr.write(`train: the report could not be written: ${(e as Error).message}\n`);
-      }
-    }
-    if (res.status === 'killed') process.stdout.write(`resume with: modalab train --stage caption --resume ${res.runId}${args.db ? ` --db ${args.db}` : ''}\n`);
-    return res.status === 'finished' ? 0 : 130;
-  } finally {
-    process.off('SIGINT', onInt);
-  }
+    return finishStage(args, 'caption', res);
+  });
 }

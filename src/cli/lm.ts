@@ -12,55 +12,20 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { ProgressBar } from './progress';
+import { finishStage, fmtS, resumeTarget, stageOverrides, withInterrupt } from './stage';
 import { parseTrainArgs } from './train';
 
-function fmtS(s: number): string {
-  return s >= 60 ? `${Math.floor(s / 60)}m${Math.round(s % 60).toString().padStart(2, '0')}s` : `${s.toFixed(1)}s`;
-}
 
 export async function runLm(argv: string[]): Promise<number> {
   const args = parseTrainArgs(argv);
   const { resolveLmConfig } = require('../experiments/stages/lm/config') as typeof import('../experiments/stages/lm/config');
-  const { parseOverrides, mergePatches } = require('../experiments/stages/config') as typeof import('../experiments/stages/config');
   const { trainLm } = require('../experiments/stages/lm/train') as typeof import('../experiments/stages/lm/train');
-  let patch: import('../experiments/stages/config').JsonObject = {};
-  if (args.configFile) {
-    let text: string;
-    try {
-      text = fs.readFileSync(args.configFile, 'utf8');
-    } catch (e) {
-      throw new Error(`train: cannot read --config ${args.configFile}: ${(e as Error).message}`);
-    }
-    try {
-      patch = JSON.parse(text);
-    } catch (e) {
-      throw new Error(`train: --config ${args.configFile} is not valid JSON: ${(e as Error).message}`);
-    }
-    if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) throw new Error(`train: --config ${args.configFile} must hold a JSON object`);
-  }
-  const merged = mergePatches(patch, parseOverrides(args.sets, 'train --set'));
-  if (args.resume !== undefined && (args.sets.length > 0 || args.configFile || args.preset)) {
-    throw new Error('train: --resume continues a run with its own config; drop --preset, --set and --config');
-  }
-  const cfg = args.resume === undefined ? resolveLmConfig(args.preset, merged) : resolveLmConfig(null, {});
-
-  const controller = new AbortController();
-  let interrupts = 0;
-  const onInt = (): void => {
-    interrupts++;
-    if (interrupts === 1) {
-      process.stderr.write('\ntrain: stopping after this step, writing a checkpoint (Ctrl-C again to quit at once)\n');
-      controller.abort();
-    } else {
-      process.exit(130);
-    }
-  };
-  process.on('SIGINT', onInt);
-  let bar: ProgressBar | null = null;
-  try {
+  const overrides = stageOverrides(args);
+  const cfg = args.resume === undefined ? resolveLmConfig(args.preset, overrides) : resolveLmConfig(null, {});
+  return withInterrupt(async (signal) => {
+    let bar: ProgressBar | null = null;
     const res = await trainLm(cfg, {
-      db: args.db, outDir: args.out, resume: args.resume === undefined ? undefined : (/^\d+$/.test(args.resume) ? Number(args.resume) : args.resume),
-      signal: controller.signal,
+      db: args.db, outDir: args.out, resume: resumeTarget(args), signal,
       onStatus: (m) => process.stderr.write(`lm: ${m}\n`),
       onStep: (s) => {
         bar ??= new ProgressBar(s.steps, 'lm', s.step - 1);
@@ -77,21 +42,8 @@ export async function runLm(argv: string[]): Promise<number> {
     }
     for (const s of res.samples) process.stdout.write(`sample      ${JSON.stringify(s)}\n`);
     process.stdout.write(`checkpoint  ${path.relative(process.cwd(), res.checkpoint)}\n`);
-    if (args.report && res.status === 'finished') {
-      const reportPath = path.join(res.outDir, 'report.html');
-      try {
-        const { writeReport } = require('../experiments/report') as typeof import('../experiments/report');
-        await writeReport(args.db ?? require('../experiments/tracking').DEFAULT_DB, [res.runId], reportPath);
-        process.stdout.write(`report      ${path.relative(process.cwd(), reportPath)}\n`);
-      } catch (e) {
-        process.stderr.write(`train: the report could not be written: ${(e as Error).message}\n`);
-      }
-    }
-    if (res.status === 'killed') process.stdout.write(`resume with: modalab train --stage lm --resume ${res.runId}${args.db ? ` --db ${args.db}` : ''}\n`);
-    return res.status === 'finished' ? 0 : 130;
-  } finally {
-    process.off('SIGINT', onInt);
-  }
+    return finishStage(args, 'lm', res);
+  });
 }
 
 export interface GenerateArgs {

@@ -3,9 +3,9 @@
  *  [--resume <run id | checkpoint>] [--out dir]`: runs a training stage with a progress bar, stops cleanly on
  * Ctrl-C (checkpoint written, run marked killed, resumable), ends with a summary table and a report path.
  */
-import * as fs from 'fs';
 import * as path from 'path';
 import { ProgressBar } from './progress';
+import { finishStage, fmtS, resumeTarget, stageOverrides, withInterrupt } from './stage';
 
 export interface TrainArgs {
   stage: string;
@@ -46,9 +46,6 @@ export function parseTrainArgs(argv: string[], cmd = 'train'): TrainArgs {
   return a;
 }
 
-function fmtS(s: number): string {
-  return s >= 60 ? `${Math.floor(s / 60)}m${Math.round(s % 60).toString().padStart(2, '0')}s` : `${s.toFixed(1)}s`;
-}
 
 /** The summary table printed at the end of a stage. */
 export function summaryTable(metrics: Record<string, number>): string {
@@ -77,47 +74,13 @@ export async function runTrain(argv: string[]): Promise<number> {
     throw new Error(`train: stage ${JSON.stringify(stage)} is not available yet; stages: align, lm, caption (instruct and all arrive with issue 8)`);
   }
   const { resolveAlignConfig } = require('../experiments/stages/align/config') as typeof import('../experiments/stages/align/config');
-  const { parseOverrides, mergePatches } = require('../experiments/stages/config') as typeof import('../experiments/stages/config');
   const { trainAlign } = require('../experiments/stages/align/train') as typeof import('../experiments/stages/align/train');
-  let patch: import('../experiments/stages/config').JsonObject = {};
-  if (args.configFile) {
-    let text: string;
-    try {
-      text = fs.readFileSync(args.configFile, 'utf8');
-    } catch (e) {
-      throw new Error(`train: cannot read --config ${args.configFile}: ${(e as Error).message}`);
-    }
-    try {
-      patch = JSON.parse(text);
-    } catch (e) {
-      throw new Error(`train: --config ${args.configFile} is not valid JSON: ${(e as Error).message}`);
-    }
-  }
-  const sets = parseOverrides(args.sets, 'train --set');
-  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) throw new Error(`train: --config ${args.configFile} must hold a JSON object`);
-  const merged = mergePatches(patch, sets);
-  if (args.resume !== undefined && (args.sets.length > 0 || args.configFile || args.preset)) {
-    throw new Error('train: --resume continues a run with its own config; drop --preset, --set and --config');
-  }
-  const cfg = args.resume === undefined ? resolveAlignConfig(args.preset, merged) : resolveAlignConfig(null, {});
-
-  const controller = new AbortController();
-  let interrupts = 0;
-  const onInt = (): void => {
-    interrupts++;
-    if (interrupts === 1) {
-      process.stderr.write('\ntrain: stopping after this step, writing a checkpoint (Ctrl-C again to quit at once)\n');
-      controller.abort();
-    } else {
-      process.exit(130);
-    }
-  };
-  process.on('SIGINT', onInt);
-  let bar: ProgressBar | null = null;
-  try {
+  const overrides = stageOverrides(args);
+  const cfg = args.resume === undefined ? resolveAlignConfig(args.preset, overrides) : resolveAlignConfig(null, {});
+  return withInterrupt(async (signal) => {
+    let bar: ProgressBar | null = null;
     const res = await trainAlign(cfg, {
-      db: args.db, outDir: args.out, resume: args.resume === undefined ? undefined : (/^\d+$/.test(args.resume) ? Number(args.resume) : args.resume),
-      signal: controller.signal,
+      db: args.db, outDir: args.out, resume: resumeTarget(args), signal,
       onStatus: (m) => process.stderr.write(`align: ${m}\n`),
       onStep: (s) => {
         bar ??= new ProgressBar(s.steps, 'align', s.step - 1);
@@ -132,19 +95,6 @@ export async function runTrain(argv: string[]): Promise<number> {
     process.stdout.write(`\nrun ${res.runId} ${res.status} after ${res.stepsDone} steps in ${fmtS(res.wallS)}\n\n`);
     process.stdout.write(summaryTable(res.metrics));
     process.stdout.write(`\ncheckpoint  ${path.relative(process.cwd(), res.checkpoint)}\n`);
-    if (args.report && res.status === 'finished') {
-      const reportPath = path.join(res.outDir, 'report.html');
-      try {
-        const { writeReport } = require('../experiments/report') as typeof import('../experiments/report');
-        await writeReport(args.db ?? require('../experiments/tracking').DEFAULT_DB, [res.runId], reportPath);
-        process.stdout.write(`report      ${path.relative(process.cwd(), reportPath)}\n`);
-      } catch (e) {
-        process.stderr.write(`train: the report could not be written: ${(e as Error).message}\n`);
-      }
-    }
-    if (res.status === 'killed') process.stdout.write(`resume with: modalab train --resume ${res.runId}${args.db ? ` --db ${args.db}` : ''}\n`);
-    return res.status === 'finished' ? 0 : 130;
-  } finally {
-    process.off('SIGINT', onInt);
-  }
+    return finishStage(args, 'align', res);
+  });
 }
