@@ -149,3 +149,20 @@ export function mergePatches(a: JsonObject, b: JsonObject): JsonObject {
   }
   return out;
 }
+
+/**
+ * Defaults <- preset <- overrides, every key checked against the defaults, then the stage's own validator: what
+ * each stage's `resolve...Config(preset, overrides)` does.
+ */
+export function resolveStageConfig<T extends object>(where: string, defaults: T, presets: Record<string, JsonObject>,
+  preset: string | null, overrides: unknown, validate: (c: T) => void): T {
+  let cfg = cloneJson(defaults);
+  if (preset !== null) {
+    const p = presets[preset];
+    if (!p) throw new Error(`${where}: unknown preset ${JSON.stringify(preset)}; presets: ${Object.keys(presets).join(', ')}`);
+    cfg = mergeConfig(cfg, p, defaults, where);
+  }
+  cfg = mergeConfig(cfg, overrides, defaults, where);
+  validate(cfg);
+  return cfg;
+}

@@ -5,7 +5,7 @@
  * const cfg = resolveAlignConfig('quick', { train: { lr: 3e-4 } });      // or parseOverrides(['train.lr=3e-4'])
  * ```
  */
-import { JsonObject, checkInt, checkOneOf, checkRange, cloneJson, mergeConfig } from '../config';
+import { JsonObject, checkInt, checkOneOf, checkRange, resolveStageConfig } from '../config';
 
 export const ARCHS = ['dual', 'shared', 'fusion'] as const;
 export type Arch = (typeof ARCHS)[number];
@@ -179,15 +179,7 @@ const WHERE = 'align config';
 
 /** Defaults ← preset ← overrides, validated. */
 export function resolveAlignConfig(preset: string | null = null, overrides: unknown = {}): AlignConfig {
-  let cfg = cloneJson(ALIGN_DEFAULTS);
-  if (preset !== null) {
-    const p = ALIGN_PRESETS[preset];
-    if (!p) throw new Error(`${WHERE}: unknown preset ${JSON.stringify(preset)}; presets: ${Object.keys(ALIGN_PRESETS).join(', ')}`);
-    cfg = mergeConfig(cfg, p, ALIGN_DEFAULTS, WHERE);
-  }
-  cfg = mergeConfig(cfg, overrides, ALIGN_DEFAULTS, WHERE);
-  validateAlignConfig(cfg);
-  return cfg;
+  return resolveStageConfig(WHERE, ALIGN_DEFAULTS, ALIGN_PRESETS, preset, overrides, validateAlignConfig);
 }
 
 /** Range and consistency checks; every error names the key. */

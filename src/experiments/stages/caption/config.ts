@@ -5,7 +5,7 @@
  * const cfg = resolveCaptionConfig('quick', { align: { checkpoint: 'runs/align-3/last.safetensors' } });
  * ```
  */
-import { JsonObject, checkInt, checkOneOf, checkRange, cloneJson, mergeConfig } from '../config';
+import { JsonObject, checkInt, checkOneOf, checkRange, resolveStageConfig } from '../config';
 
 export interface CaptionConfig {
   /** The experiment (a group of runs) this run is filed under. */
@@ -112,15 +112,7 @@ const WHERE = 'caption config';
 
 /** Defaults ← preset ← overrides, validated. */
 export function resolveCaptionConfig(preset: string | null = null, overrides: unknown = {}): CaptionConfig {
-  let cfg = cloneJson(CAPTION_DEFAULTS);
-  if (preset !== null) {
-    const p = CAPTION_PRESETS[preset];
-    if (!p) throw new Error(`${WHERE}: unknown preset ${JSON.stringify(preset)}; presets: ${Object.keys(CAPTION_PRESETS).join(', ')}`);
-    cfg = mergeConfig(cfg, p, CAPTION_DEFAULTS, WHERE);
-  }
-  cfg = mergeConfig(cfg, overrides, CAPTION_DEFAULTS, WHERE);
-  validateCaptionConfig(cfg);
-  return cfg;
+  return resolveStageConfig(WHERE, CAPTION_DEFAULTS, CAPTION_PRESETS, preset, overrides, validateCaptionConfig);
 }
 
 /** Range and consistency checks; every error names the key. */

@@ -5,7 +5,7 @@
  * const cfg = resolveLmConfig('quick', { train: { lr: 1e-3 } });      // or parseOverrides(['train.lr=1e-3'], ...)
  * ```
  */
-import { JsonObject, checkInt, checkOneOf, checkRange, cloneJson, mergeConfig } from '../config';
+import { JsonObject, checkInt, checkOneOf, checkRange, resolveStageConfig } from '../config';
 
 export interface LmConfig {
   /** The experiment (a group of runs) this run is filed under. */
@@ -125,15 +125,7 @@ const WHERE = 'lm config';
 
 /** Defaults ← preset ← overrides, validated. */
 export function resolveLmConfig(preset: string | null = null, overrides: unknown = {}): LmConfig {
-  let cfg = cloneJson(LM_DEFAULTS);
-  if (preset !== null) {
-    const p = LM_PRESETS[preset];
-    if (!p) throw new Error(`${WHERE}: unknown preset ${JSON.stringify(preset)}; presets: ${Object.keys(LM_PRESETS).join(', ')}`);
-    cfg = mergeConfig(cfg, p, LM_DEFAULTS, WHERE);
-  }
-  cfg = mergeConfig(cfg, overrides, LM_DEFAULTS, WHERE);
-  validateLmConfig(cfg);
-  return cfg;
+  return resolveStageConfig(WHERE, LM_DEFAULTS, LM_PRESETS, preset, overrides, validateLmConfig);
 }
 
 /** Range and consistency checks; every error names the key. */
