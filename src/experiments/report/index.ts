@@ -7,7 +7,9 @@ import { collectReport, reportHtml, type ReportOptions } from './html';
 import { figuresToPng, findChromium, type PngOptions } from './png';
 
 export { collectReport, reportHtml, isLossKey, isRetrievalKey, duration } from './html';
-export type { ReportData, ReportFigure, ReportOptions } from './html';
+export type { ReportData, ReportFigure, ReportOptions, ReportScalars } from './html';
+export { readSamples, samplesHtml, pngBase64, exactMatch, DEFAULT_MAX_SAMPLES } from './samples';
+export type { RunSamples, CaptionSampleView, InstructSampleView } from './samples';
 export { figuresToPng, findChromium, CHROMIUM_CANDIDATES } from './png';
 export type { PngOptions } from './png';
 
@@ -26,8 +28,9 @@ export interface ReportResult {
 }
 
 /**
- * Writes one offline HTML page (plotly.js inlined) for the given runs: summary, each run's status, parent and
- * config, and its curves, runs overlaid. `source` is an open Tracker or a database path (which must exist).
+ * Writes one offline HTML page (plotly.js inlined) for the given runs: summary, each run's status, parent,
+ * samples (its 'samples' artifact: captions or answers beside their images, at most `maxSamples`) and config, and
+ * the curves: runs of one stage overlaid, runs of several stages in one group of figures per stage. `source` is an open Tracker or a database path (which must exist).
  * Files are written through a temp file and a rename. With `png`, Chromium is checked before anything is
  * written, so a missing browser leaves no files behind.
  *

@@ -18,7 +18,9 @@ function makeDb(dir: string): { file: string; a: number; b: number } {
   a.log({ 'i2t/r@1': 0.1, 't2i/r@1': 0.12 }, 10);
   a.log({ 'i2t/r@1': 0.3, 't2i/r@1': 0.28 }, 19);
   a.finish();
-  const b = t.startRun({ experiment: 'exp <1>', name: 'child', stage: 'caption', parentRunId: a.id, config: {} });
+  // The child is of the same stage (a continuation of a): runs of different stages are grouped apart, not
+  // overlaid (report.stages.test.ts).
+  const b = t.startRun({ experiment: 'exp <1>', name: 'child', stage: 'align', parentRunId: a.id, config: {} });
   for (let s = 0; s < 5; s++) b.log({ loss: 1 - s * 0.1 }, s);
   b.finish('failed');
   const ids = { file, a: a.id, b: b.id };
