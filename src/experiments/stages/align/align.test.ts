@@ -10,7 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { resolveAlignConfig, AlignConfig } from './config';
 import { trainAlign } from './train';
-import { addCaptionNoise } from './data';
+import { addCaptionNoise, alignPairs, makeBatchStream, prepareAlignData } from './data';
 import { Tracker } from '../../tracking';
 import { readCheckpointState } from '../checkpoint';
 
@@ -137,4 +137,46 @@ test('CLIP-score cleaning with a trained checkpoint removes most swapped caption
   assert.ok(rep.noisyRemoved >= 0.75, `removed ${rep.noisyRemoved} of the swapped captions`);
   assert.ok(rep.cleanKept >= 0.9, `kept ${rep.cleanKept} of the clean pairs`);
   await assert.rejects(cleanPairs(path.join(dir, 'missing.safetensors'), pairs, { keepFraction: 0.5 }), /does not exist/);
+});
+
+test('the mixed source: emoji + shapes split by split, meta.source on every pair, balanced by source, trains and evaluates', async () => {
+  assert.throws(() => tiny({ data: { dataset: 'mix' } }), /key data.dataset must be one of/);
+  const cfg = tiny({
+    data: { dataset: 'mixed', shapesScenes: 50, maxTrain: 96, evalSize: 24, workers: 0, balance: { emoji: 1, shapes: 1 }, balanceKey: 'source' },
+    train: { steps: 2, batchSize: 16, warmupSteps: 0, evalEvery: 0 },
+  });
+  const mixed = alignPairs(cfg);
+  const emoji = alignPairs({ ...cfg, data: { ...cfg.data, dataset: 'emoji' } });
+  const shapes = alignPairs({ ...cfg, data: { ...cfg.data, dataset: 'shapes' } });
+  for (const k of ['train', 'val', 'test'] as const) {
+    assert.equal(mixed[k].length, emoji[k].length + shapes[k].length, k);
+    assert.deepEqual(mixed[k].map((p) => p.id), [...emoji[k], ...shapes[k]].map((p) => p.id), k);
+  }
+  assert.equal(shapes.train.length, 50);
+  assert.equal(shapes.val.length, 10);
+  assert.deepEqual(mixed.heldout!.map((p) => p.id), emoji.heldout!.map((p) => p.id));
+  for (const k of Object.keys(mixed)) {
+    for (const p of mixed[k]) assert.equal(p.meta.source, p.id.startsWith('shapes-') ? 'shapes' : 'emoji', `${k} ${p.id}`);
+  }
+  assert.equal(emoji.train[0].meta.source, undefined, 'the emoji source itself is unchanged');
+
+  const data = await prepareAlignData(cfg, { splits: ['train'] });
+  const raw = data.train.pairs.filter((p) => p.meta.source === 'shapes').length / data.train.pairs.length;
+  assert.ok(raw > 0 && raw < 0.2, `shapes are a small share of the capped train split: ${raw}`);
+  const stream = makeBatchStream(cfg, data, 0);
+  let n = 0;
+  let sh = 0;
+  try {
+    for (let i = 0; i < 8; i++) {
+      const b = await stream.next();
+      for (const j of b.indices) { n++; if (data.train.pairs[j].meta.source === 'shapes') sh++; }
+    }
+  } finally {
+    await stream.close();
+  }
+  assert.ok(sh / n > 0.35 && sh / n < 0.65, `balanceKey source gives about half shapes: ${sh}/${n}`);
+
+  const res = await trainAlign(cfg, { db: path.join(dir, 'm.db'), outDir: path.join(dir, 'mixed') });
+  assert.equal(res.status, 'finished');
+  for (const k of ['val/i2t/r@1', 'val/t2i/r@1']) assert.ok(Number.isFinite(res.metrics[k]), k);
 });

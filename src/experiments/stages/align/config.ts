@@ -17,7 +17,12 @@ export interface AlignConfig {
   name: string;
   seed: number;
   data: {
-    dataset: 'emoji' | 'shapes';
+    /**
+     * 'emoji' (default), 'shapes' (synthetic scenes and their captions), or 'mixed': both, split by split (train =
+     * both trains, val = both vals, test = emoji's other-vendor test + shapes test, heldout = emoji's held-out
+     * concepts), every pair with meta.source 'emoji' | 'shapes' (balance with balanceKey 'source').
+     */
+    dataset: 'emoji' | 'shapes' | 'mixed';
     /** Square image side, pixels. */
     imageSize: number;
     /** Caption languages of the emoji set (emojibase locales). */
@@ -32,7 +37,7 @@ export interface AlignConfig {
     evalSize: number;
     /** At the end, also evaluate on the whole test split and the held-out concepts. */
     finalEval: boolean;
-    /** Scenes in the shapes dataset (train; val and test get a fifth each). */
+    /** Scenes in the shapes dataset, for 'shapes' and 'mixed' (train; val and test get a fifth each). */
     shapesScenes: number;
     augment: { cropScale: [number, number]; jitter: number };
     /**
@@ -188,7 +193,7 @@ export function validateAlignConfig(c: AlignConfig): void {
   if (c.experiment.trim() === '') throw new Error(`${w}: key experiment must not be empty`);
   checkInt(w, 'seed', c.seed, 0, 2 ** 31 - 1);
   const d = c.data;
-  checkOneOf(w, 'data.dataset', d.dataset, ['emoji', 'shapes'] as const);
+  checkOneOf(w, 'data.dataset', d.dataset, ['emoji', 'shapes', 'mixed'] as const);
   checkInt(w, 'data.imageSize', d.imageSize, 8, 512);
   if (d.langs.length === 0 || d.langs.some((l) => typeof l !== 'string' || l === '')) {
     throw new Error(`${w}: key data.langs must be a non-empty array of locale names, got ${JSON.stringify(d.langs)}`);

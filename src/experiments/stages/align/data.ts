@@ -68,16 +68,35 @@ function imageKey(ref: ImageRef, fallback: string): string {
 /** The pairs of each split, before images are decoded. */
 export function alignPairs(cfg: AlignConfig): Splits<Pair> & { heldout?: Pair[] } {
   const d = cfg.data;
-  if (d.dataset === 'emoji') {
-    const ds = loadEmoji({
-      trainVendor: d.trainVendor, testVendor: d.testVendor, langs: d.langs, heldOutFraction: d.heldOutFraction,
-      seed: cfg.seed,
-    });
-    return ds.splits;
+  const emoji = (): Splits<Pair> & { heldout?: Pair[] } => loadEmoji({
+    trainVendor: d.trainVendor, testVendor: d.testVendor, langs: d.langs, heldOutFraction: d.heldOutFraction,
+    seed: cfg.seed,
+  }).splits;
+  const shapes = (): Splits<Pair> => alignShapes(cfg).splits;
+  if (d.dataset === 'emoji') return emoji();
+  if (d.dataset === 'shapes') return shapes();
+  if (d.dataset !== 'mixed') throw new Error(`align data: key data.dataset must be 'emoji', 'shapes' or 'mixed', got ${JSON.stringify(d.dataset)}`);
+  return mixSplits(emoji(), shapes());
+}
+
+/** The shapes scenes (objects, captions, QA) of a 'shapes' or 'mixed' align config: data.shapesScenes train scenes, a fifth each for val and test. */
+export function alignShapes(cfg: AlignConfig): ReturnType<typeof shapesDataset> {
+  const n = cfg.data.shapesScenes;
+  return shapesDataset({ seed: cfg.seed, train: n, val: Math.max(10, Math.round(n / 5)), test: Math.max(10, Math.round(n / 5)) });
+}
+
+/**
+ * The 'mixed' source: emoji and shapes pairs split by split (train = both trains, val = both vals, test = emoji's
+ * other-vendor test + shapes test, heldout = emoji's held-out concepts), emoji first, each pair's meta.source set
+ * to 'emoji' or 'shapes' (shapes pairs already carry it).
+ */
+export function mixSplits(emoji: Splits<Pair> & { heldout?: Pair[] }, shapes: Splits<Pair>): Splits<Pair> & { heldout?: Pair[] } {
+  const tag = (ps: Pair[] | undefined, source: string): Pair[] => (ps ?? []).map((p) => (p.meta.source === source ? p : { ...p, meta: { ...p.meta, source } }));
+  const out: Splits<Pair> & { heldout?: Pair[] } = { train: [], val: [], test: [] };
+  for (const name of new Set([...Object.keys(emoji), ...Object.keys(shapes)])) {
+    out[name] = [...tag(emoji[name], 'emoji'), ...tag(shapes[name], 'shapes')];
   }
-  const n = d.shapesScenes;
-  const ds = shapesDataset({ seed: cfg.seed, train: n, val: Math.max(10, Math.round(n / 5)), test: Math.max(10, Math.round(n / 5)) });
-  return ds.splits;
+  return out;
 }
 
 /** A seeded subset of at most n items, in their original order. */

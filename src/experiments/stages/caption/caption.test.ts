@@ -22,6 +22,10 @@ import { CaptionConfig, resolveCaptionConfig } from './config';
 import { trainCaption } from './train';
 import { captionBatch, prepareCaptionData } from './data';
 import { CaptionModel, CaptionNet } from './model';
+import { objectMentions, objectScores } from './objects';
+import { alignPairs } from '../align/data';
+import { decodeBase64Image, decodeImage } from '../../data/image';
+import type { SceneObject } from '../../data/shapes';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-caption-'));
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
@@ -123,6 +127,10 @@ test('caption trains (loss falls), logs BLEU-4 / ROUGE-L, records the align pare
   const samples = JSON.parse(fs.readFileSync(path.join(full.outDir, 'samples.json'), 'utf8')) as Array<{ image: string; reference: string[]; generated: string }>;
   assert.equal(samples.length, 3);
   assert.ok(samples.every((s) => s.image !== '' && s.reference.length >= 1 && typeof s.generated === 'string'));
+  assert.ok(samples.every((s) => (s as unknown as { source: string }).source === 'emoji'));
+  assert.ok(samples.every((s) => Buffer.from((s as unknown as { png: string }).png, 'base64').subarray(1, 4).toString() === 'PNG'), 'png is base64 PNG');
+  assert.deepEqual(Object.keys(full.metrics).sort(), ['val/bleu4', 'val/rougeL'], 'one source: no per-source or object keys');
+  assert.ok(Number.isFinite(full.baseline['baseline/rougeL']));
   const st = readCheckpointState(full.checkpoint);
   assert.equal(st.stage, 'caption');
   assert.equal((st.extra as { alignCheckpoint: string }).alignCheckpoint, path.resolve(p.align));
@@ -184,5 +192,68 @@ test('klWeight > 0: KL to the frozen lm is 0 at the first step (same weights) an
     assert.ok(kl.values[3] > 1e-6, `KL grows once the GPT moves: ${kl.values.join(' ')}`);
   } finally {
     t.close();
+  }
+});
+
+test('object mentions and scores on hand-made captions', () => {
+  const obj = (colour: string, shape: string): SceneObject => ({ colour, shape, size: 'small', x: 50, y: 50 } as SceneObject);
+  assert.deepEqual(objectMentions('A large Red circle, a small blue square and a small red circle, with the red circle above the blue square'),
+    [{ colour: 'red', shape: 'circle' }, { colour: 'blue', shape: 'square' }]);
+  assert.deepEqual(objectMentions('two green crosses and the purple object'), [{ colour: 'green', shape: 'cross' }]);
+  assert.deepEqual(objectMentions('a large circle left of a redcircle'), []);
+  const scene = [obj('red', 'circle'), obj('blue', 'square'), obj('green', 'star')];
+  // Two of three objects named, one wrong mention (yellow star): recall 2/3, precision 2/3.
+  let s = objectScores(['a small red circle left of a large blue square and a yellow star'], [scene]);
+  assert.equal(s.recall, 2 / 3);
+  assert.equal(s.precision, 2 / 3);
+  assert.deepEqual([s.objects, s.mentions, s.matched], [3, 3, 2]);
+  // Micro average: a perfect caption of a one-object scene, and one with no mention at all (adds 2 objects, no mention).
+  s = objectScores(['a large orange triangle', 'a small thing'], [[obj('orange', 'triangle')], [obj('red', 'star'), obj('blue', 'cross')]]);
+  assert.equal(s.recall, 1 / 3);
+  assert.equal(s.precision, 1);
+  // Colour and shape must go together: right colour on the wrong shape is a miss and a wrong mention.
+  s = objectScores(['a red square'], [[obj('red', 'circle')]]);
+  assert.deepEqual([s.recall, s.precision], [0, 0]);
+  assert.deepEqual(objectScores([], []), { recall: 0, precision: 0, objects: 0, mentions: 0, matched: 0 });
+  assert.throws(() => objectScores(['a'], []), /1 captions but 0 scenes/);
+});
+
+test('on a mixed align run: per-source BLEU-4 / ROUGE-L, shapes object scores, the prior baseline, samples with both sources and their PNG', async () => {
+  const p = await prepare();
+  const a = await trainAlign(resolveAlignConfig(null, {
+    seed: 3,
+    data: { dataset: 'mixed', shapesScenes: 40, imageSize: 16, maxTrain: 48, evalSize: 16, finalEval: false, workers: 0, cacheDir: cache },
+    tokenizer: { vocabSize: 320, contextLength: 12, glosses: 300 },
+    model: { patchSize: 4, visionWidth: 32, visionLayers: 1, visionHeads: 2, textWidth: 32, textLayers: 1, textHeads: 2, embedDim: 16 },
+    train: { steps: 2, batchSize: 16, warmupSteps: 0, evalEvery: 0, checkpointEvery: 0 },
+  }), { db: path.join(dir, 'mixed.db'), outDir: path.join(dir, 'align-mixed') });
+  const cfg = tiny({ align: { checkpoint: a.checkpoint }, lm: { checkpoint: p.lm }, train: { steps: 3, evalEvery: 0 }, data: { maxTrain: 24, evalSamples: 8, samples: 4, maxTextLen: 12 } });
+  const r = await trainCaption(cfg, { db: path.join(dir, 'mixed.db'), outDir: path.join(dir, 'cap-mixed') });
+  assert.equal(r.status, 'finished');
+  const keys = ['bleu4', 'rougeL', 'emoji/bleu4', 'emoji/rougeL', 'shapes/bleu4', 'shapes/rougeL', 'shapes/object_recall', 'shapes/object_precision'];
+  for (const k of keys) {
+    for (const m of [r.metrics[`val/${k}`], r.baseline[`baseline/${k}`]]) assert.ok(Number.isFinite(m) && m >= 0 && m <= 1, `${k}: ${m}`);
+  }
+  // The baseline captions are the most common training captions; shapes scenes are all different, emoji ones not.
+  assert.ok(typeof r.priorCaption.shapes === 'string' && r.priorCaption.shapes !== '' && typeof r.priorCaption.emoji === 'string');
+  const t = Tracker.open(path.join(dir, 'mixed.db'));
+  try {
+    assert.deepEqual(t.metricSeries(r.runId, 'val/shapes/object_recall')[0].steps, [3]);
+    assert.deepEqual(t.metricSeries(r.runId, 'baseline/shapes/object_recall')[0].steps, [0]);
+  } finally {
+    t.close();
+  }
+  assert.deepEqual(r.samples.map((s) => s.source), ['emoji', 'shapes', 'emoji', 'shapes'], 'samples alternate between the sources');
+  const sc = loadScorer(a.checkpoint);
+  const val = alignPairs(sc.config).val;
+  sc.dispose();
+  for (const s of r.samples.filter((x) => x.source === 'shapes')) {
+    const pair = val.find((q) => q.id === s.image)!;
+    assert.ok(pair, s.image);
+    const shown = await decodeBase64Image(s.png, { size: 16 });
+    const want = await decodeImage(pair.image, { size: 16 });
+    let worst = 0;
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(shown[i] - want[i]));
+    assert.ok(worst < 0.03, `the PNG is the encoder's input image (max difference ${worst})`);
   }
 });

@@ -8,7 +8,8 @@ import { Rng, hashSeed } from '../../data/samplers';
 import type { Pair } from '../../data/types';
 import { Tokenizer } from '../../tokenizer';
 import { AlignConfig } from '../align/config';
-import { alignPairs, buildSplit, SplitData } from '../align/data';
+import type { SceneObject } from '../../data/shapes';
+import { alignPairs, alignShapes, buildSplit, SplitData } from '../align/data';
 import { batchRows } from '../lm/data';
 import { CaptionConfig } from './config';
 
@@ -19,8 +20,38 @@ export interface CaptionData {
   imageSize: number;
   /** Training pairs: images by row, tokens [numTexts, T], pairImage maps a caption row to its image row. */
   train: SplitData;
-  /** Evaluation images (val split, at most data.evalSamples) and their reference captions. */
-  eval: { images: Float32Array; numImages: number; ids: string[]; refs: string[][] };
+  /**
+   * Evaluation images (val split, at most data.evalSamples; with several sources, that many split evenly
+   * between them) and their reference captions, the source of each ('emoji' | 'shapes'), and for shapes scenes
+   * their objects (null for other sources).
+   */
+  eval: { images: Float32Array; numImages: number; ids: string[]; refs: string[][]; sources: string[]; objects: Array<SceneObject[] | null> };
+  /** The sources present in the eval rows, in order of first appearance. */
+  sources: string[];
+  /** Per source, the most common training caption (ties: the first in code-unit order): the train-prior baseline. */
+  priorCaption: Record<string, string>;
+}
+
+/** A pair's source: meta.source, else the align dataset's name ('emoji' pairs carry none). */
+export function pairSource(p: Pair, dataset: string): string {
+  const s = p.meta.source;
+  return typeof s === 'string' && s !== '' ? s : dataset === 'mixed' ? 'emoji' : dataset;
+}
+
+/** The most common text of `pairs` per source (ties: the smallest in code-unit order). */
+export function priorCaptions(pairs: readonly Pair[], dataset: string): Record<string, string> {
+  const counts = new Map<string, Map<string, number>>();
+  for (const p of pairs) {
+    const src = pairSource(p, dataset);
+    const m = counts.get(src) ?? new Map<string, number>();
+    m.set(p.text, (m.get(p.text) ?? 0) + 1);
+    counts.set(src, m);
+  }
+  const out: Record<string, string> = {};
+  for (const [src, m] of counts) {
+    out[src] = [...m.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))[0][0];
+  }
+  return out;
 }
 
 /** A seeded subset of at most n items, in their original order. */
@@ -59,19 +90,39 @@ export async function prepareCaptionData(cfg: CaptionConfig, alignCfg: AlignConf
   const val = await buildSplit('caption-val', valPairs, tokenizer, ac, { onStatus: opts.onStatus });
   const refs: string[][] = Array.from({ length: val.numImages }, () => []);
   const ids: string[] = Array.from({ length: val.numImages }, () => '');
+  const srcOf: string[] = Array.from({ length: val.numImages }, () => '');
   valPairs.forEach((p, i) => {
     const r = val.pairImage[i];
     for (const c of pairRefs(p)) if (!refs[r].includes(c)) refs[r].push(c);
-    if (ids[r] === '') ids[r] = p.id;
+    if (ids[r] === '') {
+      ids[r] = p.id;
+      srcOf[r] = pairSource(p, ac.data.dataset);
+    }
   });
-  const rows = subset(Array.from({ length: val.numImages }, (_, i) => i), cfg.data.evalSamples, cfg.seed + 1);
+  const sources = [...new Set(srcOf)];
+  let rows: number[];
+  if (sources.length <= 1) {
+    rows = subset(Array.from({ length: val.numImages }, (_, i) => i), cfg.data.evalSamples, cfg.seed + 1);
+  } else {
+    // An even share of data.evalSamples per source, so that each source's scores rest on enough images.
+    const per = cfg.data.evalSamples > 0 ? Math.ceil(cfg.data.evalSamples / sources.length) : 0;
+    rows = sources.flatMap((src, j) => subset(srcOf.flatMap((s, r) => (s === src ? [r] : [])), per, cfg.seed + 1 + j));
+  }
+  // Scene objects of the shapes val scenes, for object recall / precision.
+  const sceneObjects = new Map<string, SceneObject[]>();
+  if (ac.data.dataset !== 'emoji') for (const sc of alignShapes(ac).scenes.val) sceneObjects.set(sc.id, sc.objects);
   const S = ac.data.imageSize;
   const px = 3 * S * S;
   const images = new Float32Array(rows.length * px);
   rows.forEach((r, j) => images.set(val.images.subarray(r * px, (r + 1) * px), j * px));
   return {
     tokenizer, T, imageSize: S, train,
-    eval: { images, numImages: rows.length, ids: rows.map((r) => ids[r]), refs: rows.map((r) => refs[r]) },
+    eval: {
+      images, numImages: rows.length, ids: rows.map((r) => ids[r]), refs: rows.map((r) => refs[r]), sources: rows.map((r) => srcOf[r]),
+      objects: rows.map((r) => (srcOf[r] === 'shapes' ? sceneObjects.get(ids[r]) ?? null : null)),
+    },
+    sources: [...new Set(rows.map((r) => srcOf[r]))],
+    priorCaption: priorCaptions(trainPairs, ac.data.dataset),
   };
 }
 

@@ -25,6 +25,8 @@ import { loadLm } from '../lm/train';
 import { CaptionConfig, validateCaptionConfig } from './config';
 import { CaptionData, captionBatch, prepareCaptionData } from './data';
 import { CaptionModel, CaptionNet, textKl } from './model';
+import { objectScores } from './objects';
+import { encodePng } from '../../data/image';
 
 export interface CaptionStepInfo {
   step: number;
@@ -55,9 +57,14 @@ export interface TrainCaptionOptions {
 }
 
 export interface CaptionSample {
+  /** The eval image's pair id. */
   image: string;
   reference: string[];
   generated: string;
+  /** 'emoji' | 'shapes' (the pair's meta.source, else the align dataset). */
+  source: string;
+  /** The image as the encoder saw it (align imageSize, normalisation undone): base64 of PNG bytes. */
+  png: string;
 }
 
 export interface CaptionResult {
@@ -66,8 +73,11 @@ export interface CaptionResult {
   stepsDone: number;
   /** The loss (caption CE, plus klWeight * KL when on) of every step this call ran. */
   losses: number[];
-  /** The last evaluation: val/bleu4, val/rougeL. */
+  /** The last evaluation: val/bleu4, val/rougeL, per source and object scores (see scoreCaptions). */
   metrics: Record<string, number>;
+  /** The train-prior baseline's scores (baseline/..., see priorBaseline) and its captions per source. */
+  baseline: Record<string, number>;
+  priorCaption: Record<string, string>;
   samples: CaptionSample[];
   checkpoint: string;
   /** The align checkpoint whose encoder was used, and its run. */
@@ -106,7 +116,47 @@ export function findStageCheckpoint(tracker: Tracker, stage: string, given: stri
   return null;
 }
 
-/** Generated captions for the eval images, BLEU-4 and ROUGE-L against their references. */
+/**
+ * Scores captions of the eval rows (captions[i] for data.eval row i): `<prefix>/bleu4` and `<prefix>/rougeL`
+ * over all rows; with several sources also `<prefix>/<source>/bleu4` and `.../rougeL`; with shapes scenes
+ * `<prefix>/shapes/object_recall` and `<prefix>/shapes/object_precision` (objectScores against the scene objects).
+ */
+export function scoreCaptions(captions: readonly string[], data: CaptionData, prefix = 'val'): Record<string, number> {
+  const ev = data.eval;
+  if (captions.length !== ev.numImages) throw new Error(`scoreCaptions: ${captions.length} captions for ${ev.numImages} eval images`);
+  if (captions.length === 0) return {};
+  const out: Record<string, number> = {
+    [`${prefix}/bleu4`]: corpusBleu(captions as string[], ev.refs).bleu,
+    [`${prefix}/rougeL`]: rougeL(captions as string[], ev.refs).rougeL,
+  };
+  const sources = [...new Set(ev.sources)];
+  if (sources.length > 1) {
+    for (const src of sources) {
+      const rows = ev.sources.flatMap((s, i) => (s === src ? [i] : []));
+      const gen = rows.map((i) => captions[i]);
+      const refs = rows.map((i) => ev.refs[i]);
+      out[`${prefix}/${src}/bleu4`] = corpusBleu(gen, refs).bleu;
+      out[`${prefix}/${src}/rougeL`] = rougeL(gen, refs).rougeL;
+    }
+  }
+  const scene = ev.objects.flatMap((o, i) => (o ? [i] : []));
+  if (scene.length > 0) {
+    const o = objectScores(scene.map((i) => captions[i]), scene.map((i) => ev.objects[i]!));
+    out[`${prefix}/shapes/object_recall`] = o.recall;
+    out[`${prefix}/shapes/object_precision`] = o.precision;
+  }
+  return out;
+}
+
+/**
+ * The train-prior baseline: every eval image captioned with its source's most common training caption
+ * (data.priorCaption), scored like the model (`baseline/...` keys).
+ */
+export function priorBaseline(data: CaptionData): Record<string, number> {
+  return scoreCaptions(data.eval.sources.map((s) => data.priorCaption[s] ?? ''), data, 'baseline');
+}
+
+/** Generated captions for the eval images, scored by scoreCaptions ('val/...'). */
 export function evaluateCaptions(model: CaptionModel, data: CaptionData, cfg: CaptionConfig, chunk = 32): {
   metrics: Record<string, number>; generated: string[];
 } {
@@ -121,10 +171,19 @@ export function evaluateCaptions(model: CaptionModel, data: CaptionData, cfg: Ca
     });
     for (const row of ids) generated.push(tok.decode(row, { skipSpecial: true }).trim());
   }
-  if (generated.length === 0) return { metrics: {}, generated };
-  const bleu = corpusBleu(generated, data.eval.refs).bleu;
-  const rouge = rougeL(generated, data.eval.refs).rougeL;
-  return { metrics: { 'val/bleu4': bleu, 'val/rougeL': rouge }, generated };
+  return { metrics: scoreCaptions(generated, data), generated };
+}
+
+/** Up to n eval rows for samples.json, taken round-robin over the sources (so a mixed run shows both). */
+export function sampleRows(sources: readonly string[], n: number): number[] {
+  const by = new Map<string, number[]>();
+  sources.forEach((s, i) => by.set(s, [...(by.get(s) ?? []), i]));
+  const lists = [...by.values()];
+  const out: number[] = [];
+  for (let k = 0; out.length < Math.min(n, sources.length); k++) {
+    for (const l of lists) if (k < l.length && out.length < n) out.push(l[k]);
+  }
+  return out;
 }
 
 export async function trainCaption(config: CaptionConfig, opts: TrainCaptionOptions = {}): Promise<CaptionResult> {
@@ -214,11 +273,12 @@ export async function trainCaption(config: CaptionConfig, opts: TrainCaptionOpti
 
     status('preparing data');
     const data = await prepareCaptionData(cfg, alignCfg, tokenizer, { onStatus: status });
+    const baseline = priorBaseline(data);
     if (!fs.existsSync(path.join(outDir, 'config.json'))) {
       const cfgPath = path.join(outDir, 'config.json');
       writeAtomic(cfgPath, JSON.stringify(cfg, null, 2) + '\n');
       run.logArtifact('config', cfgPath);
-      run.log({ 'data/train_pairs': data.train.numTexts, 'data/eval_images': data.eval.numImages, 'data/prefix_len': model.prefixLength }, 0);
+      run.log({ 'data/train_pairs': data.train.numTexts, 'data/eval_images': data.eval.numImages, 'data/prefix_len': model.prefixLength, ...baseline }, 0);
     }
 
     const params = net.parameters();
@@ -302,9 +362,13 @@ export async function trainCaption(config: CaptionConfig, opts: TrainCaptionOpti
     if (!stopped) {
       status('evaluating');
       metrics = evalNow();
-      const n = Math.min(cfg.data.samples, generated.length);
-      samples = Array.from({ length: n }, (_, i) => ({ image: data.eval.ids[i], reference: data.eval.refs[i], generated: generated[i] }));
-      if (n > 0) {
+      const S = data.imageSize;
+      const px = 3 * S * S;
+      for (const i of sampleRows(data.eval.sources, cfg.data.samples)) {
+        const png = await encodePng(data.eval.images.subarray(i * px, (i + 1) * px), { size: S });
+        samples.push({ image: data.eval.ids[i], reference: data.eval.refs[i], generated: generated[i], source: data.eval.sources[i], png: png.toString('base64') });
+      }
+      if (samples.length > 0) {
         const file = path.join(outDir, 'samples.json');
         writeAtomic(file, JSON.stringify(samples, null, 2) + '\n');
         run.logArtifact('samples', file);
@@ -314,7 +378,7 @@ export async function trainCaption(config: CaptionConfig, opts: TrainCaptionOpti
     finalStatus = stopped ? 'killed' : 'finished';
     run.finish(finalStatus);
     return {
-      runId: run.id, status: finalStatus, stepsDone: step - startStep, losses, metrics, samples, checkpoint: ckpt,
+      runId: run.id, status: finalStatus, stepsDone: step - startStep, losses, metrics, baseline, priorCaption: data.priorCaption, samples, checkpoint: ckpt,
       alignCheckpoint: extra.alignCheckpoint, alignRunId: extra.alignRunId, lmCheckpoint: extra.lmCheckpoint, outDir,
       wallS: (Date.now() - t0) / 1000,
     };

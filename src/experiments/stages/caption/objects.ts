@@ -1,0 +1,59 @@
+/**
+ * Do generated captions name the right objects? For `shapes` scenes: the colour+shape mentions of a caption
+ * ("red circle" in "a large red circle", "the red circle") against the scene's objects (shapes.ts SceneObject).
+ *
+ * ```ts
+ * objectMentions('a small blue square left of a large red circle');   // [{ colour: 'blue', shape: 'square' }, { colour: 'red', shape: 'circle' }]
+ * objectScores(['a red circle'], [[{ shape: 'circle', colour: 'red', size: 'large', x: 50, y: 50 }]]);  // { recall: 1, precision: 1, ... }
+ * ```
+ *
+ * recall = (scene objects whose colour+shape is mentioned) / (scene objects); precision = (distinct colour+shape
+ * mentions that are in the scene) / (distinct colour+shape mentions); both micro-averaged over the captions (a
+ * caption with no mention adds nothing to precision's denominator, and all its objects to recall's).
+ */
+import { COLOURS, SHAPES } from '../../data/shapes';
+import type { Colour, SceneObject, Shape } from '../../data/shapes';
+
+const MENTION = new RegExp(`\\b(${COLOURS.join('|')})\\s+(${SHAPES.join('|')})(?:e?s)?\\b`, 'g');
+
+/** The distinct colour+shape mentions of a caption, in order of first appearance (case-insensitive; plurals count). */
+export function objectMentions(caption: string): Array<{ colour: Colour; shape: Shape }> {
+  const seen = new Set<string>();
+  const out: Array<{ colour: Colour; shape: Shape }> = [];
+  for (const m of caption.toLowerCase().matchAll(MENTION)) {
+    const k = `${m[1]} ${m[2]}`;
+    if (seen.has(k)) continue;
+    seen.add(k);
+    out.push({ colour: m[1] as Colour, shape: m[2] as Shape });
+  }
+  return out;
+}
+
+export interface ObjectScores {
+  /** Share of the scenes' objects whose colour+shape the captions mention. */
+  recall: number;
+  /** Share of the captions' distinct colour+shape mentions that are objects of their scene (0 when none). */
+  precision: number;
+  objects: number;
+  mentions: number;
+  /** Scene objects that were mentioned (= mentions that are right: colour+shape is unique within a scene). */
+  matched: number;
+}
+
+/** Micro-averaged object recall and precision of captions[i] against the objects of scene i. */
+export function objectScores(captions: readonly string[], scenes: ReadonlyArray<readonly Pick<SceneObject, 'colour' | 'shape'>[]>): ObjectScores {
+  if (captions.length !== scenes.length) throw new Error(`objectScores: ${captions.length} captions but ${scenes.length} scenes`);
+  let objects = 0;
+  let mentions = 0;
+  let found = 0;
+  let right = 0;
+  captions.forEach((c, i) => {
+    const said = new Set(objectMentions(c).map((m) => `${m.colour} ${m.shape}`));
+    const there = new Set(scenes[i].map((o) => `${o.colour} ${o.shape}`));
+    objects += scenes[i].length;
+    for (const o of scenes[i]) if (said.has(`${o.colour} ${o.shape}`)) found++;
+    mentions += said.size;
+    for (const k of said) if (there.has(k)) right++;
+  });
+  return { recall: objects > 0 ? found / objects : 0, precision: mentions > 0 ? right / mentions : 0, objects, mentions, matched: found };
+}
