@@ -1,0 +1,171 @@
+/**
+ * The instruct stage's config: defaults, the `quick` and `small` presets, validation (errors name the key).
+ *
+ * ```ts
+ * const cfg = resolveInstructConfig('quick', { caption: { checkpoint: 'runs/caption-3/last.safetensors' } });
+ * ```
+ */
+import { JsonObject, checkInt, checkOneOf, checkRange, resolveStageConfig } from '../config';
+
+export type InstructTaskName = 'caption' | 'vqa' | 'difference' | 'match';
+const TASKS: readonly InstructTaskName[] = ['caption', 'vqa', 'difference', 'match'];
+
+export interface InstructConfig {
+  /** The experiment (a group of runs) this run is filed under. */
+  experiment: string;
+  /** The run's name; '' for the default. */
+  name: string;
+  seed: number;
+  caption: {
+    /** A caption checkpoint; '' = the latest finished caption run in the db (its 'checkpoint' artifact). */
+    checkpoint: string;
+  };
+  data: {
+    /** Where training records come from: generated shapes scenes, or shapes and emoji pairs alternating. */
+    source: 'shapes' | 'both';
+    /** Number of generated training records (split over `tasks`). */
+    trainRecords: number;
+    /**
+     * Tasks to train on. A task listed k times gets k shares of trainRecords (['vqa', 'vqa', 'match']: two
+     * thirds VQA), so the mix can be weighted without another key.
+     */
+    tasks: InstructTaskName[];
+    /** Held-out shapes scenes (a stream never used for training) whose VQA questions are evaluated. */
+    evalScenes: number;
+    /** VQA questions asked per eval scene (one per question type, in turn; at most the scene's questions). */
+    evalQuestionsPerScene: number;
+    /** Held-out records per non-VQA training task evaluated by exact match (0: none). */
+    evalRecords: number;
+    /** Text tokens per row (the chat template, <image> counted as one token; images expand on top). */
+    maxTextLen: number;
+    /** '' or a JSON-lines instruction file (data/instruct.ts format) to train on instead of generated records. */
+    jsonl: string;
+    /** Examples written to samples.json at the end. */
+    samples: number;
+    /** Where preprocessed records are cached ('' = the align run's data.cacheDir). */
+    cacheDir: string;
+  };
+  model: {
+    /**
+     * Average-pool the encoder's patch grid by this factor before projecting (1: every patch token). Each image
+     * takes 1 + (grid / imagePool)^2 positions; two images and the text must fit the GPT's context.
+     */
+    imagePool: number;
+  };
+  lora: {
+    rank: number;
+    alpha: number;
+    dropout: number;
+    /** Module names (suffixes of GPT.namedModules() names) that get adapters. */
+    targets: string[];
+  };
+  train: {
+    steps: number;
+    batchSize: number;
+    lr: number;
+    minLrRatio: number;
+    warmupSteps: number;
+    weightDecay: number;
+    betas: [number, number];
+    eps: number;
+    /** Max global gradient norm (0: no clipping). */
+    gradClip: number;
+    /** Evaluate (generate + VQA accuracy) every N steps (0: only at the end). */
+    evalEvery: number;
+    /** Write a resumable checkpoint every N steps (0: only at the end). */
+    checkpointEvery: number;
+    logEvery: number;
+  };
+  generate: {
+    maxNewTokens: number;
+  };
+}
+
+export const INSTRUCT_DEFAULTS: InstructConfig = {
+  experiment: 'instruct',
+  name: '',
+  seed: 0,
+  caption: { checkpoint: '' },
+  data: {
+    source: 'shapes', trainRecords: 8000, tasks: ['caption', 'vqa', 'vqa', 'vqa', 'difference', 'match'],
+    evalScenes: 200, evalQuestionsPerScene: 5, evalRecords: 32, maxTextLen: 64, jsonl: '', samples: 16, cacheDir: '',
+  },
+  model: { imagePool: 2 },
+  lora: { rank: 8, alpha: 16, dropout: 0.05, targets: ['attn.qkv', 'attn.proj', 'mlp.layers.0', 'mlp.layers.1'] },
+  train: {
+    steps: 2000,
+    batchSize: 32,
+    lr: 1e-3,
+    minLrRatio: 0.1,
+    warmupSteps: 100,
+    weightDecay: 0.01,
+    betas: [0.9, 0.95],
+    eps: 1e-8,
+    gradClip: 1,
+    evalEvery: 500,
+    checkpointEvery: 500,
+    logEvery: 1,
+  },
+  generate: { maxNewTokens: 16 },
+};
+
+/** Presets: patches over the defaults. `quick`: a few minutes on 2 cores; `small`: a real run. */
+export const INSTRUCT_PRESETS: Record<string, JsonObject> = {
+  quick: {
+    data: { trainRecords: 3000, evalScenes: 60, evalRecords: 16, samples: 8 },
+    train: { steps: 400, batchSize: 16, lr: 2e-3, warmupSteps: 30, evalEvery: 0, checkpointEvery: 200 },
+  },
+  small: {
+    train: { steps: 2000, batchSize: 32, lr: 1e-3, warmupSteps: 100, evalEvery: 500, checkpointEvery: 500 },
+  },
+};
+
+const WHERE = 'instruct config';
+
+/** Defaults ← preset ← overrides, validated. */
+export function resolveInstructConfig(preset: string | null = null, overrides: unknown = {}): InstructConfig {
+  return resolveStageConfig(WHERE, INSTRUCT_DEFAULTS, INSTRUCT_PRESETS, preset, overrides, validateInstructConfig);
+}
+
+/** Range and consistency checks; every error names the key. */
+export function validateInstructConfig(c: InstructConfig): void {
+  const w = WHERE;
+  if (c.experiment.trim() === '') throw new Error(`${w}: key experiment must not be empty`);
+  checkInt(w, 'seed', c.seed, 0, 2 ** 31 - 1);
+  const d = c.data;
+  checkOneOf(w, 'data.source', d.source, ['shapes', 'both'] as const);
+  checkInt(w, 'data.trainRecords', d.trainRecords, 1);
+  if (!Array.isArray(d.tasks) || d.tasks.length === 0) throw new Error(`${w}: key data.tasks must be a non-empty list of ${TASKS.join('|')}`);
+  d.tasks.forEach((t, i) => {
+    if (!TASKS.includes(t)) throw new Error(`${w}: key data.tasks[${i}] must be one of ${TASKS.join(', ')}, got ${JSON.stringify(t)}`);
+  });
+  checkInt(w, 'data.evalScenes', d.evalScenes, 1);
+  checkInt(w, 'data.evalQuestionsPerScene', d.evalQuestionsPerScene, 1, 64);
+  checkInt(w, 'data.evalRecords', d.evalRecords, 0);
+  checkInt(w, 'data.maxTextLen', d.maxTextLen, 8, 4096);
+  checkInt(w, 'data.samples', d.samples, 0, 256);
+  checkInt(w, 'model.imagePool', c.model.imagePool, 1, 64);
+  const l = c.lora;
+  checkInt(w, 'lora.rank', l.rank, 1, 1024);
+  checkRange(w, 'lora.alpha', l.alpha, 0, 1e6, true);
+  checkRange(w, 'lora.dropout', l.dropout, 0, 0.99);
+  if (!Array.isArray(l.targets) || l.targets.length === 0 || l.targets.some((t) => typeof t !== 'string' || t.trim() === '')) {
+    throw new Error(`${w}: key lora.targets must be a non-empty list of module names, got ${JSON.stringify(l.targets)}`);
+  }
+  const t = c.train;
+  checkInt(w, 'train.steps', t.steps, 1);
+  checkInt(w, 'train.batchSize', t.batchSize, 1, 4096);
+  checkRange(w, 'train.lr', t.lr, 0, 10, true);
+  checkRange(w, 'train.minLrRatio', t.minLrRatio, 0, 1);
+  checkInt(w, 'train.warmupSteps', t.warmupSteps, 0, t.steps);
+  checkRange(w, 'train.weightDecay', t.weightDecay, 0, 10);
+  if (t.betas.length !== 2 || t.betas.some((b) => typeof b !== 'number' || !(b >= 0 && b < 1))) {
+    throw new Error(`${w}: key train.betas must be [beta1, beta2] in [0, 1), got ${JSON.stringify(t.betas)}`);
+  }
+  checkRange(w, 'train.eps', t.eps, 0, 1, true);
+  checkRange(w, 'train.gradClip', t.gradClip, 0, 1e9);
+  checkInt(w, 'train.evalEvery', t.evalEvery, 0);
+  checkInt(w, 'train.checkpointEvery', t.checkpointEvery, 0);
+  checkInt(w, 'train.logEvery', t.logEvery, 1);
+  checkInt(w, 'generate.maxNewTokens', c.generate.maxNewTokens, 1, 1024);
+}

@@ -1,0 +1,309 @@
+/**
+ * The instruct stage's data. Training records come from `makeInstructionRecords` (shapes captioning, VQA of
+ * every question type, two-image 'difference' and 'match'; with source 'both' also emoji captioning and
+ * matching), or from a JSON-lines file (data.jsonl). Images are decoded with the align run's own transform
+ * (its imageSize, CLIP normalisation) and the generated set is cached on disk, since rendering thousands of
+ * scenes is the slow part.
+ *
+ * Each record becomes one chat row: `<bos><|user|><image>[<image>]{instruction}<|end|><|assistant|>{output}<|end|>`
+ * with the tokenizer's answer-only loss mask; every `<image>` is then widened to the N positions one image takes
+ * (`N = 1 + (grid / imagePool)^2`), which the model fills with the projected image tokens.
+ *
+ * Evaluation uses shapes scenes of a stream no training record is drawn from ('instruct-heldout'): a few VQA
+ * questions per scene (one per question type in turn) and, per other training task, held-out records scored
+ * by exact match. The majority-answer baseline per question type is computed from the training answers.
+ */
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import type { InstructionRecord, Pair } from '../../data/types';
+import { makeInstructionRecords, readInstructions, recordImages } from '../../data/instruct';
+import { QA_TYPES, generateScenes, renderPng, rng, streamSeed } from '../../data/shapes';
+import { decodeImage, resolveTransform, type ImageTransform } from '../../data/image';
+import { majorityBaseline } from '../../eval/vqa';
+import { Tokenizer } from '../../tokenizer';
+import { IMAGE } from '../../tokenizer/specials';
+import { AlignConfig } from '../align/config';
+import { alignPairs } from '../align/data';
+import { batchRows } from '../lm/data';
+import { InstructConfig, InstructTaskName } from './config';
+
+/** The image transform of an align run: what its data pipeline decoded images with. */
+export function alignTransform(alignCfg: AlignConfig): ImageTransform {
+  return { size: alignCfg.data.imageSize };
+}
+
+/** One example, before tokenization: its images (rows of an image table), the user text and the answers. */
+export interface InstructExample {
+  task: string;
+  qtype?: string;
+  /** The instruction / question, without `<image>` markers. */
+  question: string;
+  /** Reference answers (the first is the training target). */
+  answers: string[];
+  /** Rows of the image table, 1 or 2. */
+  images: number[];
+}
+
+/** Tokenized rows: expanded ids (each `<image>` as N positions), loss mask, image rows and their first positions. */
+export interface RowSet {
+  /** Positions per image. */
+  N: number;
+  ids: Int32Array[];
+  mask: Uint8Array[];
+  images: number[][];
+  slots: number[][];
+  examples: InstructExample[];
+}
+
+export interface InstructData {
+  tokenizer: Tokenizer;
+  transform: ImageTransform;
+  imageSize: number;
+  /** Normalised images f32 [n, 3, S, S], training examples index into it. */
+  trainImages: Float32Array;
+  numTrainImages: number;
+  train: RowSet;
+  /** Held-out examples (VQA first, then the other tasks) and their images. */
+  evalImages: Float32Array;
+  numEvalImages: number;
+  eval: InstructExample[];
+  /** Training answers per VQA question type (for the baseline). */
+  trainAnswers: Record<string, string[]>;
+  /** Majority-answer VQA accuracy on the eval questions: overall and per type; null without VQA training data. */
+  baseline: { overall: number; byType: Record<string, { accuracy: number; n: number }>; answers: Record<string, string> } | null;
+  /** Training records dropped because they did not fit data.maxTextLen. */
+  dropped: number;
+}
+
+/** The user turn: one `<image>` per image, then the text. */
+export function userContent(question: string, numImages: number): string {
+  return IMAGE.repeat(numImages) + question;
+}
+
+/**
+ * The chat encoding of an example, `<image>` widened to N positions. With `answer` null the row ends in an open
+ * `<|assistant|>` (a generation prompt). Returns null when the unexpanded text exceeds maxTextLen.
+ */
+export function encodeExample(tok: Tokenizer, question: string, numImages: number, answer: string | null, N: number, maxTextLen = Infinity): {
+  ids: Int32Array; mask: Uint8Array; slots: number[];
+} | null {
+  const turns = [{ role: 'user' as const, content: userContent(question, numImages) }];
+  if (answer !== null) turns.push({ role: 'assistant' as const, content: answer } as never);
+  const enc = tok.chat(turns, { bos: true, addGenerationPrompt: answer === null });
+  if (enc.ids.length > maxTextLen) return null;
+  const imageId = tok.imageId;
+  const ids: number[] = [];
+  const mask: number[] = [];
+  const slots: number[] = [];
+  enc.ids.forEach((id, i) => {
+    if (id === imageId) {
+      slots.push(ids.length);
+      for (let k = 0; k < N; k++) { ids.push(id); mask.push(0); }
+    } else {
+      ids.push(id);
+      mask.push(enc.lossMask[i]);
+    }
+  });
+  if (slots.length !== numImages) {
+    throw new Error(`instruct data: the text ${JSON.stringify(question)} contains <image> itself; give the images separately`);
+  }
+  return { ids: Int32Array.from(ids), mask: Uint8Array.from(mask), slots };
+}
+
+export function buildRows(tok: Tokenizer, examples: InstructExample[], N: number, maxTextLen: number): { rows: RowSet; dropped: number } {
+  const rows: RowSet = { N, ids: [], mask: [], images: [], slots: [], examples: [] };
+  let dropped = 0;
+  for (const ex of examples) {
+    const e = encodeExample(tok, ex.question, ex.images.length, ex.answers[0], N, maxTextLen);
+    if (!e) { dropped++; continue; }
+    rows.ids.push(e.ids);
+    rows.mask.push(e.mask);
+    rows.images.push(ex.images);
+    rows.slots.push(e.slots);
+    rows.examples.push(ex);
+  }
+  return { rows, dropped };
+}
+
+// ---------------------------------------------------------------------------------------------- the cache
+
+interface CachedSet {
+  examples: InstructExample[];
+  images: Float32Array;
+  numImages: number;
+}
+
+function cacheFiles(dir: string, key: string): { meta: string; bin: string } {
+  return { meta: path.join(dir, `instruct-${key}.json`), bin: path.join(dir, `instruct-${key}.f32`) };
+}
+
+/** A set from the cache when its key matches and the files are whole, else built and written (temp + rename). */
+async function cached(dir: string, keyObj: unknown, px: number, build: () => Promise<CachedSet>, status: (m: string) => void, what: string): Promise<CachedSet> {
+  const key = crypto.createHash('sha1').update(JSON.stringify(keyObj)).digest('hex').slice(0, 16);
+  const f = cacheFiles(dir, key);
+  if (fs.existsSync(f.meta) && fs.existsSync(f.bin)) {
+    try {
+      const meta = JSON.parse(fs.readFileSync(f.meta, 'utf8')) as { examples: InstructExample[]; numImages: number };
+      const buf = fs.readFileSync(f.bin);
+      if (buf.byteLength === meta.numImages * px * 4) {
+        const images = new Float32Array(meta.numImages * px);
+        new Uint8Array(images.buffer).set(buf);
+        status(`${what}: ${meta.examples.length} examples from the cache ${f.meta}`);
+        return { examples: meta.examples, images, numImages: meta.numImages };
+      }
+      status(`${what}: the cache ${f.bin} has the wrong size; rebuilding`);
+    } catch (e) {
+      status(`${what}: unreadable cache ${f.meta} (${(e as Error).message}); rebuilding`);
+    }
+  }
+  const set = await build();
+  fs.mkdirSync(dir, { recursive: true });
+  const tmp = `.tmp-${process.pid}-${Date.now().toString(36)}`;
+  fs.writeFileSync(f.bin + tmp, Buffer.from(set.images.buffer, set.images.byteOffset, set.images.byteLength));
+  fs.renameSync(f.bin + tmp, f.bin);
+  fs.writeFileSync(f.meta + tmp, JSON.stringify({ key: keyObj, examples: set.examples, numImages: set.numImages }));
+  fs.renameSync(f.meta + tmp, f.meta);
+  return set;
+}
+
+/** Decodes records' images into one table; examples point at their rows. */
+async function recordsToSet(records: InstructionRecord[], transform: ImageTransform, where: string): Promise<CachedSet> {
+  const S = resolveTransform(transform).size;
+  const px = 3 * S * S;
+  const decoded: Float32Array[] = [];
+  const examples: InstructExample[] = [];
+  for (let i = 0; i < records.length; i++) {
+    const rec = records[i];
+    const label = `${where} record ${i}${typeof rec.id === 'string' ? ` (${rec.id})` : ''}`;
+    const refs = recordImages(rec);
+    const images: number[] = [];
+    for (const [k, ref] of [['input_image', refs.input], ['reference_image', refs.reference]] as const) {
+      if (!ref) continue;
+      decoded.push(await decodeImage(ref, transform, `${label} ${k}`));
+      images.push(decoded.length - 1);
+    }
+    examples.push({
+      task: typeof rec.task === 'string' ? rec.task : 'instruction',
+      ...(typeof rec.qtype === 'string' ? { qtype: rec.qtype } : {}),
+      question: rec.instruction.split(IMAGE).join('').trim(),
+      answers: [rec.output],
+      images,
+    });
+  }
+  const table = new Float32Array(decoded.length * px);
+  decoded.forEach((d, i) => table.set(d, i * px));
+  return { examples, images: table, numImages: decoded.length };
+}
+
+/** Shares of n over the tasks as listed (a task listed k times gets k shares), in first-seen order. */
+export function taskCounts(tasks: readonly InstructTaskName[], n: number): Array<[InstructTaskName, number]> {
+  const distinct = [...new Set(tasks)];
+  const weight = (t: string): number => tasks.filter((x) => x === t).length;
+  let left = n;
+  return distinct.map((t, i) => {
+    const c = i === distinct.length - 1 ? left : Math.round((n * weight(t)) / tasks.length);
+    left -= c;
+    return [t, c] as [InstructTaskName, number];
+  });
+}
+
+async function emojiPairs(alignCfg: AlignConfig): Promise<Pair[]> {
+  const splits = alignPairs({ ...alignCfg, data: { ...alignCfg.data, dataset: 'emoji' } });
+  return splits.train;
+}
+
+export async function prepareInstructData(cfg: InstructConfig, alignCfg: AlignConfig, tokenizer: Tokenizer, N: number, opts: {
+  onStatus?: (m: string) => void;
+} = {}): Promise<InstructData> {
+  const status = opts.onStatus ?? (() => {});
+  const transform = alignTransform(alignCfg);
+  const S = transform.size;
+  const px = 3 * S * S;
+  const d = cfg.data;
+  const dir = path.resolve(d.cacheDir || alignCfg.data.cacheDir);
+  const VERSION = 1;
+
+  // Training set.
+  let trainSet: CachedSet;
+  if (d.jsonl !== '') {
+    status(`reading instructions from ${d.jsonl}`);
+    const { records } = await readInstructions(d.jsonl);
+    if (records.length === 0) throw new Error(`instruct data: key data.jsonl: ${d.jsonl} holds no records`);
+    trainSet = await recordsToSet(records, transform, d.jsonl);
+  } else {
+    const counts = taskCounts(d.tasks, d.trainRecords);
+    trainSet = await cached(dir, { VERSION, kind: 'train', source: d.source, counts, seed: cfg.seed, transform: resolveTransform(transform) }, px, async () => {
+      const pairs = d.source === 'both' ? await emojiPairs(alignCfg) : undefined;
+      const records: InstructionRecord[] = [];
+      for (const [task, n] of counts) {
+        if (n === 0) continue;
+        status(`generating ${n} ${task} records`);
+        // Each task draws its scenes from its own stream (split), so the tasks see different scenes.
+        records.push(...await makeInstructionRecords({ source: d.source, n, seed: cfg.seed, size: S, tasks: [task], split: `train/${task}`, emojiPairs: pairs }));
+      }
+      status(`decoding ${records.length} training records`);
+      return recordsToSet(records, transform, 'instruct train');
+    }, status, 'train');
+  }
+  const { rows: train, dropped } = buildRows(tokenizer, trainSet.examples, N, d.maxTextLen);
+  if (dropped > 0) status(`warning: ${dropped} training records are longer than data.maxTextLen (${d.maxTextLen}) tokens and were dropped`);
+  if (train.ids.length === 0) throw new Error(`instruct data: no training record fits data.maxTextLen (${d.maxTextLen})`);
+
+  // Held-out evaluation: VQA on scenes of a stream never used for training, then the other tasks' records.
+  const evalTasks = [...new Set(d.jsonl !== '' ? ['vqa'] : d.tasks)].filter((t) => t !== 'vqa');
+  const evalSet = await cached(dir, { VERSION, kind: 'eval', scenes: d.evalScenes, q: d.evalQuestionsPerScene, records: d.evalRecords, evalTasks, seed: cfg.seed, transform: resolveTransform(transform) }, px, async () => {
+    status(`rendering ${d.evalScenes} held-out scenes`);
+    const scenes = generateScenes({ seed: cfg.seed, n: d.evalScenes, stream: 'instruct-heldout', size: S });
+    const decoded: Float32Array[] = [];
+    const examples: InstructExample[] = [];
+    for (let i = 0; i < scenes.length; i++) {
+      const sc = scenes[i];
+      const png = await renderPng(sc, S);
+      decoded.push(await decodeImage({ kind: 'bytes', bytes: png, name: sc.id }, transform));
+      const r = rng(streamSeed(cfg.seed, 'instruct-heldout-questions', i));
+      let asked = 0;
+      for (let k = 0; k < QA_TYPES.length && asked < d.evalQuestionsPerScene; k++) {
+        const type = QA_TYPES[(i + k) % QA_TYPES.length];
+        const cands = sc.qa.filter((q) => q.type === type);
+        if (cands.length === 0) continue;
+        const q = r.pick(cands);
+        examples.push({ task: 'vqa', qtype: type, question: q.question, answers: [...q.answers], images: [decoded.length - 1] });
+        asked++;
+      }
+    }
+    const base = decoded.length;
+    const other: InstructionRecord[] = [];
+    for (const task of evalTasks) {
+      if (d.evalRecords === 0) break;
+      other.push(...await makeInstructionRecords({ source: 'shapes', n: d.evalRecords, seed: cfg.seed, size: S, tasks: [task as InstructTaskName], split: `instruct-heldout/${task}` }));
+    }
+    const o = await recordsToSet(other, transform, 'instruct eval');
+    const images = new Float32Array((base + o.numImages) * px);
+    decoded.forEach((x, i) => images.set(x, i * px));
+    images.set(o.images, base * px);
+    for (const ex of o.examples) examples.push({ ...ex, images: ex.images.map((j) => j + base) });
+    return { examples, images, numImages: base + o.numImages };
+  }, status, 'eval');
+
+  const trainAnswers: Record<string, string[]> = {};
+  for (const ex of train.examples) {
+    if (ex.task !== 'vqa' || !ex.qtype) continue;
+    (trainAnswers[ex.qtype] ??= []).push(ex.answers[0]);
+  }
+  const vqa = evalSet.examples.filter((e) => e.task === 'vqa');
+  const baseline = Object.keys(trainAnswers).length > 0 && vqa.length > 0
+    ? majorityBaseline(trainAnswers, vqa.map((e) => e.answers), vqa.map((e) => e.qtype ?? 'vqa'))
+    : null;
+  return {
+    tokenizer, transform, imageSize: S,
+    trainImages: trainSet.images, numTrainImages: trainSet.numImages, train,
+    evalImages: evalSet.images, numEvalImages: evalSet.numImages, eval: evalSet.examples,
+    trainAnswers, baseline, dropped,
+  };
+}
+
+/** The training rows of a global step: rows by (seed, epoch) permutation, so resume sees the same batches. */
+export function instructBatchRows(data: InstructData, step: number, batchSize: number, seed: number): Int32Array {
+  return batchRows(step, batchSize, data.train.ids.length, seed);
+}

@@ -1,0 +1,317 @@
+/**
+ * The instruct stage end to end on tiny configurations: tiny align, lm and caption runs in a temp db, then LoRA
+ * instruction tuning (only adapters and projector move; encoder and base GPT bitwise unchanged), the loss on
+ * answer tokens only (against a hand-computed masked cross entropy), images spliced in place of `<image>`,
+ * exact resume, Ctrl-C (abort) -> killed and resumable, VQA metrics equal to vqaAccuracy on the samples,
+ * answering about an image file, and merged export equal to the adapter model.
+ */
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import * as ml from '../../../index';
+import { resolveAlignConfig } from '../align/config';
+import { trainAlign } from '../align/train';
+import { resolveLmConfig } from '../lm/config';
+import { trainLm } from '../lm/train';
+import { resolveCaptionConfig } from '../caption/config';
+import { trainCaption } from '../caption/train';
+import { Tracker } from '../../tracking';
+import { readCheckpointState } from '../checkpoint';
+import { vqaAccuracy } from '../../eval/vqa';
+import { generateScenes, renderPng } from '../../data/shapes';
+import { InstructConfig, resolveInstructConfig } from './config';
+import { buildInstructModel, captionExtra, exportMerged, loadInstruct, trainInstruct } from './train';
+import { prepareInstructData } from './data';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-instruct-'));
+process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+const cache = path.join(dir, 'cache');
+const db = path.join(dir, 'i.db');
+
+function tiny(over: Record<string, unknown> = {}): InstructConfig {
+  const base = {
+    seed: 4,
+    data: { trainRecords: 24, tasks: ['vqa', 'vqa', 'difference'], evalScenes: 4, evalQuestionsPerScene: 2, evalRecords: 2, maxTextLen: 100, samples: 256 },
+    lora: { rank: 2, alpha: 4, dropout: 0.1 },
+    train: { steps: 6, batchSize: 4, lr: 3e-3, warmupSteps: 1, evalEvery: 3, checkpointEvery: 0, weightDecay: 0 },
+    generate: { maxNewTokens: 4 },
+  };
+  const merged = JSON.parse(JSON.stringify(base));
+  for (const [k, v] of Object.entries(over)) merged[k] = { ...(merged[k] ?? {}), ...(v as object) };
+  return resolveInstructConfig(null, merged);
+}
+
+let prepared: Promise<{ caption: string; captionRunId: number }> | null = null;
+function prepare(): Promise<{ caption: string; captionRunId: number }> {
+  prepared ??= (async () => {
+    await trainAlign(resolveAlignConfig(null, {
+      seed: 3,
+      data: { imageSize: 16, maxTrain: 32, evalSize: 16, finalEval: false, workers: 0, cacheDir: cache },
+      tokenizer: { vocabSize: 320, contextLength: 12, glosses: 300 },
+      model: { patchSize: 4, visionWidth: 32, visionLayers: 1, visionHeads: 2, textWidth: 32, textLayers: 1, textHeads: 2, embedDim: 16 },
+      train: { steps: 1, batchSize: 16, warmupSteps: 0, evalEvery: 0, checkpointEvery: 0 },
+    }), { db, outDir: path.join(dir, 'align') });
+    await trainLm(resolveLmConfig(null, {
+      seed: 1,
+      data: { glosses: 300, captions: true, valFraction: 0.1, evalSequences: 4, cacheDir: cache },
+      tokenizer: { vocabSize: 320, glosses: 300 },
+      model: { contextLength: 128, width: 32, layers: 1, heads: 2 },
+      train: { steps: 1, batchSize: 4, warmupSteps: 0, evalEvery: 0, checkpointEvery: 0, samples: 0 },
+    }), { db, outDir: path.join(dir, 'lm') });
+    const c = await trainCaption(resolveCaptionConfig(null, {
+      seed: 2,
+      data: { maxTrain: 16, maxTextLen: 12, evalSamples: 2, samples: 0 },
+      model: { projectorHidden: 32 },
+      train: { steps: 2, batchSize: 4, warmupSteps: 0, evalEvery: 0, checkpointEvery: 0 },
+      generate: { maxNewTokens: 2 },
+    }), { db, outDir: path.join(dir, 'caption') });
+    return { caption: c.checkpoint, captionRunId: c.runId };
+  })();
+  return prepared;
+}
+
+const bytesOf = (t: ml.Tensor): Buffer => Buffer.from((t.toArray() as Float32Array).slice().buffer);
+
+test('instruct config: presets resolve; bad values and unknown keys name the key', () => {
+  assert.equal(resolveInstructConfig('quick').experiment, 'instruct');
+  assert.equal(resolveInstructConfig('small').train.steps, 2000);
+  assert.deepEqual(resolveInstructConfig().lora.targets, ['attn.qkv', 'attn.proj', 'mlp.layers.0', 'mlp.layers.1']);
+  assert.throws(() => resolveInstructConfig('huge'), /unknown preset "huge"/);
+  assert.throws(() => resolveInstructConfig(null, { data: { tasks: ['vqa', 'ocr'] } }), /key data.tasks\[1\] must be one of/);
+  assert.throws(() => resolveInstructConfig(null, { data: { tasks: [] } }), /key data.tasks/);
+  assert.throws(() => resolveInstructConfig(null, { data: { source: 'emoji' } }), /key data.source must be one of/);
+  assert.throws(() => resolveInstructConfig(null, { lora: { rank: 0 } }), /key lora.rank/);
+  assert.throws(() => resolveInstructConfig(null, { lora: { targets: [] } }), /key lora.targets/);
+  assert.throws(() => resolveInstructConfig(null, { lora: { rnak: 4 } }), /unknown key lora.rnak \(did you mean lora.rank\?\)/);
+  assert.throws(() => resolveInstructConfig(null, { model: { imagePool: 0 } }), /key model.imagePool/);
+  assert.throws(() => resolveInstructConfig(null, { caption: { checkpoint: 3 } }), /key caption.checkpoint must be a string/);
+});
+
+test('splice, masked loss, and only LoRA + projector change (encoder and base GPT bitwise equal)', async () => {
+  const p = await prepare();
+  const cfg = tiny();
+  const { model, alignCfg } = buildInstructModel(cfg, captionExtra(p.caption, p.captionRunId));
+  try {
+    const data = await prepareInstructData(cfg, alignCfg, model.tokenizer, model.N);
+    const table = model.featureTable(data.trainImages, data.numTrainImages);
+    const Wv = model.encoder.config.visionWidth;
+    const N = model.N;
+    // A one-image row and a two-image row.
+    const pick = [data.train.images.findIndex((im) => im.length === 1), data.train.images.findIndex((im) => im.length === 2)];
+    assert.ok(pick.every((i) => i >= 0), 'the tiny set has one- and two-image rows');
+    const rows = pick.map((r) => ({ ids: data.train.ids[r], mask: data.train.mask[r], slots: data.train.slots[r] }));
+    const imgs = pick.flatMap((r) => data.train.images[r]);
+    const feats = new Float32Array(imgs.length * N * Wv);
+    imgs.forEach((r, j) => feats.set(table.subarray(r * N * Wv, (r + 1) * N * Wv), j * N * Wv));
+
+    // Splice: image blocks hold the projector's output, other positions the token embeddings.
+    const L = Math.max(...rows.map((r) => r.ids.length));
+    ml.noGrad(() => ml.tidy(() => {
+      const f = ml.tensor(feats, [imgs.length, N, Wv]);
+      const proj = model.project(f);
+      const x = model.spliceEmbeds(rows, L, proj);
+      const W = model.gpt.config.width;
+      assert.deepEqual(x.shape, [2, L, W]);
+      const xa = x.toArray() as Float32Array;
+      const pa = proj.toArray() as Float32Array;
+      const emb = model.gpt.tokenEmbed.weight.toArray() as Float32Array;
+      let k = 0;
+      rows.forEach((r, b) => {
+        const inImage = new Set<number>();
+        for (const s of r.slots) {
+          for (let t = 0; t < N; t++) {
+            inImage.add(s + t);
+            assert.deepEqual(xa.subarray((b * L + s + t) * W, (b * L + s + t + 1) * W), pa.subarray((k * N + t) * W, (k * N + t + 1) * W), `row ${b} image ${k} position ${t}`);
+          }
+          k++;
+        }
+        for (let t = 0; t < r.ids.length; t++) {
+          if (inImage.has(t)) continue;
+          assert.deepEqual(xa.subarray((b * L + t) * W, (b * L + t + 1) * W), emb.subarray(r.ids[t] * W, (r.ids[t] + 1) * W), `row ${b} token ${t}`);
+        }
+      });
+    }));
+
+    // The loss: mean CE over answer tokens only (mask), checked against a hand-computed one.
+    for (const r of rows) {
+      const nAnswer = r.mask.reduce((a, x) => a + x, 0);
+      assert.ok(nAnswer >= 2 && r.mask[r.ids.length - 1] === 1 && r.mask[0] === 0, 'the answer and its <|end|> are masked in, the prompt out');
+    }
+    model.gpt.eval();
+    ml.noGrad(() => ml.tidy(() => {
+      const f = ml.tensor(feats, [imgs.length, N, Wv]);
+      const loss = model.loss(rows, f).item();
+      const logits = model.logitsFromEmbeds(model.spliceEmbeds(rows, L, model.project(f))).toArray() as Float32Array;
+      const V = model.gpt.config.vocabSize;
+      let sum = 0, n = 0;
+      rows.forEach((r, b) => {
+        for (let t = 0; t + 1 < r.ids.length; t++) {
+          if (!r.mask[t + 1]) continue;
+          const row = logits.subarray((b * L + t) * V, (b * L + t + 1) * V);
+          const max = Math.max(...row);
+          const lse = max + Math.log(row.reduce((a, v) => a + Math.exp(v - max), 0));
+          sum += lse - row[r.ids[t + 1]];
+          n++;
+        }
+      });
+      assert.ok(Math.abs(loss - sum / n) < 1e-4, `loss ${loss} vs masked CE ${sum / n}`);
+    }));
+    model.gpt.train();
+
+    // Two steps: only projector and LoRA parameters move, and they get gradients.
+    const gptBefore = Object.fromEntries(Object.entries(model.gpt.stateDict()).map(([k, v]) => [k, bytesOf(v)]));
+    const encBefore = Object.fromEntries(Object.entries(model.encoder.stateDict()).map(([k, v]) => [k, bytesOf(v)]));
+    const projBefore = Object.fromEntries(Object.entries(model.projector.stateDict()).map(([k, v]) => [k, bytesOf(v)]));
+    const params = model.trainableParameters();
+    const loraNames = Object.keys(model.gpt.stateDict()).filter((k) => /lora_[AB]/.test(k));
+    assert.equal(loraNames.length, 2 * 4 * model.gpt.config.layers, 'qkv, proj and both MLP matrices of every block are wrapped');
+    assert.equal(params.length, Object.keys(projBefore).length + loraNames.length);
+    const opt = new ml.optim.AdamW(params, { lr: 1e-2 });
+    for (let s = 0; s < 2; s++) {
+      opt.zeroGrad();
+      ml.tidy(() => model.loss(rows, ml.tensor(feats, [imgs.length, N, Wv])).backward());
+      for (const [k, v] of Object.entries(model.projector.stateDict())) assert.ok(v.grad !== null, `projector ${k} got no gradient`);
+      for (const [k, v] of Object.entries(model.encoder.stateDict())) assert.equal(v.grad, null, `encoder ${k} got a gradient`);
+      opt.step();
+    }
+    for (const [k, v] of Object.entries(model.gpt.stateDict())) {
+      const same = gptBefore[k].equals(bytesOf(v));
+      if (/lora_B/.test(k)) assert.ok(!same, `${k} did not change`);
+      else if (!/lora_A/.test(k)) assert.ok(same, `base GPT ${k} changed`);
+    }
+    for (const [k, v] of Object.entries(model.encoder.stateDict())) assert.ok(encBefore[k].equals(bytesOf(v)), `encoder ${k} changed`);
+    for (const [k, v] of Object.entries(model.projector.stateDict())) assert.ok(!projBefore[k].equals(bytesOf(v)), `projector ${k} did not change`);
+  } finally {
+    model.dispose();
+  }
+});
+
+test('instruct trains, logs VQA accuracy per type (= vqaAccuracy on the samples) and the baseline, resumes exactly', async () => {
+  const p = await prepare();
+  const cfg = tiny();
+  const full = await trainInstruct(cfg, { db, outDir: path.join(dir, 'full') });
+  assert.equal(full.status, 'finished');
+  assert.equal(full.losses.length, 6);
+  assert.ok(full.losses.every(Number.isFinite));
+  assert.equal(full.captionCheckpoint, path.resolve(p.caption));
+  const types = ['colour', 'count', 'position', 'shape', 'yesno'].filter((t) => `val/vqa_acc/${t}` in full.metrics);
+  assert.ok(types.length >= 3, `per-type metrics: ${Object.keys(full.metrics).join(', ')}`);
+  for (const [k, v] of Object.entries(full.metrics)) assert.ok(v >= 0 && v <= 1, `${k} = ${v}`);
+  const samples = JSON.parse(fs.readFileSync(path.join(full.outDir, 'samples.json'), 'utf8')) as Array<{ png: string; png2?: string; task: string; qtype?: string; question: string; answers: string[]; prediction: string }>;
+  assert.deepEqual(samples, full.samples);
+  const vqa = samples.filter((s) => s.task === 'vqa');
+  assert.equal(vqa.length, 8, 'every eval question is in the samples (data.samples >= eval size)');
+  const re = vqaAccuracy(vqa.map((s) => s.prediction), vqa.map((s) => s.answers), vqa.map((s) => s.qtype!));
+  assert.equal(full.metrics['val/vqa_acc'], re.overall);
+  for (const [t, v] of Object.entries(re.byType)) assert.equal(full.metrics[`val/vqa_acc/${t}`], v.accuracy, t);
+  const diff = samples.filter((s) => s.task === 'difference');
+  assert.equal(diff.length, 2);
+  const png = Buffer.from(diff[0].png2 ?? '', 'base64');
+  assert.ok(png.subarray(1, 4).toString() === 'PNG', 'png2 is a PNG');
+  assert.ok(Buffer.from(vqa[0].png, 'base64').subarray(1, 4).toString() === 'PNG');
+  assert.equal(vqa[0].png2, undefined);
+
+  const t = Tracker.open(db);
+  try {
+    const info = t.getRun(full.runId);
+    assert.equal(info.stage, 'instruct');
+    assert.equal(info.parentRunId, p.captionRunId);
+    assert.deepEqual(t.metricSeries(full.runId, 'val/vqa_acc')[0].steps, [3, 6]);
+    const b = t.metricSeries(full.runId, 'baseline/vqa_acc')[0];
+    assert.deepEqual(b.steps, [0]);
+    assert.ok(b.values[0] >= 0 && b.values[0] <= 1);
+    assert.equal(t.metricSeries(full.runId, 'loss')[0].steps.length, 6);
+    assert.ok(t.artifacts(full.runId).some((a) => a.kind === 'samples'));
+  } finally {
+    t.close();
+  }
+  const st = readCheckpointState(full.checkpoint);
+  assert.equal(st.stage, 'instruct');
+  assert.equal((st.extra as { captionCheckpoint: string }).captionCheckpoint, path.resolve(p.caption));
+  const names = Object.keys(ml.loadHeader(full.checkpoint).tensors ?? {}).filter((k) => k.startsWith('model.'));
+  assert.ok(names.length > 0 && names.every((k) => k.startsWith('model.projector.') || /lora_[AB]/.test(k)), `checkpoint holds projector + LoRA only: ${names.join(', ')}`);
+
+  const part = await trainInstruct(cfg, { db, outDir: path.join(dir, 'part'), stopAfter: 2 });
+  assert.equal(part.status, 'killed');
+  const rest = await trainInstruct(cfg, { db, resume: part.runId });
+  assert.equal(rest.status, 'finished');
+  assert.equal(rest.outDir, part.outDir);
+  assert.deepEqual([...part.losses, ...rest.losses].map((x) => Math.fround(x)), full.losses.map((x) => Math.fround(x)));
+  assert.deepEqual(rest.samples.map((s) => s.prediction), full.samples.map((s) => s.prediction));
+});
+
+test('abort (Ctrl-C) writes the checkpoint, marks the run killed, and it resumes to the end', async () => {
+  await prepare();
+  const cfg = tiny({ train: { steps: 4, evalEvery: 0 }, data: { samples: 0 } });
+  const ac = new AbortController();
+  const r = await trainInstruct(cfg, { db, outDir: path.join(dir, 'abort'), signal: ac.signal, onStep: (s) => { if (s.step === 1) ac.abort(); } });
+  assert.equal(r.status, 'killed');
+  assert.equal(r.stepsDone, 1);
+  assert.equal(readCheckpointState(r.checkpoint).step, 1);
+  const t = Tracker.open(db);
+  try {
+    assert.equal(t.getRun(r.runId).status, 'killed');
+  } finally {
+    t.close();
+  }
+  const rest = await trainInstruct(cfg, { db, resume: r.checkpoint });
+  assert.equal(rest.status, 'finished');
+  assert.equal(rest.stepsDone, 3);
+  await assert.rejects(trainInstruct(cfg, { db: path.join(dir, 'empty.db'), outDir: path.join(dir, 'none') }), /key caption.checkpoint/);
+});
+
+test('loadInstruct answers about an image file; bad files and image counts are clear errors; merged export answers the same', async () => {
+  await prepare();
+  const r = await trainInstruct(tiny({ train: { steps: 3, evalEvery: 0, lr: 2e-2 }, data: { samples: 0 } }), { db, outDir: path.join(dir, 'chat') });
+  const scene = generateScenes({ seed: 9, n: 1, stream: 'chat-test', size: 16 })[0];
+  const file = path.join(dir, 'scene.png');
+  fs.writeFileSync(file, await renderPng(scene, 16));
+  const m = loadInstruct(r.checkpoint);
+  let merged: ReturnType<typeof loadInstruct> | null = null;
+  try {
+    const img = { kind: 'file' as const, path: file };
+    const a = await m.answer([img], 'what colour is the circle?');
+    assert.equal(typeof a, 'string');
+    assert.equal(await m.answer([img], 'what colour is the circle?'), a, 'greedy answers are deterministic');
+    const two = await m.answer([img, img], 'Do these two images show the same objects? Answer yes or no.');
+    assert.equal(typeof two, 'string');
+    const missing = path.join(dir, 'nope', 'missing.png');
+    await assert.rejects(m.answer([{ kind: 'file', path: missing }], 'what colour?'), (e: Error) => e.message.includes(missing));
+    const junk = path.join(dir, 'junk.png');
+    fs.writeFileSync(junk, 'not a png');
+    await assert.rejects(m.answer([{ kind: 'file', path: junk }], 'what colour?'), (e: Error) => e.message.includes(junk));
+    await assert.rejects(m.answer([], 'what colour?'), /at least one image/);
+    await assert.rejects(m.answer([img], '<image><image>same?'), /2 <image> placeholders but 1 images/);
+    await assert.rejects(m.answer(Array.from({ length: 40 }, () => img), 'same?'), /got 40 images; this model takes at most/);
+
+    const out = path.join(dir, 'merged', 'instruct-merged.safetensors');
+    const e = exportMerged(r.checkpoint, out);
+    assert.equal(e.merged.length, 4 * m.model.gpt.config.layers);
+    assert.ok(fs.existsSync(out) && fs.readdirSync(path.dirname(out)).every((f) => !f.includes('.tmp')));
+    merged = loadInstruct(out);
+    assert.ok(Object.keys(merged.model.gpt.stateDict()).every((k) => !/lora/.test(k)), 'the merged GPT has plain Linears');
+    const qs = ['what colour is the circle?', 'how many shapes are there?', 'Describe the image.'];
+    for (const q of qs) assert.equal(await merged.answer([img], q, { maxNewTokens: 6 }), await m.answer([img], q, { maxNewTokens: 6 }), q);
+    // Same logits up to float rounding (the adapters moved, so this is not the caption model's output).
+    const x = await (async () => {
+      const { decodeImage } = await import('../../data/image');
+      return decodeImage(img, m.transform);
+    })();
+    ml.noGrad(() => ml.tidy(() => {
+      const f = (mm: typeof m): Float32Array => {
+        const feats = mm.model.features(x, 1);
+        const row = { ids: Int32Array.from([1, 5, ...Array(mm.model.N).fill(mm.model.tokenizer.imageId), 9, 7, 6]), slots: [2] };
+        return mm.model.logitsFromEmbeds(mm.model.spliceEmbeds([row], row.ids.length, mm.model.project(feats))).toArray() as Float32Array;
+      };
+      const la = f(m), lb = f(merged!);
+      let worst = 0;
+      for (let i = 0; i < la.length; i++) worst = Math.max(worst, Math.abs(la[i] - lb[i]));
+      assert.ok(worst < 1e-4, `merged logits differ by ${worst}`);
+    }));
+  } finally {
+    m.dispose();
+    merged?.dispose();
+  }
+});

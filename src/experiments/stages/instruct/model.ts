@@ -1,0 +1,203 @@
+/**
+ * The instruct stage's model: the caption checkpoint's parts (the frozen align image encoder, its projector, its
+ * GPT) with LoRA adapters on the GPT's linear layers (base weights frozen). Only the adapters and the projector
+ * train.
+ *
+ * Images go IN PLACE: the chat row holds N `<image>` positions per image; the GPT's input embeddings are its
+ * token embeddings with each such block replaced by the image's projected tokens. The splice concatenates
+ * segments along time (no in-place write), so gradients flow into the projector. Loss: cross entropy on the
+ * answer tokens only (the tokenizer's chat mask). Generation: the prompt, images spliced, goes in as prefix
+ * embeddings before the final `<|assistant|>` token, then KV-cached decoding until `<|end|>` or `<eos>`.
+ */
+import * as ml from '../../../index';
+import type { AlignModel as AlignNet } from '../../models';
+import { GPT } from '../../models/gpt';
+import { generate } from '../../models/generate';
+import { runBlocks } from '../../models/common';
+import { Tokenizer } from '../../tokenizer';
+import { END } from '../../tokenizer/specials';
+
+/** Positions one image takes: the CLS token plus the patch grid average-pooled by `pool`. */
+export function imageLength(imageSize: number, patchSize: number, pool: number): number {
+  const g = imageSize / patchSize;
+  if (!Number.isInteger(g) || g % pool !== 0) {
+    throw new Error(`instruct: key model.imagePool (${pool}) must divide the encoder's patch grid (${g} = imageSize ${imageSize} / patchSize ${patchSize})`);
+  }
+  return 1 + (g / pool) ** 2;
+}
+
+export interface AnswerOptions {
+  maxNewTokens?: number;
+  /** Default true. */
+  greedy?: boolean;
+  temperature?: number;
+  seed?: number;
+}
+
+/** A batch row for the embedding splice: expanded ids and where each image block starts. */
+export interface SpliceRow {
+  ids: Int32Array;
+  slots: number[];
+}
+
+export class InstructModel {
+  readonly N: number;
+  readonly endId: number;
+
+  constructor(
+    /** The align model; only its image path is used. Frozen. */
+    readonly encoder: AlignNet,
+    readonly projector: ml.nn.Module,
+    /** The caption GPT, with LoRA layers (or merged). */
+    readonly gpt: GPT,
+    readonly tokenizer: Tokenizer,
+    readonly imageSize: number,
+    readonly imagePool: number,
+  ) {
+    encoder.requiresGrad_(false);
+    encoder.eval();
+    const c = encoder.config;
+    this.N = imageLength(imageSize, c.patchSize, imagePool);
+    const end = tokenizer.tokenToId(END);
+    if (end === undefined) throw new Error(`instruct: the tokenizer has no ${END} token (needed for the chat template)`);
+    this.endId = end;
+  }
+
+  /** The trainable parameters: the projector's, then the LoRA adapters' (in tree order). */
+  trainableParameters(): ml.Tensor[] {
+    return [...this.projector.parameters(), ...this.gpt.parameters().filter((p) => p.requiresGrad)];
+  }
+
+  /** images f32 [n * 3 * S * S] -> frozen, pooled image features [n, N, Wv] (no graph). */
+  features(images: Float32Array, n: number): ml.Tensor<'f32'> {
+    const S = this.imageSize;
+    return ml.noGrad(() => ml.tidy(() => {
+      const tok = this.encoder.imageTokens(ml.tensor(images, [n, 3, S, S]));
+      if (this.imagePool === 1) return tok;
+      const [, L, W] = tok.shape;
+      const g = Math.round(Math.sqrt(L - 1));
+      const k = this.imagePool;
+      const cls = ml.slice(tok, 1, 0, 1);
+      // [n, g*g, W] -> [n, g/k, k, g/k, k, W] -> mean over the two k axes -> [n, (g/k)^2, W].
+      const grid = ml.reshape(ml.slice(tok, 1, 1, L), [n, g / k, k, g / k, k, W]);
+      const pooled = ml.mean(grid, [2, 4]);
+      return ml.concat([cls, ml.reshape(pooled, [n, (g / k) ** 2, W])], 1);
+    }));
+  }
+
+  /** Features of a table of images, computed in chunks: f32 [n * N * Wv]. */
+  featureTable(images: Float32Array, n: number, chunk = 64): Float32Array {
+    const px = 3 * this.imageSize * this.imageSize;
+    const Wv = this.encoder.config.visionWidth;
+    const out = new Float32Array(n * this.N * Wv);
+    for (let i = 0; i < n; i += chunk) {
+      const m = Math.min(chunk, n - i);
+      const f = this.features(images.subarray(i * px, (i + m) * px), m);
+      out.set(f.toArray() as Float32Array, i * this.N * Wv);
+      f.dispose();
+    }
+    return out;
+  }
+
+  /** Pooled features [K, N, Wv] -> projected image tokens [K, N, W] (with a graph when grad is on). */
+  project(features: ml.Tensor): ml.Tensor<'f32'> {
+    return this.projector.forward(features) as ml.Tensor<'f32'>;
+  }
+
+  /**
+   * The GPT's input embeddings for B rows of length L: token embeddings with each image block
+   * [slot, slot + N) replaced by the next image of `imageTokens` [K, N, W] (images in row order). Returns
+   * [B, L, W] without positions.
+   */
+  spliceEmbeds(rows: SpliceRow[], L: number, imageTokens: ml.Tensor): ml.Tensor<'f32'> {
+    const N = this.N;
+    return ml.tidy(() => {
+      const B = rows.length;
+      const ids = new Int32Array(B * L).fill(this.tokenizer.padId);
+      rows.forEach((r, b) => ids.set(r.ids.subarray(0, Math.min(L, r.ids.length)), b * L));
+      const tok = this.gpt.tokenEmbed.forward(ml.tensor(ids, [B, L], { dtype: 'i32' }) as ml.Tensor<'i32'>);
+      let k = 0;
+      const out: ml.Tensor[] = [];
+      rows.forEach((r, b) => {
+        const row = ml.slice(tok, 0, b, b + 1);
+        const parts: ml.Tensor[] = [];
+        let at = 0;
+        for (const s of r.slots) {
+          if (s + N > L) throw new Error(`instruct: image block at ${s} runs past the row length ${L}`);
+          if (s > at) parts.push(ml.slice(row, 1, at, s));
+          parts.push(ml.slice(imageTokens, 0, k, k + 1));
+          k++;
+          at = s + N;
+        }
+        if (at < L) parts.push(ml.slice(row, 1, at, L));
+        out.push(parts.length === 1 ? parts[0] : ml.concat(parts, 1));
+      });
+      if (k !== imageTokens.shape[0]) throw new Error(`instruct: ${imageTokens.shape[0]} images given for ${k} <image> blocks`);
+      return (B === 1 ? out[0] : ml.concat(out, 0)) as ml.Tensor<'f32'>;
+    });
+  }
+
+  /** Input embeddings [B, L, W] (no positions) -> logits [B, L, V], causal, through the LoRA GPT. */
+  logitsFromEmbeds(x: ml.Tensor): ml.Tensor<'f32'> {
+    const gpt = this.gpt;
+    return ml.tidy(() => {
+      const h = runBlocks(gpt.blocks, gpt.embed(x, null, 0), { causal: true, keyPaddingMask: null, checkpointing: gpt.config.checkpointing });
+      return gpt.head(gpt.lnFinal.forward(h));
+    });
+  }
+
+  /**
+   * Mean cross entropy over answer tokens: position t predicts ids[t + 1] where mask[t + 1] is 1. `features`
+   * [K, N, Wv] are the rows' images in order.
+   */
+  loss(rows: Array<SpliceRow & { mask: Uint8Array }>, features: ml.Tensor): ml.Tensor<'f32'> {
+    const L = Math.max(...rows.map((r) => r.ids.length));
+    const B = rows.length;
+    const targets = new Int32Array(B * L).fill(-100);
+    rows.forEach((r, b) => {
+      for (let t = 0; t + 1 < r.ids.length; t++) if (r.mask[t + 1]) targets[b * L + t] = r.ids[t + 1];
+    });
+    return ml.tidy(() => {
+      const x = this.spliceEmbeds(rows, L, this.project(features));
+      const logits = this.logitsFromEmbeds(x);
+      return ml.crossEntropy(logits, ml.tensor(targets, [B, L], { dtype: 'i32' }), { ignoreIndex: -100 });
+    });
+  }
+
+  /**
+   * Answers for prompt rows (expanded ids ending in `<|assistant|>`, all of one length) and their images'
+   * features [K, N, Wv]: the prompt up to `<|assistant|>` goes in as prefix embeddings, then KV-cached decoding
+   * stops at `<|end|>` (or `<eos>`). Token ids of the answers.
+   */
+  generateIds(rows: SpliceRow[], features: ml.Tensor, opts: AnswerOptions = {}): number[][] {
+    const L = rows[0].ids.length;
+    if (rows.some((r) => r.ids.length !== L)) throw new Error('instruct: generateIds needs prompt rows of one length');
+    const last = rows.map((r) => [r.ids[L - 1]]);
+    const was = this.projector.training;
+    this.projector.eval();
+    try {
+      return ml.noGrad(() => {
+        const prefix = ml.tidy(() => this.spliceEmbeds(rows.map((r) => ({ ids: r.ids.subarray(0, L - 1), slots: r.slots })), L - 1, this.project(features)));
+        try {
+          const room = this.gpt.config.contextLength - L + 1;
+          const out = generate(this.gpt, last, {
+            maxNewTokens: Math.max(1, Math.min(opts.maxNewTokens ?? 16, room)), greedy: opts.greedy ?? true,
+            temperature: opts.temperature ?? 1, seed: opts.seed ?? 0, eosId: this.endId, prefixEmbeds: prefix,
+          });
+          const eos = this.tokenizer.eosId;
+          return out.tokens.map((t) => (t.includes(eos) ? t.slice(0, t.indexOf(eos)) : t));
+        } finally {
+          prefix.dispose();
+        }
+      });
+    } finally {
+      this.projector.train(was);
+    }
+  }
+
+  dispose(): void {
+    this.projector.dispose();
+    this.gpt.dispose();
+    this.encoder.dispose();
+  }
+}

@@ -1,0 +1,581 @@
+/**
+ * Stage 3, `instruct`: instruction tuning with LoRA. The caption checkpoint's GPT gets low-rank adapters (base
+ * weights frozen); together with the caption projector they learn to answer chat-formatted instructions about
+ * one or two images (shapes captioning, VQA, difference, match), the images spliced in place of their
+ * `<image>` tokens, with the loss on answer tokens only. Evaluated by generating answers to VQA questions about
+ * held-out shapes scenes (accuracy overall and per question type, beside the majority-answer baseline) and by
+ * exact match on held-out records of the other tasks; recorded in SQLite with the caption run as parent,
+ * checkpointed (projector + adapters + optimizer + RNG) so that `resume` continues exactly.
+ *
+ * ```ts
+ * const res = await trainInstruct(resolveInstructConfig('quick'), { db: 'runs/modalab.db' });
+ * res.metrics['val/vqa_acc/colour'];
+ * const m = loadInstruct(res.checkpoint);
+ * await m.answer([{ kind: 'file', path: 'scene.png' }], 'what colour is the circle?');
+ * ```
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import * as ml from '../../../index';
+import { Tracker, Run } from '../../tracking';
+import { GPT, GPTConfig } from '../../models/gpt';
+import { vqaAccuracy, vqaScore } from '../../eval/vqa';
+import { Tokenizer } from '../../tokenizer';
+import type { ImageRef } from '../../data/types';
+import { decodeImage, encodePng, type ImageTransform } from '../../data/image';
+import { readCheckpointState, type TrainingState } from '../checkpoint';
+import { resolveResume, writeAtomic } from '../align/train';
+import { loadScorer } from '../align/filter';
+import { AlignConfig } from '../align/config';
+import { CaptionConfig } from '../caption/config';
+import { CaptionNet } from '../caption/model';
+import { findStageCheckpoint } from '../caption/train';
+import { loadCheckpoint } from '../checkpoint';
+import { InstructConfig, validateInstructConfig } from './config';
+import { InstructData, InstructExample, alignTransform, encodeExample, instructBatchRows, prepareInstructData } from './data';
+import { AnswerOptions, InstructModel, SpliceRow } from './model';
+
+export interface InstructStepInfo {
+  step: number;
+  steps: number;
+  loss: number;
+  lr: number;
+  samplesPerS: number;
+  /** Seconds left at the recent pace. */
+  etaS: number;
+}
+
+export interface TrainInstructOptions {
+  /** The SQLite file (default runs/modalab.db); or an open tracker. */
+  db?: string;
+  tracker?: Tracker;
+  /** Directory for this run's checkpoint, config and samples (default runs/instruct-<run id>; on resume, the checkpoint's). */
+  outDir?: string;
+  /** Continue a stopped run: its id or the path of its checkpoint. The config comes from the checkpoint. */
+  resume?: number | string;
+  /** Stop cleanly at the next step boundary (checkpoint written, status killed). */
+  signal?: AbortSignal;
+  /** Stop after this many steps of this call (for tests of resume); the run is left 'killed' and resumable. */
+  stopAfter?: number;
+  onStep?: (s: InstructStepInfo) => void;
+  onEval?: (step: number, metrics: Record<string, number>) => void;
+  /** Messages such as "preparing data" and warnings (default: none). */
+  onStatus?: (msg: string) => void;
+}
+
+export interface InstructSample {
+  /** Base64 PNG of the input image at the model's image size. */
+  png: string;
+  /** The second image of two-image tasks. */
+  png2?: string;
+  task: string;
+  qtype?: string;
+  question: string;
+  answers: string[];
+  prediction: string;
+}
+
+export interface InstructResult {
+  runId: number;
+  status: 'finished' | 'killed';
+  stepsDone: number;
+  /** The loss (answer-token CE) of every step this call ran. */
+  losses: number[];
+  /** The last evaluation: val/vqa_acc, val/vqa_acc/<type>, val/<task>_acc; and baseline/vqa_acc[/<type>]. */
+  metrics: Record<string, number>;
+  samples: InstructSample[];
+  checkpoint: string;
+  /** The caption checkpoint the model was built from, and its run. */
+  captionCheckpoint: string;
+  captionRunId: number;
+  outDir: string;
+  wallS: number;
+}
+
+/** What an instruct checkpoint records beyond the common state, to rebuild the model. */
+export interface InstructExtra {
+  captionCheckpoint: string;
+  captionRunId: number;
+  alignCheckpoint: string;
+  tokenizer: string;
+  gpt: GPTConfig;
+  projectorHidden: number;
+}
+
+const FORMAT = 'modalab.training-checkpoint.v1';
+const MERGED_FORMAT = 'modalab.instruct-merged.v1';
+
+// ------------------------------------------------------------------------------------------ building the model
+
+/** The caption checkpoint's parts (encoder, projector, GPT) with LoRA on the GPT, as an InstructModel. */
+export function buildInstructModel(cfg: InstructConfig, extra: InstructExtra, status: (m: string) => void = () => {}): { model: InstructModel; alignCfg: AlignConfig } {
+  status(`image encoder from ${extra.alignCheckpoint}; projector and GPT from ${extra.captionCheckpoint}`);
+  const scorer = loadScorer(extra.alignCheckpoint);
+  const alignCfg: AlignConfig = scorer.config;
+  const tokenizer = Tokenizer.fromFile(extra.tokenizer);
+  if (tokenizer.vocabSize !== extra.gpt.vocabSize) {
+    scorer.dispose();
+    throw new Error(`instruct: the tokenizer ${extra.tokenizer} has ${tokenizer.vocabSize} ids but the GPT has ${extra.gpt.vocabSize}`);
+  }
+  const net = new CaptionNet(alignCfg.model.visionWidth, extra.projectorHidden, new GPT(extra.gpt));
+  loadCheckpoint(extra.captionCheckpoint, net, null);
+  ml.manualSeed(cfg.seed);
+  const wrapped = ml.nn.applyLora(net.gpt, { rank: cfg.lora.rank, alpha: cfg.lora.alpha, dropout: cfg.lora.dropout, targets: cfg.lora.targets, freezeBase: true });
+  if (wrapped.length === 0) throw new Error(`instruct: key lora.targets ${JSON.stringify(cfg.lora.targets)} wrapped no layer`);
+  net.projector.requiresGrad_(true);
+  const model = new InstructModel(scorer.model.net, net.projector, net.gpt, tokenizer, alignCfg.data.imageSize, cfg.model.imagePool);
+  return { model, alignCfg };
+}
+
+/** The caption checkpoint's state, checked, as the extra an instruct checkpoint records. */
+export function captionExtra(file: string, runId: number): InstructExtra {
+  const st = readCheckpointState(file);
+  if (st.stage !== 'caption') throw new Error(`instruct: ${file} is a ${st.stage} checkpoint, not caption`);
+  const ce = st.extra as unknown as { alignCheckpoint: string; tokenizer: string; gpt: GPTConfig };
+  const cc = st.config as CaptionConfig;
+  if (cc.model.prefix !== 'tokens') throw new Error(`instruct: the caption checkpoint ${file} was trained with model.prefix '${cc.model.prefix}'; instruct needs 'tokens'`);
+  return { captionCheckpoint: path.resolve(file), captionRunId: runId, alignCheckpoint: ce.alignCheckpoint, tokenizer: ce.tokenizer, gpt: ce.gpt, projectorHidden: cc.model.projectorHidden };
+}
+
+function saveInstructCheckpoint(file: string, model: InstructModel, opt: ml.optim.Optimizer<any>, state: TrainingState): void {
+  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  const tensors: Record<string, ml.Tensor> = {};
+  for (const [k, v] of Object.entries(model.projector.stateDict())) tensors[`model.projector.${k}`] = v;
+  for (const [k, v] of Object.entries(ml.nn.loraStateDict(model.gpt))) tensors[`model.gpt.${k}`] = v;
+  const o = ml.optim.toSafetensors(opt.stateDict());
+  Object.assign(tensors, o.tensors);
+  const metadata = { ...o.metadata, 'modalab.format': FORMAT, 'modalab.state': JSON.stringify(state) };
+  ml.save(file, tensors, metadata);
+}
+
+/** Loads projector and adapter weights (and the optimizer when given) from an instruct checkpoint. */
+function loadInstructWeights(file: string, model: InstructModel, opt: ml.optim.Optimizer<any> | null): void {
+  const loaded = ml.load(file);
+  try {
+    const proj: Record<string, ml.Tensor> = {};
+    const lora: Record<string, ml.Tensor> = {};
+    for (const [k, v] of Object.entries(loaded.tensors)) {
+      if (k.startsWith('model.projector.')) proj[k.slice('model.projector.'.length)] = v;
+      else if (k.startsWith('model.gpt.')) lora[k.slice('model.gpt.'.length)] = v;
+    }
+    model.projector.loadStateDict(proj);
+    ml.nn.loadLoraStateDict(model.gpt, lora);
+    if (opt) opt.loadStateDict(ml.optim.fromSafetensors(loaded));
+  } finally {
+    for (const t of Object.values(loaded.tensors)) t.dispose();
+  }
+}
+
+// ------------------------------------------------------------------------------------------ evaluation
+
+/** Gathers rows of a feature table [n, N, Wv] into a tensor [K, N, Wv]. */
+function gather(table: Float32Array, rows: number[], N: number, Wv: number): ml.Tensor<'f32'> {
+  const out = new Float32Array(rows.length * N * Wv);
+  rows.forEach((r, j) => out.set(table.subarray(r * N * Wv, (r + 1) * N * Wv), j * N * Wv));
+  return ml.tensor(out, [rows.length, N, Wv]);
+}
+
+/**
+ * Greedy answers to examples whose images are rows of a feature table; prompts of one length are batched
+ * (generation needs equal-length rows), `chunk` at a time.
+ */
+export function answerExamples(model: InstructModel, examples: InstructExample[], table: Float32Array, opts: AnswerOptions = {}, chunk = 64): string[] {
+  const tok = model.tokenizer;
+  const Wv = model.encoder.config.visionWidth;
+  const prompts = examples.map((ex) => encodeExample(tok, ex.question, ex.images.length, null, model.N)!);
+  const byLen = new Map<number, number[]>();
+  prompts.forEach((p, i) => byLen.set(p.ids.length, [...(byLen.get(p.ids.length) ?? []), i]));
+  const out = new Array<string>(examples.length).fill('');
+  for (const idx of byLen.values()) {
+    for (let i = 0; i < idx.length; i += chunk) {
+      const part = idx.slice(i, i + chunk);
+      const feats = gather(table, part.flatMap((j) => examples[j].images), model.N, Wv);
+      try {
+        const ids = model.generateIds(part.map((j) => prompts[j]), feats, opts);
+        part.forEach((j, k) => { out[j] = tok.decode(ids[k], { skipSpecial: true }).trim(); });
+      } finally {
+        feats.dispose();
+      }
+    }
+  }
+  return out;
+}
+
+/** VQA accuracy overall and per question type ('val/vqa_acc', 'val/vqa_acc/<type>'), exact match per other task. */
+export function instructMetrics(examples: InstructExample[], predictions: string[]): Record<string, number> {
+  const m: Record<string, number> = {};
+  const vqa = examples.map((e, i) => [e, i] as const).filter(([e]) => e.task === 'vqa');
+  if (vqa.length > 0) {
+    const r = vqaAccuracy(vqa.map(([, i]) => predictions[i]), vqa.map(([e]) => e.answers), vqa.map(([e]) => e.qtype ?? 'vqa'));
+    m['val/vqa_acc'] = r.overall;
+    for (const [t, v] of Object.entries(r.byType)) m[`val/vqa_acc/${t}`] = v.accuracy;
+  }
+  const byTask = new Map<string, number[]>();
+  examples.forEach((e, i) => {
+    if (e.task === 'vqa') return;
+    byTask.set(e.task, [...(byTask.get(e.task) ?? []), vqaScore(predictions[i], e.answers)]);
+  });
+  for (const [t, s] of byTask) m[`val/${t}_acc`] = s.reduce((a, x) => a + x, 0) / s.length;
+  return m;
+}
+
+export function evaluateInstruct(model: InstructModel, data: InstructData, evalTable: Float32Array, cfg: InstructConfig): {
+  metrics: Record<string, number>; predictions: string[];
+} {
+  const predictions = answerExamples(model, data.eval, evalTable, { maxNewTokens: cfg.generate.maxNewTokens, greedy: true });
+  return { metrics: instructMetrics(data.eval, predictions), predictions };
+}
+
+/** Samples for samples.json: VQA questions spread over the types first, then the other tasks in turn. */
+async function makeSamples(data: InstructData, predictions: string[], n: number): Promise<InstructSample[]> {
+  const S = data.imageSize;
+  const px = 3 * S * S;
+  const groups = new Map<string, number[]>();
+  data.eval.forEach((e, i) => {
+    const k = e.task === 'vqa' ? `vqa/${e.qtype}` : e.task;
+    groups.set(k, [...(groups.get(k) ?? []), i]);
+  });
+  const order: number[] = [];
+  const lists = [...groups.values()];
+  for (let r = 0; order.length < Math.min(n, data.eval.length); r++) {
+    for (const l of lists) if (r < l.length && order.length < n) order.push(l[r]);
+  }
+  const png = async (row: number): Promise<string> => (await encodePng(data.evalImages.subarray(row * px, (row + 1) * px), data.transform)).toString('base64');
+  const out: InstructSample[] = [];
+  for (const i of order) {
+    const e = data.eval[i];
+    out.push({
+      png: await png(e.images[0]), ...(e.images.length > 1 ? { png2: await png(e.images[1]) } : {}),
+      task: e.task, ...(e.qtype ? { qtype: e.qtype } : {}), question: e.question, answers: e.answers, prediction: predictions[i],
+    });
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------ training
+
+export async function trainInstruct(config: InstructConfig, opts: TrainInstructOptions = {}): Promise<InstructResult> {
+  const t0 = Date.now();
+  const status = opts.onStatus ?? (() => {});
+  const ownTracker = !opts.tracker;
+  const tracker = opts.tracker ?? Tracker.open(opts.db);
+  let cfg = config;
+  let run: Run | null = null;
+  let resumeFile: string | null = null;
+  let model: InstructModel | null = null;
+  let finalStatus: 'finished' | 'killed' | 'failed' = 'failed';
+  try {
+    let extra: InstructExtra;
+    if (opts.resume !== undefined) {
+      const r = resolveResume(tracker, opts.resume);
+      resumeFile = r.file;
+      const st = readCheckpointState(r.file);
+      if (st.stage !== 'instruct') throw new Error(`resume: ${r.file} is a ${st.stage} checkpoint, not instruct`);
+      cfg = st.config as InstructConfig;
+      extra = st.extra as unknown as InstructExtra;
+      run = tracker.resumeRun(r.runId);
+    } else {
+      validateInstructConfig(cfg);
+      const cap = findStageCheckpoint(tracker, 'caption', cfg.caption.checkpoint);
+      if (!cap) throw new Error(`instruct: key caption.checkpoint is '' and the db ${tracker.file} has no finished caption run with a checkpoint; train one (modalab train --stage caption) or set caption.checkpoint`);
+      extra = captionExtra(cap.file, cap.runId);
+      const inDb = ((): boolean => {
+        try {
+          return tracker.artifacts(cap.runId).some((a) => a.kind === 'checkpoint' && path.resolve(a.path) === path.resolve(cap.file));
+        } catch {
+          return false;
+        }
+      })();
+      if (!inDb) status(`note: the caption checkpoint's run ${cap.runId} is not in ${tracker.file}; no parent run recorded`);
+      run = tracker.startRun({
+        experiment: cfg.experiment, name: cfg.name || undefined, stage: 'instruct', config: cfg as unknown as { [k: string]: unknown },
+        seed: cfg.seed, parentRunId: inDb ? cap.runId : undefined,
+      });
+    }
+    const outDir = path.resolve(opts.outDir ?? (resumeFile ? path.dirname(resumeFile) : path.join(path.dirname(tracker.file), `instruct-${run.id}`)));
+    fs.mkdirSync(outDir, { recursive: true });
+    const ckpt = path.join(outDir, 'last.safetensors');
+
+    const built = buildInstructModel(cfg, extra, status);
+    model = built.model;
+    const gpt = model.gpt;
+    const N = model.N;
+    if (2 * N + cfg.data.maxTextLen > gpt.config.contextLength) {
+      throw new Error(`instruct: two images (2 x ${N} positions, model.imagePool ${cfg.model.imagePool}) plus data.maxTextLen (${cfg.data.maxTextLen}) exceed the GPT's context length ${gpt.config.contextLength}; raise model.imagePool or lower data.maxTextLen`);
+    }
+
+    status('preparing data');
+    const data = await prepareInstructData(cfg, built.alignCfg, model.tokenizer, N, { onStatus: status });
+    status(`encoding ${data.numTrainImages + data.numEvalImages} images with the frozen encoder`);
+    const trainTable = model.featureTable(data.trainImages, data.numTrainImages);
+    const evalTable = model.featureTable(data.evalImages, data.numEvalImages);
+    if (!fs.existsSync(path.join(outDir, 'config.json'))) {
+      const cfgPath = path.join(outDir, 'config.json');
+      writeAtomic(cfgPath, JSON.stringify(cfg, null, 2) + '\n');
+      run.logArtifact('config', cfgPath);
+      const base: Record<string, number> = { 'data/train_records': data.train.ids.length, 'data/eval_examples': data.eval.length, 'data/image_positions': N, 'data/dropped': data.dropped };
+      if (data.baseline) {
+        base['baseline/vqa_acc'] = data.baseline.overall;
+        for (const [t, v] of Object.entries(data.baseline.byType)) base[`baseline/vqa_acc/${t}`] = v.accuracy;
+      }
+      run.log(base, 0);
+    }
+    const baselineMetrics: Record<string, number> = {};
+    if (data.baseline) {
+      baselineMetrics['baseline/vqa_acc'] = data.baseline.overall;
+      for (const [t, v] of Object.entries(data.baseline.byType)) baselineMetrics[`baseline/vqa_acc/${t}`] = v.accuracy;
+    }
+
+    const params = model.trainableParameters();
+    const t = cfg.train;
+    const opt = new ml.optim.AdamW(params, { lr: t.lr, betas: t.betas, eps: t.eps, weightDecay: t.weightDecay });
+    const sched = new ml.optim.LRScheduler(opt, ml.optim.cosineWithWarmup({ warmupSteps: t.warmupSteps, totalSteps: t.steps, minLrRatio: t.minLrRatio }));
+    let step = 0;
+    if (resumeFile) {
+      const st = readCheckpointState(resumeFile);
+      loadInstructWeights(resumeFile, model, opt);
+      step = st.step;
+      sched.loadStateDict({ lastStep: step });
+      ml.setRngState(st.rng);
+      status(`resuming run ${run.id} at step ${step}`);
+    }
+    const save = (): void => {
+      saveInstructCheckpoint(ckpt, model!, opt, {
+        step, rng: ml.getRngState(), config: cfg, stage: 'instruct', runId: run!.id, extra: extra as unknown as Record<string, unknown>,
+      });
+    };
+    const B = t.batchSize;
+    const Wv = model.encoder.config.visionWidth;
+    const losses: number[] = [];
+    let metrics: Record<string, number> = {};
+    let predictions: string[] = [];
+    const startStep = step;
+    let recent: Array<[number, number]> = [];
+    let stopped = false;
+    const evalNow = (): Record<string, number> => {
+      const e = evaluateInstruct(model!, data, evalTable, cfg);
+      predictions = e.predictions;
+      run!.log(e.metrics, step);
+      opts.onEval?.(step, e.metrics);
+      return { ...e.metrics, ...baselineMetrics };
+    };
+    status(`training ${t.steps - step} steps (${params.length} trainable tensors, ${params.reduce((a, p) => a + p.size, 0)} numbers)`);
+    model.projector.train();
+    gpt.train();
+    while (step < t.steps) {
+      if (opts.signal?.aborted || (opts.stopAfter !== undefined && step - startStep >= opts.stopAfter)) {
+        stopped = true;
+        break;
+      }
+      const tStep = performance.now();
+      const rowsIdx = instructBatchRows(data, step, B, cfg.seed);
+      const rows = Array.from(rowsIdx, (r) => ({ ids: data.train.ids[r], mask: data.train.mask[r], slots: data.train.slots[r] }));
+      const imgs = Array.from(rowsIdx, (r) => data.train.images[r]).flat();
+      opt.zeroGrad();
+      let loss = 0;
+      ml.tidy(() => {
+        const l = model!.loss(rows, gather(trainTable, imgs, N, Wv));
+        l.backward();
+        loss = l.item();
+      });
+      const gradNorm = ml.optim.clipGradNorm(params, t.gradClip > 0 ? t.gradClip : Infinity);
+      const lr = opt.paramGroups[0].lr;
+      opt.step();
+      sched.step();
+      step++;
+      losses.push(loss);
+      const now = performance.now();
+      recent.push([now, step]);
+      if (recent.length > 20) recent = recent.slice(-20);
+      const [tA, sA] = recent[0];
+      const pace = recent.length > 1 ? (now - tA) / (step - sA) : now - tStep;
+      const samplesPerS = (B * 1000) / (now - tStep);
+      if (step % t.logEvery === 0 || step === t.steps) run.log({ loss, lr, grad_norm: gradNorm, samples_per_s: samplesPerS }, step);
+      opts.onStep?.({ step, steps: t.steps, loss, lr, samplesPerS, etaS: ((t.steps - step) * pace) / 1000 });
+      if (t.evalEvery > 0 && step % t.evalEvery === 0 && step < t.steps) {
+        metrics = evalNow();
+        model.projector.train();
+        gpt.train();
+      }
+      if (t.checkpointEvery > 0 && step % t.checkpointEvery === 0 && step < t.steps) save();
+      await new Promise<void>((r) => setImmediate(r));
+    }
+    save();
+    let samples: InstructSample[] = [];
+    if (!stopped) {
+      status('evaluating');
+      metrics = evalNow();
+      samples = await makeSamples(data, predictions, cfg.data.samples);
+      if (samples.length > 0) {
+        const file = path.join(outDir, 'samples.json');
+        writeAtomic(file, JSON.stringify(samples, null, 1) + '\n');
+        run.logArtifact('samples', file);
+      }
+    }
+    run.logArtifact('checkpoint', ckpt);
+    finalStatus = stopped ? 'killed' : 'finished';
+    run.finish(finalStatus);
+    return {
+      runId: run.id, status: finalStatus, stepsDone: step - startStep, losses, metrics, samples, checkpoint: ckpt,
+      captionCheckpoint: extra.captionCheckpoint, captionRunId: extra.captionRunId, outDir, wallS: (Date.now() - t0) / 1000,
+    };
+  } catch (e) {
+    if (run && run.status === 'running') run.finish('failed');
+    throw e;
+  } finally {
+    model?.dispose();
+    if (ownTracker) tracker.close();
+  }
+}
+
+// ------------------------------------------------------------------------------------------ inference
+
+/** A trained instruct model for answering questions about images (the `modalab chat` command). */
+export interface LoadedInstruct {
+  model: InstructModel;
+  config: InstructConfig;
+  /** The align run's image transform (size, normalisation): what `answer` decodes files with. */
+  transform: ImageTransform;
+  /**
+   * The answer to `question` about `images` (1 or 2: file paths or other ImageRefs, or f32 [3, S, S] arrays
+   * already normalised with `transform`). The question may hold one `<image>` per image to place them; else
+   * they go first. Greedy unless opts.greedy is false.
+   */
+  answer(images: ReadonlyArray<ImageRef | Float32Array>, question: string, opts?: AnswerOptions): Promise<string>;
+  dispose(): void;
+}
+
+/** How many images fit one prompt beside a short question. */
+function maxImages(model: InstructModel): number {
+  return Math.max(1, Math.floor((model.gpt.config.contextLength - 16) / model.N));
+}
+
+function makeLoaded(model: InstructModel, cfg: InstructConfig, transform: ImageTransform): LoadedInstruct {
+  const S = model.imageSize;
+  return {
+    model, config: cfg, transform,
+    async answer(images, question, opts = {}) {
+      if (typeof question !== 'string' || question.trim() === '') throw new Error('instruct answer: the question must be a non-empty string');
+      if (!Array.isArray(images) || images.length === 0) throw new Error('instruct answer: give at least one image (this model answers questions about images)');
+      const most = maxImages(model);
+      if (images.length > most) throw new Error(`instruct answer: got ${images.length} images; this model takes at most ${most} (each takes ${model.N} of its ${model.gpt.config.contextLength} positions)`);
+      const marks = question.split('<image>').length - 1;
+      if (marks !== 0 && marks !== images.length) {
+        throw new Error(`instruct answer: the question has ${marks} <image> placeholders but ${images.length} images were given`);
+      }
+      const px = 3 * S * S;
+      const table = new Float32Array(images.length * px);
+      for (let i = 0; i < images.length; i++) {
+        const im = images[i];
+        if (im instanceof Float32Array) {
+          if (im.length !== px) throw new Error(`instruct answer: image ${i} has ${im.length} values; expected f32 [3, ${S}, ${S}] (${px})`);
+          table.set(im, i * px);
+        } else {
+          if (im && im.kind === 'file' && !fs.existsSync(im.path)) throw new Error(`instruct answer: image file ${im.path} does not exist`);
+          table.set(await decodeImage(im, transform, `instruct answer image ${i}`), i * px);
+        }
+      }
+      const feats = model.featureTable(table, images.length);
+      let text = question;
+      let numImages = images.length;
+      // Placeholders in the question: the user turn is that text as written (encodeExample adds none).
+      if (marks > 0) numImages = 0;
+      const tok = model.tokenizer;
+      const enc = encodeExampleWith(tok, text, numImages, model.N, marks);
+      if (enc.ids.length > model.gpt.config.contextLength) {
+        throw new Error(`instruct answer: the prompt takes ${enc.ids.length} positions (with ${images.length} images of ${model.N}); the model has ${model.gpt.config.contextLength}`);
+      }
+      const Wv = model.encoder.config.visionWidth;
+      const f = ml.tensor(feats, [images.length, model.N, Wv]);
+      try {
+        const ids = model.generateIds([enc], f, { maxNewTokens: opts.maxNewTokens ?? cfg.generate.maxNewTokens, ...opts });
+        text = tok.decode(ids[0], { skipSpecial: true }).trim();
+        return text;
+      } finally {
+        f.dispose();
+      }
+    },
+    dispose() {
+      model.dispose();
+    },
+  };
+}
+
+/** A prompt whose `<image>` marks are written in the text (marks > 0) or put first (numImages). */
+function encodeExampleWith(tok: Tokenizer, text: string, numImages: number, N: number, marks: number): SpliceRow {
+  if (marks === 0) return encodeExample(tok, text, numImages, null, N)!;
+  const enc = tok.chat([{ role: 'user', content: text }], { bos: true, addGenerationPrompt: true });
+  const ids: number[] = [];
+  const slots: number[] = [];
+  for (const id of enc.ids) {
+    if (id === tok.imageId) {
+      slots.push(ids.length);
+      for (let k = 0; k < N; k++) ids.push(id);
+    } else ids.push(id);
+  }
+  return { ids: Int32Array.from(ids), slots };
+}
+
+/** An instruct checkpoint (or a merged export from exportMerged) ready to answer questions. */
+export function loadInstruct(checkpoint: string): LoadedInstruct {
+  if (!fs.existsSync(checkpoint)) throw new Error(`loadInstruct: ${checkpoint} does not exist`);
+  const md = ml.loadHeader(checkpoint).metadata ?? {};
+  if (md['modalab.format'] === MERGED_FORMAT) return loadMerged(checkpoint, md);
+  const st = readCheckpointState(checkpoint);
+  if (st.stage !== 'instruct') throw new Error(`loadInstruct: ${checkpoint} is a ${st.stage} checkpoint, not instruct`);
+  const cfg = st.config as InstructConfig;
+  const extra = st.extra as unknown as InstructExtra;
+  const { model, alignCfg } = buildInstructModel(cfg, extra);
+  try {
+    loadInstructWeights(checkpoint, model, null);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  model.projector.eval();
+  model.gpt.eval();
+  return makeLoaded(model, cfg, alignTransform(alignCfg));
+}
+
+function loadMerged(file: string, md: Record<string, string>): LoadedInstruct {
+  const info = JSON.parse(md['modalab.instruct']) as { config: InstructConfig; extra: InstructExtra };
+  const scorer = loadScorer(info.extra.alignCheckpoint);
+  const tokenizer = Tokenizer.fromFile(info.extra.tokenizer);
+  const net = new CaptionNet(scorer.config.model.visionWidth, info.extra.projectorHidden, new GPT(info.extra.gpt));
+  const loaded = ml.load(file);
+  try {
+    net.loadStateDict(loaded.tensors);
+  } finally {
+    for (const t of Object.values(loaded.tensors)) t.dispose();
+  }
+  const model = new InstructModel(scorer.model.net, net.projector, net.gpt, tokenizer, scorer.config.data.imageSize, info.config.model.imagePool);
+  model.projector.eval();
+  model.gpt.eval();
+  return makeLoaded(model, info.config, alignTransform(scorer.config));
+}
+
+/**
+ * Folds the adapters into the GPT (mergeLora) and writes the merged GPT and the projector as one safetensors
+ * file (`gpt.*`, `projector.*`; written to a temporary file and renamed), with what loadInstruct needs in its
+ * metadata. The base names stay (a merged model has the caption GPT's parameter names).
+ */
+export function exportMerged(checkpoint: string, outFile: string): { file: string; merged: string[] } {
+  const st = readCheckpointState(checkpoint);
+  if (st.stage !== 'instruct') throw new Error(`exportMerged: ${checkpoint} is a ${st.stage} checkpoint, not instruct`);
+  const loaded = loadInstruct(checkpoint);
+  try {
+    const merged = ml.nn.mergeLora(loaded.model.gpt);
+    const tensors: Record<string, ml.Tensor> = {};
+    for (const [k, v] of Object.entries(loaded.model.gpt.stateDict())) tensors[`gpt.${k}`] = v;
+    for (const [k, v] of Object.entries(loaded.model.projector.stateDict())) tensors[`projector.${k}`] = v;
+    fs.mkdirSync(path.dirname(path.resolve(outFile)), { recursive: true });
+    ml.save(outFile, tensors, {
+      'modalab.format': MERGED_FORMAT,
+      'modalab.instruct': JSON.stringify({ config: st.config, extra: st.extra, sourceCheckpoint: path.resolve(checkpoint), mergedLayers: merged }),
+    });
+    return { file: path.resolve(outFile), merged };
+  } finally {
+    loaded.dispose();
+  }
+}
+
