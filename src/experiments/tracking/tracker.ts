@@ -23,8 +23,10 @@ import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'worker_threads';
 import { checkConfig, flattenConfig, type JsonValue } from './config';
 import { migrate, newerSchemaError, readSchemaVersion, SCHEMA_VERSION } from './schema';
+import type { BatchMessage, WriterData, WriterMessage, WriterReply } from './writer';
 
 export const DEFAULT_DB = path.join('runs', 'modalab.db');
 /** Buffered metrics are written at least this often (the guarantee is one second; half leaves slack). */
@@ -37,6 +39,10 @@ export const REMOTE_STALE_AFTER_MS = 15 * 60 * 1000;
 export const BUSY_TIMEOUT_MS = 10000;
 /** A buffer this large is flushed at once, whatever the time, to bound memory. */
 const MAX_BUFFERED = 50000;
+/** Handoffs the writer may be behind before a handoff waits for it (bounds memory when it cannot keep up). */
+const MAX_IN_FLIGHT = 8;
+/** A synchronous flush gives up on a writer that has not answered after this long (it may wait on the busy timeout). */
+const WRITER_WAIT_MS = BUSY_TIMEOUT_MS + 20000;
 
 export type RunStatus = 'running' | 'finished' | 'failed' | 'killed';
 
@@ -129,13 +135,139 @@ function decodeValue(value: number | null, nonfinite: string | null): number {
 // ---------------------------------------------------------------------------------------------------------------
 // One write connection per file per process.
 
-interface Conn {
+/** @internal */
+export interface Conn {
   db: Database.Database;
   file: string;
   refs: number;
   trackers: Set<Tracker>;
+  /** Metric keys as small integers (the buffers hold ids; the writer keeps the same table). */
+  keyIds: Map<string, number>;
+  keyNames: string[];
+  /** The metric writer thread, started with the first flush; null until then or where none can run. */
+  writer: WriterClient | null | undefined;
 }
 const conns = new Map<string, Conn>();
+
+const WRITER_JS = path.join(__dirname, 'writer.js');
+
+/**
+ * The main thread's side of the metric writer (writer.ts). `handoff` gives it a batch and returns at once;
+ * `flushSync` gives it one and waits until it is committed, throwing the writer's error if it failed.
+ */
+export class WriterClient {
+  private readonly worker: Worker;
+  private readonly port: MessagePort;
+  private readonly ctl: Int32Array;
+  private posted = 0;
+  private sentKeys = 0;
+  private errors: WriterReply[] = [];
+
+  constructor(private readonly conn: Conn) {
+    const sab = new SharedArrayBuffer(16);
+    this.ctl = new Int32Array(sab);
+    const { port1, port2 } = new MessageChannel();
+    this.port = port1;
+    const data: WriterData & { modalabTrackingWriter: true } = {
+      modalabTrackingWriter: true, file: conn.file, ctl: sab, port: port2, busyTimeoutMs: BUSY_TIMEOUT_MS,
+    };
+    this.worker = new Worker(WRITER_JS, { workerData: data, transferList: [port2] });
+    this.worker.unref(); // a tracker never keeps a process alive
+    this.worker.on('error', () => Atomics.store(this.ctl, 2, 1)); // (the writer catches its own errors)
+  }
+
+  get stopped(): boolean {
+    return Atomics.load(this.ctl, 2) === 1;
+  }
+
+  /** Requests not yet handled. */
+  get behind(): number {
+    return this.posted - Atomics.load(this.ctl, 1);
+  }
+
+  private newKeys(): string[] {
+    const names = this.conn.keyNames;
+    if (this.sentKeys === names.length) return [];
+    const k = names.slice(this.sentKeys);
+    this.sentKeys = names.length;
+    return k;
+  }
+
+  private post(msg: WriterMessage, transfer: ArrayBuffer[]): number {
+    this.port.postMessage(msg, transfer);
+    this.posted++;
+    Atomics.store(this.ctl, 0, this.posted);
+    Atomics.notify(this.ctl, 0);
+    return this.posted;
+  }
+
+  /** Waits until request `seq` is handled; false if the writer stopped or did not answer in time. */
+  private waitFor(seq: number, timeoutMs: number): boolean {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const done = Atomics.load(this.ctl, 1);
+      if (done >= seq) return true;
+      if (this.stopped) return false;
+      const left = end - Date.now();
+      if (left <= 0) return false;
+      Atomics.wait(this.ctl, 1, done, Math.min(left, 200));
+    }
+  }
+
+  private takeReplies(): void {
+    for (let m = receiveMessageOnPort(this.port); m !== undefined; m = receiveMessageOnPort(this.port)) {
+      this.errors.push(m.message as WriterReply);
+    }
+  }
+
+  /** Hands a batch over without waiting (unless the writer is MAX_IN_FLIGHT requests behind). */
+  handoff(b: Pending, runId: number): void {
+    if (this.behind >= MAX_IN_FLIGHT) this.waitFor(this.posted - MAX_IN_FLIGHT + 1, WRITER_WAIT_MS);
+    const msg = b.message(runId, false, this.newKeys());
+    this.post(msg, b.n ? [msg.keyIds.buffer, msg.steps.buffer, msg.values.buffer, msg.walls.buffer] as ArrayBuffer[] : []);
+  }
+
+  /**
+   * Writes a batch (and everything handed over before it) and waits for the commit. The rows are copied, not
+   * transferred, so the caller keeps them if this throws.
+   */
+  flushSync(b: Pending, runId: number): void {
+    const seq = this.post(b.message(runId, true, this.newKeys()), []);
+    if (!this.waitFor(seq, WRITER_WAIT_MS)) {
+      throw new Error(`tracking: the metric writer for ${this.conn.file} ${this.stopped ? 'has stopped' : `did not answer within ${WRITER_WAIT_MS} ms`}`);
+    }
+    this.takeReplies();
+    const mine = this.errors.find((e) => e.seq === seq || e.seq === -1);
+    // Earlier handoffs' errors are dropped once a flush succeeds: the writer retried and wrote them with this one.
+    this.errors = [];
+    if (mine) throw new Error(`tracking: writing metrics of run ${runId} to ${this.conn.file} failed: ${mine.error}`);
+  }
+
+  /** Waits for everything handed over, then stops the thread. */
+  close(): void {
+    if (!this.stopped) {
+      const seq = this.post({ type: 'close', seq: this.posted + 1, newKeys: this.newKeys() }, []);
+      this.waitFor(seq, WRITER_WAIT_MS);
+    }
+    this.port.close();
+    void this.worker.terminate();
+  }
+}
+
+/** The writer for this file, started on first use; null where none can run (then the main thread writes). */
+function writerOf(c: Conn): WriterClient | null {
+  if (c.writer === undefined) {
+    c.writer = null;
+    if (process.env.MODALAB_TRACKING_WRITER !== 'inline' && fs.existsSync(WRITER_JS)) {
+      try {
+        c.writer = new WriterClient(c);
+      } catch {
+        c.writer = null; // no worker threads here: write on the main thread as before
+      }
+    }
+  }
+  return c.writer !== null && c.writer.stopped ? null : c.writer;
+}
 
 const SQLITE_MAGIC = Buffer.from('SQLite format 3\0', 'latin1');
 
@@ -188,7 +320,7 @@ function openConn(file: string): Conn {
     db.close();
     throw e;
   }
-  const c: Conn = { db, file: key, refs: 1, trackers: new Set() };
+  const c: Conn = { db, file: key, refs: 1, trackers: new Set(), keyIds: new Map(), keyNames: [], writer: undefined };
   conns.set(key, c);
   return c;
 }
@@ -209,7 +341,11 @@ function setWal(db: Database.Database): void {
 function releaseConn(c: Conn): void {
   if (--c.refs > 0) return;
   conns.delete(c.file);
-  c.db.close();
+  try {
+    c.writer?.close();
+  } finally {
+    c.db.close();
+  }
 }
 
 // At exit, flush what every open tracker buffered and fail the runs nobody finished (synchronous, so it works in
@@ -328,8 +464,13 @@ export class Tracker {
 
   /** @internal */
   get db(): Database.Database {
+    return this._conn.db;
+  }
+
+  /** @internal */
+  get _conn(): Conn {
     if (this.conn === null) throw new Error(`tracking: the tracker for ${this.file} is closed`);
-    return this.conn.db;
+    return this.conn;
   }
 
   /** Starts a run: validates the config, then records it (as JSON and as dotted params), seed, git sha, host. */
@@ -560,15 +701,47 @@ export class Tracker {
   }
 }
 
-/** Buffered metric rows, column by column (no object per row: log() is on the training loop's path). */
+/**
+ * Buffered metric rows, column by column in typed arrays (no object per row: log() is on the training loop's
+ * path), handed to the writer thread by transferring the arrays.
+ */
 class Pending {
-  keys: string[] = [];
-  steps: number[] = [];
-  values: Array<number | null> = [];
-  nonfinite: Array<string | null> = [];
-  wallTimes: number[] = [];
+  n = 0;
+  keyIds: Int32Array;
+  steps: Float64Array;
+  values: Float64Array;
+  walls: Float64Array;
+  constructor(cap = 1024) {
+    this.keyIds = new Int32Array(cap);
+    this.steps = new Float64Array(cap);
+    this.values = new Float64Array(cap);
+    this.walls = new Float64Array(cap);
+  }
   get length(): number {
-    return this.keys.length;
+    return this.n;
+  }
+  /** Makes room for `more` rows. */
+  reserve(more: number): void {
+    const need = this.n + more;
+    if (need <= this.keyIds.length) return;
+    let cap = this.keyIds.length * 2;
+    while (cap < need) cap *= 2;
+    const grow = <T extends Int32Array | Float64Array>(a: T, make: (n: number) => T): T => {
+      const b = make(cap);
+      b.set(a.subarray(0, this.n));
+      return b;
+    };
+    this.keyIds = grow(this.keyIds, (k) => new Int32Array(k));
+    this.steps = grow(this.steps, (k) => new Float64Array(k));
+    this.values = grow(this.values, (k) => new Float64Array(k));
+    this.walls = grow(this.walls, (k) => new Float64Array(k));
+  }
+  /** The rows as a writer request (views of this buffer's arrays: transfer them or let them be copied). */
+  message(runId: number, sync: boolean, newKeys: string[]): BatchMessage {
+    return {
+      type: 'batch', seq: 0, sync, runId, n: this.n, newKeys, heartbeat: now(),
+      keyIds: this.keyIds, steps: this.steps, values: this.values, walls: this.walls,
+    };
   }
 }
 
@@ -611,50 +784,81 @@ export class Run {
       }
       if (k.length === 0 || k.trim() === '') throw new Error(`log: a metric name is empty (step ${step}); nothing from this call was recorded`);
     }
+    const conn = this.tracker._conn;
     const wallTime = now();
     const b = this.buffer;
+    b.reserve(keys.length);
+    let n = b.n;
     for (const k of keys) {
-      const v = metrics[k];
-      b.keys.push(k);
-      b.steps.push(step);
-      b.wallTimes.push(wallTime);
-      if (Number.isFinite(v)) {
-        b.values.push(v);
-        b.nonfinite.push(null);
-      } else {
-        b.values.push(null);
-        b.nonfinite.push(Number.isNaN(v) ? 'nan' : v > 0 ? 'inf' : '-inf');
+      let id = conn.keyIds.get(k);
+      if (id === undefined) {
+        id = conn.keyNames.length;
+        conn.keyIds.set(k, id);
+        conn.keyNames.push(k);
       }
+      b.keyIds[n] = id;
+      b.steps[n] = step;
+      b.values[n] = metrics[k];
+      b.walls[n] = wallTime;
+      n++;
     }
-    if (Date.now() - this.lastFlush >= FLUSH_INTERVAL_MS || this.buffer.length >= MAX_BUFFERED) this.flush();
+    b.n = n;
+    if (n >= MAX_BUFFERED || Date.now() - this.lastFlush >= FLUSH_INTERVAL_MS) this.flush(true);
   }
 
-  /** Writes the buffered metrics and the heartbeat in one transaction. */
-  flush(fromTimer = false): void {
+  /**
+   * Writes the buffered metrics and the heartbeat in one transaction, and waits for the commit. (With
+   * `background`, as log() and the tracker's timer call it, the rows are handed to the writer thread and this
+   * returns at once; the writer commits them within milliseconds.)
+   */
+  flush(background = false): void {
     if (this._status !== 'running') return;
-    if (fromTimer && Date.now() - this.lastFlush < FLUSH_INTERVAL_MS / 2) return;
+    if (background && this.buffer.n < MAX_BUFFERED && Date.now() - this.lastFlush < FLUSH_INTERVAL_MS / 2) return;
+    const conn = this.tracker._conn;
+    const writer = conn.db.inTransaction ? null : writerOf(conn);
+    if (writer === null) {
+      // No writer thread (or the caller holds a transaction on the main connection, which the writer would wait
+      // for): write here, as one transaction on the main connection.
+      this.writeHere();
+    } else if (background) {
+      writer.handoff(this.buffer, this.id);
+      this.buffer = new Pending(Math.max(1024, this.buffer.n));
+    } else {
+      writer.flushSync(this.buffer, this.id); // throws, keeping the buffer, if the write failed
+      this.buffer.n = 0;
+    }
+    this.lastFlush = Date.now();
+  }
+
+  private writeHere(): void {
     const db = this.tracker.db;
+    const names = this.tracker._conn.keyNames;
     // Statements and the transaction are prepared once per run: preparing is most of a small flush's cost.
     this.write ??= db.transaction((rows: Pending) => {
       const ins = (this.insertStmt ??= db.prepare(
         'INSERT OR REPLACE INTO metrics (run_id, key, step, value, wall_time, nonfinite) VALUES (?, ?, ?, ?, ?, ?)'));
       const id = this.id;
-      for (let i = 0; i < rows.keys.length; i++) {
-        ins.run(id, rows.keys[i], rows.steps[i], rows.values[i], rows.wallTimes[i], rows.nonfinite[i]);
+      for (let i = 0; i < rows.n; i++) {
+        const v = rows.values[i];
+        if (Number.isFinite(v)) ins.run(id, names[rows.keyIds[i]], rows.steps[i], v, rows.walls[i], null);
+        else ins.run(id, names[rows.keyIds[i]], rows.steps[i], null, rows.walls[i], Number.isNaN(v) ? 'nan' : v > 0 ? 'inf' : '-inf');
       }
       (this.heartbeatStmt ??= db.prepare('UPDATE runs SET heartbeat_at = ? WHERE id = ?')).run(now(), id);
     });
-    // Every row of this batch references this run, which exists (startRun / resumeRun made it, and nothing deletes
-    // runs): checking the foreign key per row was half the cost of a flush, so it is off for this transaction only.
-    // (The pragma cannot change inside a transaction, hence around it; this connection runs nothing else meanwhile.)
-    db.pragma('foreign_keys = OFF');
-    try {
-      this.write.immediate(this.buffer);
-    } finally {
-      db.pragma('foreign_keys = ON');
+    if (db.inTransaction) {
+      this.write(this.buffer); // a savepoint inside the caller's transaction
+    } else {
+      // Every row of this batch references this run, which exists (startRun / resumeRun made it, and nothing
+      // deletes runs): checking the foreign key per row was half the cost of a flush, so it is off for this
+      // transaction only. (The pragma cannot change inside a transaction, hence around it.)
+      db.pragma('foreign_keys = OFF');
+      try {
+        this.write.immediate(this.buffer);
+      } finally {
+        db.pragma('foreign_keys = ON');
+      }
     }
-    this.buffer = new Pending();
-    this.lastFlush = Date.now();
+    this.buffer.n = 0;
   }
 
   /** Records a file (checkpoint, tokenizer, report) with its sha256 and size. */
