@@ -10,7 +10,7 @@
 #   scripts/gpu-check.sh matmul softmax     only the checks whose names contain these words
 #
 # Environment: CUDA_ARCHS (default: the card's, from nvidia-smi; 90-real without one), JOBS (default: nproc),
-# BUILD_DIR (default: build-gpu), TEST_TIMEOUT / BENCH_TIMEOUT (seconds, default 150 / 60), SANITIZE (check
+# BUILD_DIR (default: build-gpu), TEST_TIMEOUT / BENCH_TIMEOUT (seconds, default 150 / 150), SANITIZE (check
 # names to rerun under compute-sanitizer memcheck, e.g. "softmax layernorm"; off by default).
 #
 # Without a GPU (this is how it is dry-run on the CPU machines) it still configures, builds and runs the test
@@ -112,7 +112,7 @@ if [ $BUILD_RC -eq 0 ]; then
   elif [ "${BENCH:-1}" != "0" ] && [ $# -eq 0 ]; then
     echo "=== modalab_cuda_test --bench"
     T0=$(date +%s)
-    timeout "${BENCH_TIMEOUT:-60}" "./$BUILD_DIR/modalab_cuda_test" --bench 2>&1 | tee "$LOGS/cuda-bench.log"
+    timeout "${BENCH_TIMEOUT:-150}" "./$BUILD_DIR/modalab_cuda_test" --bench 2>&1 | tee "$LOGS/cuda-bench.log"
     BENCH_RC=${PIPESTATUS[0]}
     row "bench" "rc $BENCH_RC, $(secs $T0) s"
   fi
@@ -172,9 +172,13 @@ if [ -f "$LOGS/cuda-test.log" ]; then
     echo "$FAILS"
   fi
 fi
+if [ -f "$LOGS/cuda-test.log" ] && grep -qE '^(dropout|attention|infonce)' "$LOGS/cuda-test.log"; then
+  echo "fused kernels (dropout, attention, infonce):"
+  grep -E '^(dropout|attention|infonce)' "$LOGS/cuda-test.log" | cut -c1-160 | sed 's/^/  /'
+fi
 if [ -f "$LOGS/cuda-bench.log" ]; then
   echo "bench:"
-  grep -E '^bench ' "$LOGS/cuda-bench.log" | sed 's/^bench /  /'
+  grep -E '^bench( |failed)' "$LOGS/cuda-bench.log" | sed 's/^bench /  /'
 fi
 [ $BUILD_RC -eq 0 ] && { [ $TEST_RC -eq 0 ] || [ $TEST_RC -eq -1 ]; } && exit 0
 exit 1

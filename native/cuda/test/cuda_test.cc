@@ -5,7 +5,9 @@
 //   modalab_cuda_test FILTER...       only the checks whose name contains one of the FILTERs
 //   modalab_cuda_test --seed S        reuse the inputs of an earlier run (each run prints its seed)
 //   modalab_cuda_test --bench         timings: GEMM 4096^3 (f32, bf16), casts over 64M elements against a
-//                                     device-to-device copy of the same bytes, softmax and layernorm bandwidth
+//                                     device-to-device copy of the same bytes, softmax and layernorm bandwidth,
+//                                     fused attention B4 H16 N4096 D128 bf16 (fwd, fwd+bwd; causal and not),
+//                                     InfoNCE N 65536 D 512 (fwd, bwd)
 //
 // Without a GPU (or a driver) it prints "no CUDA device: skipped" and exits 0.
 //
@@ -144,6 +146,19 @@ struct DBuf {
   DBuf(const DBuf&) = delete;
   DBuf& operator=(const DBuf&) = delete;
   DBuf(DBuf&& o) noexcept : base(o.base), n(o.n), shift(o.shift) { o.base = nullptr; }
+  DBuf& operator=(DBuf&& o) noexcept {
+    if (this != &o) {
+      try {
+        cu::free(base);
+      } catch (...) {
+      }
+      base = o.base;
+      n = o.n;
+      shift = o.shift;
+      o.base = nullptr;
+    }
+    return *this;
+  }
   ~DBuf() {
     try {
       cu::free(base);
@@ -885,6 +900,275 @@ void test_matmul() {
   }
 }
 
+// ---------------------------------------------------------------------------------------------- dropout
+void test_dropout() {
+  check("dropout_forward/backward", [](Result& r) {
+    const int64_t ns[] = {1, 7, 129, 1000, 4097, int64_t(1) << 20};
+    const uint64_t offsets[] = {0, 1, 3, 5, (uint64_t(1) << 33) + 2};
+    const float ps[] = {0.1f, 0.5f, 0.9f, 0.0f, 1.0f};
+    const uint64_t seed = g_rng();
+    for (int64_t n : ns)
+      for (uint64_t off : offsets)
+        for (float p : ps) {
+          if (n > 4097 && off != 3) continue;
+          auto x = randn(n);
+          std::vector<float> ref(n), refb(n);
+          cpu::dropout_forward(ref.data(), x.data(), n, p, seed, off);
+          cpu::dropout_backward(refb.data(), x.data(), n, p, seed, off);
+          auto dx = upload(x);
+          auto dy = poisoned<float>(n), dg = poisoned<float>(n);
+          cu::dropout_forward(dy.ptr(), dx.ptr(), n, p, seed, off);
+          cu::dropout_backward(dg.ptr(), dx.ptr(), n, p, seed, off);
+          auto y = download(dy, r, "y");
+          auto g = download(dg, r, "dx");
+          compare_exact(r, "y", y.data(), ref.data(), n);
+          compare_exact(r, "dx", g.data(), refb.data(), n);
+        }
+    return std::string("n 1..4097 1M, offsets 0 1 3 5 2^33+2, p .1 .5 .9 0 1");
+  });
+}
+
+// -------------------------------------------------------------------------------------------- attention
+struct AttnCase {
+  int64_t B, H, N, M, D, Dv;
+  bool causal;
+  int64_t window;
+  int mask;            // 0 none, 1 i32, 2 f32 (with a NaN: masked)
+  bool pad_last_batch; // every key of the last batch masked: its rows see nothing (out 0, stats +inf)
+};
+
+std::vector<AttnCase> attention_cases() {
+  return {
+      {1, 1, 1, 1, 64, 64, false, 0, 0, false},
+      {2, 3, 7, 129, 64, 64, true, 0, 0, false},         // N < M, causal (bottom-right)
+      {1, 2, 129, 129, 128, 128, true, 0, 1, false},     // uneven against 32 / 64 tiles, i32 padding
+      {2, 1, 200, 77, 32, 48, false, 0, 2, true},        // N > M, D != Dv, f32 mask, a fully padded batch
+      {1, 2, 300, 300, 128, 128, true, 50, 0, false},    // sliding window
+      {2, 2, 65, 65, 3, 5, false, 20, 1, false},         // window without causal, tiny head dims
+      {1, 1, 100, 40, 64, 64, true, 0, 0, false},        // causal with N > M: the first 60 rows see nothing
+      {2, 2, 130, 190, 128, 128, false, 0, 1, true},     // padding on the tensor-core path
+      {1, 1, 64, 64, 200, 256, false, 0, 0, false},      // the largest head dims
+  };
+}
+
+std::vector<float> round_to(DType dt, const std::vector<float>& x, std::vector<uint16_t>* bits) {
+  if (dt == DType::F32) return x;
+  bits->resize(x.size());
+  cpu::cast(bits->data(), dt, x.data(), DType::F32, static_cast<int64_t>(x.size()));
+  std::vector<float> back(x.size());
+  cpu::cast(back.data(), DType::F32, bits->data(), dt, static_cast<int64_t>(x.size()));
+  return back;
+}
+
+double max_abs(const std::vector<float>& v) {
+  double m = 0;
+  for (float x : v)
+    if (std::isfinite(x)) m = std::max(m, double(std::fabs(x)));
+  return m;
+}
+
+void attention_check(DType dt, bool out_half) {
+  const char* dn = dt == DType::F32 ? "f32" : dt == DType::BF16 ? "bf16" : "f16";
+  const std::string name = std::string("attention ") + dn + (out_half ? " (out " + std::string(dn) + ")" : "");
+  check(name + " forward", [&](Result& r) {
+    std::string paths;
+    for (const AttnCase& c : attention_cases()) {
+      const int64_t nq = c.B * c.H * c.N * c.D, nk = c.B * c.H * c.M * c.D, nv = c.B * c.H * c.M * c.Dv;
+      const int64_t no = c.B * c.H * c.N * c.Dv, ns = c.B * c.H * c.N * 2;
+      std::vector<uint16_t> qh, kh, vh;
+      auto q = round_to(dt, randn(nq), &qh), k = round_to(dt, randn(nk), &kh), v = round_to(dt, randn(nv), &vh);
+      std::vector<int32_t> mi;
+      std::vector<float> mf;
+      if (c.mask) {
+        auto bits = randint(c.B * c.M, 0, 3);   // about one key in four masked
+        for (int64_t j = 0; j < c.B * c.M; j++) {
+          const bool hide = bits[j] == 0 || (c.pad_last_batch && j >= (c.B - 1) * c.M);
+          mi.push_back(hide ? 7 : 0);
+          mf.push_back(hide ? (j % 5 == 0 ? NAN : 1.5f) : 0.0f);
+        }
+      }
+      const void* hq = dt == DType::F32 ? static_cast<const void*>(q.data()) : qh.data();
+      const void* hk = dt == DType::F32 ? static_cast<const void*>(k.data()) : kh.data();
+      const void* hv = dt == DType::F32 ? static_cast<const void*>(v.data()) : vh.data();
+      const void* hm = c.mask == 1 ? static_cast<const void*>(mi.data()) : c.mask == 2 ? mf.data() : nullptr;
+      const float scale = 1.0f / std::sqrt(static_cast<float>(c.D));
+      const DType odt = out_half ? dt : DType::F32;
+      std::vector<float> ref_out(no), ref_stats(ns);
+      std::vector<uint16_t> ref_out_h(out_half ? no : 0);
+      cpu::attention_forward(out_half ? static_cast<void*>(ref_out_h.data()) : ref_out.data(), odt, ref_stats.data(),
+                             hq, hk, hv, dt, hm, c.mask == 1, c.B, c.H, c.N, c.M, c.D, c.Dv, scale, c.causal, c.window);
+      if (out_half) cpu::cast(ref_out.data(), DType::F32, ref_out_h.data(), dt, no);
+      // device copies
+      DBuf<float> dqf, dkf, dvf;
+      DBuf<uint16_t> dqh, dkh, dvh;
+      const void *gq, *gk, *gv;
+      if (dt == DType::F32) {
+        dqf = upload(q); dkf = upload(k); dvf = upload(v);
+        gq = dqf.ptr(); gk = dkf.ptr(); gv = dvf.ptr();
+      } else {
+        dqh = upload(qh); dkh = upload(kh); dvh = upload(vh);
+        gq = dqh.ptr(); gk = dkh.ptr(); gv = dvh.ptr();
+      }
+      DBuf<int32_t> gmi;
+      DBuf<float> gmf;
+      const void* gm = nullptr;
+      if (c.mask == 1) { gmi = upload(mi); gm = gmi.ptr(); }
+      if (c.mask == 2) { gmf = upload(mf); gm = gmf.ptr(); }
+      auto gstats = poisoned<float>(ns);
+      std::vector<float> out(no);
+      const std::string path = cu::attention_forward_path(dt, c.D, c.Dv, gq, gk, gv);
+      if (paths.find(path) == std::string::npos) paths += (paths.empty() ? "" : "+") + path;
+      if (out_half) {
+        auto gout = poisoned<uint16_t>(no);
+        cu::attention_forward(gout.ptr(), odt, gstats.ptr(), gq, gk, gv, dt, gm, c.mask == 1, c.B, c.H, c.N, c.M, c.D,
+                              c.Dv, scale, c.causal, c.window);
+        auto oh = download(gout, r, "out");
+        cpu::cast(out.data(), DType::F32, oh.data(), dt, no);
+      } else {
+        auto gout = poisoned<float>(no);
+        cu::attention_forward(gout.ptr(), odt, gstats.ptr(), gq, gk, gv, dt, gm, c.mask == 1, c.B, c.H, c.N, c.M, c.D,
+                              c.Dv, scale, c.causal, c.window);
+        out = download(gout, r, "out");
+      }
+      auto stats = download(gstats, r, "stats");
+      // f32 paths: f32 arithmetic in another order (rtol 1e-5, atol 1e-5 of the output's scale); the tensor-core
+      // path: q . k on the tensor cores then scaled, P kept to ~16 bits (1e-4); a half output: one rounding of
+      // the half type apart at most (2^-8 bf16, 2^-11 f16, relative).
+      const bool tc = path == "wmma";
+      double rt = tc ? 1e-4 : 1e-5;
+      if (out_half) rt = dt == DType::BF16 ? 1.0 / 128 : 1.0 / 1024;
+      compare(r, "out", out.data(), ref_out.data(), no, rt, (tc ? 1e-4 : 1e-5) * std::max(1.0, max_abs(ref_out)));
+      compare(r, "stats", stats.data(), ref_stats.data(), ns, tc ? 1e-4 : 1e-5, tc ? 1e-4 : 1e-5);
+    }
+    return "9 shapes, masks, windows; path " + paths;
+  });
+  if (out_half) return;
+  check(name + " backward", [&](Result& r) {
+    for (const AttnCase& c : attention_cases()) {
+      const int64_t nq = c.B * c.H * c.N * c.D, nk = c.B * c.H * c.M * c.D, nv = c.B * c.H * c.M * c.Dv;
+      const int64_t no = c.B * c.H * c.N * c.Dv, ns = c.B * c.H * c.N * 2;
+      std::vector<uint16_t> qh, kh, vh;
+      auto q = round_to(dt, randn(nq), &qh), k = round_to(dt, randn(nk), &kh), v = round_to(dt, randn(nv), &vh);
+      auto dout = randn(no);
+      std::vector<int32_t> mi;
+      if (c.mask) {
+        auto bits = randint(c.B * c.M, 0, 3);
+        for (int64_t j = 0; j < c.B * c.M; j++)
+          mi.push_back(bits[j] == 0 || (c.pad_last_batch && j >= (c.B - 1) * c.M) ? 1 : 0);
+      }
+      const void* hq = dt == DType::F32 ? static_cast<const void*>(q.data()) : qh.data();
+      const void* hk = dt == DType::F32 ? static_cast<const void*>(k.data()) : kh.data();
+      const void* hv = dt == DType::F32 ? static_cast<const void*>(v.data()) : vh.data();
+      const void* hm = c.mask ? mi.data() : nullptr;
+      const float scale = 1.0f / std::sqrt(static_cast<float>(c.D));
+      std::vector<float> ref_out(no), stats(ns), rdq(nq), rdk(nk), rdv(nv);
+      cpu::attention_forward(ref_out.data(), DType::F32, stats.data(), hq, hk, hv, dt, hm, true, c.B, c.H, c.N, c.M,
+                             c.D, c.Dv, scale, c.causal, c.window);
+      cpu::attention_backward(rdq.data(), rdk.data(), rdv.data(), dout.data(), hq, hk, hv, stats.data(), dt, hm, true,
+                              c.B, c.H, c.N, c.M, c.D, c.Dv, scale, c.causal, c.window);
+      DBuf<float> dqf, dkf, dvf;
+      DBuf<uint16_t> dqh, dkh, dvh;
+      const void *gq, *gk, *gv;
+      if (dt == DType::F32) {
+        dqf = upload(q); dkf = upload(k); dvf = upload(v);
+        gq = dqf.ptr(); gk = dkf.ptr(); gv = dvf.ptr();
+      } else {
+        dqh = upload(qh); dkh = upload(kh); dvh = upload(vh);
+        gq = dqh.ptr(); gk = dkh.ptr(); gv = dvh.ptr();
+      }
+      DBuf<int32_t> gm;
+      if (c.mask) gm = upload(mi);
+      // The CPU's stats feed the GPU backward, so that this check sees the backward kernels alone.
+      auto gstats = upload(stats), gdout = upload(dout);
+      auto gdq = poisoned<float>(nq), gdk = poisoned<float>(nk), gdv = poisoned<float>(nv);
+      cu::attention_backward(gdq.ptr(), gdk.ptr(), gdv.ptr(), gdout.ptr(), gq, gk, gv, gstats.ptr(), dt,
+                             c.mask ? gm.ptr() : nullptr, true, c.B, c.H, c.N, c.M, c.D, c.Dv, scale, c.causal,
+                             c.window);
+      auto dq = download(gdq, r, "dq"), dk = download(gdk, r, "dk"), dv = download(gdv, r, "dv");
+      // f32 kernels on every dtype (inputs widened exactly): sums of up to max(N, M) terms in another order.
+      compare(r, "dq", dq.data(), rdq.data(), nq, 1e-5, 1e-5 * std::max(1.0, max_abs(rdq)));
+      compare(r, "dk", dk.data(), rdk.data(), nk, 1e-5, 1e-5 * std::max(1.0, max_abs(rdk)));
+      compare(r, "dv", dv.data(), rdv.data(), nv, 1e-5, 1e-5 * std::max(1.0, max_abs(rdv)));
+    }
+    return std::string("9 shapes, masks, windows; f32 kernels");
+  });
+}
+
+void test_attention() {
+  attention_check(DType::F32, false);
+  attention_check(DType::BF16, false);
+  attention_check(DType::F16, false);
+  attention_check(DType::BF16, true);
+  attention_check(DType::F16, true);
+}
+
+// ---------------------------------------------------------------------------------------------- infoNCE
+void test_infonce() {
+  struct IC {
+    int64_t N, D;
+    float logit_scale;
+    int grads;   // bit 0 da, bit 1 db, bit 2 dlogit_scale
+  };
+  const IC cases[] = {{1, 8, 2.6593f, 7},  {7, 3, 2.6593f, 7},   {65, 64, 2.6593f, 7}, {300, 129, 4.0f, 7},
+                      {1000, 520, 5.0f, 7}, {129, 64, 3.0f, 1},   {129, 64, 3.0f, 6},   {200, 32, 1.0f, 4}};
+  check("infonce_forward", [&](Result& r) {
+    for (const IC& c : cases) {
+      auto a = randn(c.N * c.D), b = randn(c.N * c.D);
+      for (int64_t i = 0; i < c.N; i++) {   // unit rows, as CLIP's normalised embeddings
+        double na = 0, nb = 0;
+        for (int64_t k = 0; k < c.D; k++) na += a[i * c.D + k] * a[i * c.D + k], nb += b[i * c.D + k] * b[i * c.D + k];
+        for (int64_t k = 0; k < c.D; k++) a[i * c.D + k] /= std::sqrt(na), b[i * c.D + k] /= std::sqrt(nb);
+      }
+      float ref_loss = 0;
+      std::vector<float> ref_stats(4 * c.N);
+      cpu::infonce_forward(&ref_loss, ref_stats.data(), a.data(), b.data(), c.N, c.D, c.logit_scale);
+      auto ga = upload(a), gb = upload(b);
+      auto gl = poisoned<float>(1), gs = poisoned<float>(4 * c.N);
+      cu::infonce_forward(gl.ptr(), gs.ptr(), ga.ptr(), gb.ptr(), c.N, c.D, c.logit_scale);
+      auto loss = download(gl, r, "loss"), stats = download(gs, r, "stats");
+      compare(r, "loss", loss.data(), &ref_loss, 1, 1e-5, 1e-6);
+      compare(r, "stats", stats.data(), ref_stats.data(), 4 * c.N, 1e-5, 1e-5);
+    }
+    return std::string("N 1..1000, D 3..520 (> 512), scale 14.3..100");
+  });
+  check("infonce_backward", [&](Result& r) {
+    for (const IC& c : cases) {
+      auto a = randn(c.N * c.D), b = randn(c.N * c.D);
+      for (int64_t i = 0; i < c.N; i++) {
+        double na = 0, nb = 0;
+        for (int64_t k = 0; k < c.D; k++) na += a[i * c.D + k] * a[i * c.D + k], nb += b[i * c.D + k] * b[i * c.D + k];
+        for (int64_t k = 0; k < c.D; k++) a[i * c.D + k] /= std::sqrt(na), b[i * c.D + k] /= std::sqrt(nb);
+      }
+      float ref_loss = 0;
+      std::vector<float> stats(4 * c.N), rda(c.N * c.D), rdb(c.N * c.D);
+      cpu::infonce_forward(&ref_loss, stats.data(), a.data(), b.data(), c.N, c.D, c.logit_scale);
+      const float dloss = 0.75f;
+      float rds = 0;
+      const bool wa = c.grads & 1, wb = c.grads & 2, ws = c.grads & 4;
+      cpu::infonce_backward(wa ? rda.data() : nullptr, wb ? rdb.data() : nullptr, ws ? &rds : nullptr, &dloss, a.data(),
+                            b.data(), stats.data(), c.N, c.D, c.logit_scale);
+      auto ga = upload(a), gb = upload(b), gst = upload(stats), gdl = upload(std::vector<float>{dloss});
+      auto gda = poisoned<float>(c.N * c.D), gdb = poisoned<float>(c.N * c.D), gds = poisoned<float>(1);
+      cu::infonce_backward(wa ? gda.ptr() : nullptr, wb ? gdb.ptr() : nullptr, ws ? gds.ptr() : nullptr, gdl.ptr(),
+                           ga.ptr(), gb.ptr(), gst.ptr(), c.N, c.D, c.logit_scale);
+      // Sums over N tiles in another order; the gradients' scale is ~s/N, hence the atol relative to it.
+      if (wa) {
+        auto da = download(gda, r, "da");
+        compare(r, "da", da.data(), rda.data(), c.N * c.D, 1e-5, 1e-5 * max_abs(rda) + 1e-12);
+      }
+      if (wb) {
+        auto db = download(gdb, r, "db");
+        compare(r, "db", db.data(), rdb.data(), c.N * c.D, 1e-5, 1e-5 * max_abs(rdb) + 1e-12);
+      }
+      if (ws) {
+        auto ds = download(gds, r, "dlogit_scale");
+        compare(r, "dlogit_scale", ds.data(), &rds, 1, 1e-4, 1e-6);
+      }
+    }
+    return std::string("N 1..1000, D 3..520, subsets of da/db/ds");
+  });
+}
+
 // -------------------------------------------------------------------------------------------------- bench
 struct Dev {   // a plain device buffer for the benchmarks (random contents, written on the device)
   void* p = nullptr;
@@ -975,6 +1259,58 @@ void run_bench() {
       bench_line("layernorm_backward", size, ms, 3.0 * n * 4 / ms / 1e6, "GB/s");
     }
   }
+  {   // fused attention, B4 H16 N4096 D128 bf16. FLOPs as FlashAttention counts them: forward 4 B H N^2 D, backward
+      // 2.5x that (5 GEMMs), causal half of each; the backward here is the f32 kernels (3 passes), so fwd+bwd is
+      // timed once after one warm-up.
+    const int64_t B = 4, H = 16, N = 4096, D = 128, n = B * H * N * D;
+    Dev q(n * 4), k(n * 4), v(n * 4), qh(n * 2), kh(n * 2), vh(n * 2), out(n * 2), outf(n * 4), st(B * H * N * 8),
+        dq(n * 4), dk(n * 4), dv(n * 4), dout(n * 4);
+    fill_random(q.f(), n);
+    fill_random(k.f(), n);
+    fill_random(v.f(), n);
+    fill_random(dout.f(), n);
+    cu::cast(qh.p, DType::BF16, q.p, DType::F32, n);
+    cu::cast(kh.p, DType::BF16, k.p, DType::F32, n);
+    cu::cast(vh.p, DType::BF16, v.p, DType::F32, n);
+    const float scale = 1.0f / std::sqrt(float(D));
+    for (int causal = 0; causal < 2; causal++) {
+      const double fwd_flop = 4.0 * B * H * N * N * D * (causal ? 0.5 : 1.0);
+      const char* size = causal ? "B4 H16 N4096 D128 causal" : "B4 H16 N4096 D128";
+      double ms = cu::time_ms([&] {
+        cu::attention_forward(out.p, DType::BF16, st.f(), qh.p, kh.p, vh.p, DType::BF16, nullptr, false, B, H, N, N, D,
+                              D, scale, causal, 0);
+      }, W, I);
+      char what[64];
+      std::snprintf(what, sizeof what, "attention fwd bf16 (%s)", cu::attention_forward_path(DType::BF16, D, D, qh.p, kh.p, vh.p));
+      bench_line(what, size, ms, fwd_flop / ms / 1e9, "TFLOP/s");
+      ms = cu::time_ms([&] {
+        cu::attention_forward(outf.p, DType::F32, st.f(), q.p, k.p, v.p, DType::F32, nullptr, false, B, H, N, N, D, D,
+                              scale, causal, 0);
+      }, 1, 3);
+      bench_line("attention fwd f32", size, ms, fwd_flop / ms / 1e9, "TFLOP/s");
+      ms = cu::time_ms([&] {
+        cu::attention_forward(out.p, DType::BF16, st.f(), qh.p, kh.p, vh.p, DType::BF16, nullptr, false, B, H, N, N, D,
+                              D, scale, causal, 0);
+        cu::attention_backward(dq.f(), dk.f(), dv.f(), dout.f(), qh.p, kh.p, vh.p, st.f(), DType::BF16, nullptr, false,
+                               B, H, N, N, D, D, scale, causal, 0);
+      }, 1, 1);
+      bench_line("attention fwd+bwd bf16", size, ms, 3.5 * fwd_flop / ms / 1e9, "TFLOP/s");
+    }
+  }
+  {   // InfoNCE N = 65536, D = 512 (f32): forward and backward (da, db, dlogit_scale)
+    const int64_t N = 65536, D = 512;
+    Dev a(N * D * 4), b(N * D * 4), da(N * D * 4), db(N * D * 4), st(4 * N * 4), loss(4), dl(4), ds(4);
+    fill_random(a.f(), N * D);
+    fill_random(b.f(), N * D);
+    cu::fill_f32(dl.f(), 1, 1.0f);
+    const double flop = 2.0 * N * N * D;
+    double ms = cu::time_ms([&] { cu::infonce_forward(loss.f(), st.f(), a.f(), b.f(), N, D, 2.6593f); }, 1, 2);
+    bench_line("infonce_forward f32", "N65536 D512", ms, 2 * flop / ms / 1e9, "TFLOP/s");
+    ms = cu::time_ms([&] {
+      cu::infonce_backward(da.f(), db.f(), ds.f(), dl.f(), a.f(), b.f(), st.f(), N, D, 2.6593f);
+    }, 1, 2);
+    bench_line("infonce_backward f32", "N65536 D512", ms, 4 * flop / ms / 1e9, "TFLOP/s");
+  }
 }
 
 }  // namespace
@@ -1024,6 +1360,9 @@ int main(int argc, char** argv) {
   test_embedding();
   test_adamw();
   test_matmul();
+  test_dropout();
+  test_attention();
+  test_infonce();
   try {
     cu::synchronize();
   } catch (const std::exception& e) {

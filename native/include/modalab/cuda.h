@@ -129,5 +129,35 @@ void matmul_half(float* c, const void* a, const void* b, DType ab_dtype, int64_t
                  bool trans_a, bool trans_b, int nbatch, const int64_t* bshape, const int64_t* astride,
                  const int64_t* bstride, float alpha, float beta, GemmImpl impl = GemmImpl::Auto);
 
+// ---------------------------------------------------------------------------------------------- fused kernels
+// Dropout with the CPU's mask bits: keep element i iff uniform(seed, offset + i) >= p (the Philox4x32-10 stream of
+// cpu::rand_uniform), kept values times 1 / (1 - p). Bit-for-bit cpu::dropout_forward / dropout_backward.
+void dropout_forward(float* y, const float* x, int64_t n, float p, uint64_t seed, uint64_t offset);
+void dropout_backward(float* dx, const float* dy, int64_t n, float p, uint64_t seed, uint64_t offset);   // =
+
+// Fused attention (FlashAttention-2), cpu::attention_forward / attention_backward's contract (kernels.h): q, k, v
+// in dtype (F32, F16, BF16), out in out_dtype, stats (B, H, N, 2) = (m, log l), causal (bottom-right), window,
+// key_padding_mask (B, M) i32 or f32 (may be null). Device pointers (the mask too). D and Dv at most 256
+// (std::invalid_argument beyond). F16 / BF16 with D == Dv in {64, 128} and 16-byte aligned q, k, v go through
+// the tensor cores (wmma, f32 accumulation); everything else through the f32 tile kernel.
+void attention_forward(void* out, DType out_dtype, float* stats, const void* q, const void* k, const void* v,
+                       DType dtype, const void* key_padding_mask, bool mask_i32, int64_t B, int64_t H, int64_t N,
+                       int64_t M, int64_t D, int64_t Dv, float scale, bool causal, int64_t window);
+// dq, dk, dv f32, overwritten; deterministic (no atomics: dk/dv per key block, dq in a separate pass).
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const void* q, const void* k,
+                        const void* v, const float* stats, DType dtype, const void* key_padding_mask, bool mask_i32,
+                        int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, int64_t Dv, float scale, bool causal,
+                        int64_t window);
+// Which forward path a call with these arguments takes: "wmma" or "f32" (for tests and benchmarks).
+const char* attention_forward_path(DType dtype, int64_t D, int64_t Dv, const void* q, const void* k, const void* v);
+
+// CLIP's symmetric InfoNCE, cpu::infonce_forward / infonce_backward's contract (kernels.h), f32, tiled: the N x N
+// logits are never stored. loss (1), stats (4, N), dloss (1), dlogit_scale (1) are device pointers; logit_scale is
+// a host float as on the CPU. Deterministic (fixed summation orders, no atomics).
+void infonce_forward(float* loss, float* stats, const float* a, const float* b, int64_t N, int64_t D,
+                     float logit_scale);
+void infonce_backward(float* da, float* db, float* dlogit_scale, const float* dloss, const float* a, const float* b,
+                      const float* stats, int64_t N, int64_t D, float logit_scale);
+
 }  // namespace cuda
 }  // namespace modalab
