@@ -1085,10 +1085,12 @@ void attention_check(DType dt, bool out_half) {
                              c.mask ? gm.ptr() : nullptr, true, c.B, c.H, c.N, c.M, c.D, c.Dv, scale, c.causal,
                              c.window);
       auto dq = download(gdq, r, "dq"), dk = download(gdk, r, "dk"), dv = download(gdv, r, "dv");
-      // f32 kernels on every dtype (inputs widened exactly): sums of up to max(N, M) terms in another order.
-      compare(r, "dq", dq.data(), rdq.data(), nq, 1e-5, 1e-5 * std::max(1.0, max_abs(rdq)));
-      compare(r, "dk", dk.data(), rdk.data(), nk, 1e-5, 1e-5 * std::max(1.0, max_abs(rdk)));
-      compare(r, "dv", dv.data(), rdv.data(), nv, 1e-5, 1e-5 * std::max(1.0, max_abs(rdv)));
+      // f32 kernels on every dtype (inputs widened exactly): sums of up to max(N, M) terms in another order (and
+      // other tiles than the CPU's), so the absolute budget grows with sqrt(length) past 128.
+      const double grow = std::max(1.0, std::sqrt(double(std::max(c.N, c.M)) / 128.0));
+      compare(r, "dq", dq.data(), rdq.data(), nq, 1e-5, 1e-5 * grow * std::max(1.0, max_abs(rdq)));
+      compare(r, "dk", dk.data(), rdk.data(), nk, 1e-5, 1e-5 * grow * std::max(1.0, max_abs(rdk)));
+      compare(r, "dv", dv.data(), rdv.data(), nv, 1e-5, 1e-5 * grow * std::max(1.0, max_abs(rdv)));
     }
     return std::string("9 shapes, masks, windows; f32 kernels");
   });
@@ -1103,6 +1105,13 @@ void test_attention() {
 }
 
 // ---------------------------------------------------------------------------------------------- infoNCE
+// The scores s (a . b) of unit rows carry an absolute rounding of about s sqrt(D) 2^-24 / sqrt(D) per order of
+// summation, and every probability inherits it as a relative error: 1e-5, widened for large s and D.
+double infonce_tol(float logit_scale, int64_t D) {
+  const double s = std::min(std::exp(double(logit_scale)), 100.0);
+  return 1e-5 * std::max(1.0, s * std::sqrt(double(D)) / 100.0);
+}
+
 void test_infonce() {
   struct IC {
     int64_t N, D;
@@ -1126,8 +1135,9 @@ void test_infonce() {
       auto gl = poisoned<float>(1), gs = poisoned<float>(4 * c.N);
       cu::infonce_forward(gl.ptr(), gs.ptr(), ga.ptr(), gb.ptr(), c.N, c.D, c.logit_scale);
       auto loss = download(gl, r, "loss"), stats = download(gs, r, "stats");
-      compare(r, "loss", loss.data(), &ref_loss, 1, 1e-5, 1e-6);
-      compare(r, "stats", stats.data(), ref_stats.data(), 4 * c.N, 1e-5, 1e-5);
+      const double tol = infonce_tol(c.logit_scale, c.D);
+      compare(r, "loss", loss.data(), &ref_loss, 1, tol, 1e-6);
+      compare(r, "stats", stats.data(), ref_stats.data(), 4 * c.N, tol, tol);
     }
     return std::string("N 1..1000, D 3..520 (> 512), scale 14.3..100");
   });
@@ -1152,17 +1162,18 @@ void test_infonce() {
       cu::infonce_backward(wa ? gda.ptr() : nullptr, wb ? gdb.ptr() : nullptr, ws ? gds.ptr() : nullptr, gdl.ptr(),
                            ga.ptr(), gb.ptr(), gst.ptr(), c.N, c.D, c.logit_scale);
       // Sums over N tiles in another order; the gradients' scale is ~s/N, hence the atol relative to it.
+      const double tol = infonce_tol(c.logit_scale, c.D);
       if (wa) {
         auto da = download(gda, r, "da");
-        compare(r, "da", da.data(), rda.data(), c.N * c.D, 1e-5, 1e-5 * max_abs(rda) + 1e-12);
+        compare(r, "da", da.data(), rda.data(), c.N * c.D, tol, tol * max_abs(rda) + 1e-12);
       }
       if (wb) {
         auto db = download(gdb, r, "db");
-        compare(r, "db", db.data(), rdb.data(), c.N * c.D, 1e-5, 1e-5 * max_abs(rdb) + 1e-12);
+        compare(r, "db", db.data(), rdb.data(), c.N * c.D, tol, tol * max_abs(rdb) + 1e-12);
       }
       if (ws) {
         auto ds = download(gds, r, "dlogit_scale");
-        compare(r, "dlogit_scale", ds.data(), &rds, 1, 1e-4, 1e-6);
+        compare(r, "dlogit_scale", ds.data(), &rds, 1, 10 * tol, 1e-6);
       }
     }
     return std::string("N 1..1000, D 3..520, subsets of da/db/ds");
