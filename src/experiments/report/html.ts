@@ -230,9 +230,10 @@ ${paramRows}
   const figureDiv = (f: ReportFigure, i: number) => `<div class="figure">${figureHtml(f.figure, { divId: `fig-${f.id}`, height: '440px' })}`
     + (pngs ? `\n<p class="muted">PNG: <a href="${esc(pngs[i])}">${esc(pngs[i])}</a></p>` : '') + '</div>';
   const runName = new Map(data.runs.map((r) => [r.id, r.name]));
-  const scalarTable = (t: ReportScalars) => `<table><tr><th>run</th>${t.keys.map((k) => `<th>${esc(k)}</th>`).join('')}</tr>\n`
-    + t.rows.map((row) => `<tr><td><a href="#run-${row.runId}">#${row.runId}</a> ${esc(runName.get(row.runId) ?? '')}</td>`
-      + row.values.map((v) => `<td class="v">${v === null ? '' : esc(formatValue(v))}</td>`).join('') + '</tr>').join('\n') + '</table>';
+  // One row per metric, one column per run: there are often many such metrics and few runs.
+  const scalarTable = (t: ReportScalars) => `<table><tr><th>metric</th>${t.rows.map((row) => `<th><a href="#run-${row.runId}">#${row.runId}</a> ${esc(runName.get(row.runId) ?? '')}</th>`).join('')}</tr>\n`
+    + t.keys.map((k, j) => `<tr><td>${esc(k)}</td>${t.rows.map((row) => `<td class="v">${row.values[j] === null ? '' : esc(formatValue(row.values[j]!))}</td>`).join('')}</tr>`).join('\n')
+    + '</table>';
   const scalars = data.scalars ?? [];
   // Figures (and one-off values) in their stage groups; without groups, one list as before.
   const groupNames = [...new Set([...data.figures.map((f) => f.group), ...scalars.map((t) => t.group)])];

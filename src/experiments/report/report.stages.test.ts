@@ -60,8 +60,9 @@ test('report of align + lm + caption + instruct runs: figures grouped per stage,
   const html = fs.readFileSync(out, 'utf8');
   assert.equal(figures(html).length, data.figures.length);
   assert.ok(html.includes(`<h3 class="group">stage caption: <a href="#run-${ids.caption[0]}">#${ids.caption[0]}</a> caption-&lt;2&gt;</h3>`));
-  assert.ok(html.includes('<th>data/prefix_len</th><th>data/train_pairs</th>'));
-  assert.ok(html.includes('<td class="v">65</td><td class="v">1720</td>'));
+  // One-off values: a row per metric, a column per run.
+  assert.ok(html.includes(`<tr><th>metric</th><th><a href="#run-${ids.caption[0]}">#${ids.caption[0]}</a> caption-&lt;2&gt;</th></tr>`));
+  assert.ok(html.includes('<tr><td>data/prefix_len</td><td class="v">65</td></tr>\n<tr><td>data/train_pairs</td><td class="v">1720</td></tr>'));
   assert.ok(!html.includes('caption-<2>'), 'run names escaped in the group headings');
 });
 

@@ -55,7 +55,7 @@ test('caption samples: image beside generated vs references, escaped; placeholde
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nb-samples-'));
   const red = await pngB64('#f00');
   const samples = [
-    { image: 'g:1f600', png: red, reference: ['grinning face', `ref ${EVIL}`], generated: `gen ${EVIL} & more` },
+    { image: 'g:1f600', source: 'emoji', png: red, reference: ['grinning face', `ref ${EVIL}`], generated: `gen ${EVIL} & more` },
     { image: 'g:1f601', reference: ['beaming face'], generated: 'face' },                       // today's files: no png
     { image: 'g:1f602', png: 'bm90IGEgcG5n"><script>bad()</script>', reference: ['joy'], generated: '' },
   ];
@@ -71,6 +71,7 @@ test('caption samples: image beside generated vs references, escaped; placeholde
   assert.equal((sec.match(/class="noimg"/g) ?? []).length, 2, 'missing and bad png: placeholders');
   assert.ok(sec.includes('>no image</div>') && sec.includes('>bad image</div>'));
   assert.match(sec, /<li>grinning face<\/li>/);
+  assert.ok(sec.includes('g:1f600 · emoji') && sec.includes('>g:1f601</div>'), 'image id, and source when given');
   assert.ok(sec.includes('(empty)'), 'an empty caption is shown as such');
   assert.match(html, /image-rendering: pixelated/);
 });

@@ -9,6 +9,8 @@ import { normalizeAnswer } from '../eval/vqa';
 /** What the caption stage writes (samples.json); `png`, when present, is the image as base64 PNG. */
 export interface CaptionSampleView {
   image: string;
+  /** Where the image comes from ('emoji' | 'shapes'), when the stage says. */
+  source?: string;
   png?: string;
   reference: string[];
   generated: string;
@@ -59,7 +61,10 @@ const isObj = (x: unknown): x is Record<string, unknown> => x !== null && typeof
 
 function asCaption(x: unknown): CaptionSampleView | null {
   if (!isObj(x) || !isStr(x.generated) || !isStrArray(x.reference)) return null;
-  return { image: isStr(x.image) ? x.image : '', png: isStr(x.png) ? x.png : undefined, reference: x.reference, generated: x.generated };
+  return {
+    image: isStr(x.image) ? x.image : '', source: isStr(x.source) ? x.source : undefined, png: isStr(x.png) ? x.png : undefined,
+    reference: x.reference, generated: x.generated,
+  };
 }
 
 function asInstruct(x: unknown): InstructSampleView | null {
@@ -139,7 +144,7 @@ function captionCard(s: CaptionSampleView): string {
   return `<div class="sample">${img(s.png, s.image)}<div class="stext">`
     + `<div><span class="lbl">generated</span> ${s.generated === '' ? '<span class="muted">(empty)</span>' : esc(s.generated)}</div>`
     + `<div class="lbl">reference${s.reference.length === 1 ? '' : 's'}</div><ul>${refs}</ul>`
-    + (s.image ? `<div class="muted small">${esc(s.image)}</div>` : '') + '</div></div>';
+    + (s.image || s.source ? `<div class="muted small">${[s.image, s.source ?? ''].filter((x) => x !== '').map(esc).join(' · ')}</div>` : '') + '</div></div>';
 }
 
 function instructCard(s: InstructSampleView): string {
@@ -159,7 +164,7 @@ export function samplesHtml(s: RunSamples): string {
   const from = `<p class="muted small">from ${esc(s.file)}</p>`;
   if (s.kind === 'none') return `<h3>samples</h3>\n${notes}`;
   if (s.kind === 'text') {
-    return `<h3>samples</h3>\n${notes}\n<ol class="texts">${s.items.map((t) => `<li>${esc(t)}</li>`).join('')}</ol>\n${from}`;
+    return `<h3>samples: generated texts</h3>\n${notes}\n<ol class="texts">${s.items.map((t) => `<li>${esc(t)}</li>`).join('')}</ol>\n${from}`;
   }
   if (s.kind === 'caption') {
     return `<h3>samples: generated captions of held-out images</h3>\n${notes}\n<div class="samples">${s.items.map(captionCard).join('\n')}</div>\n${from}`;
