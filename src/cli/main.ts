@@ -14,8 +14,12 @@ commands:
   demo [--steps N] [--out F] [--seed S]
                             train a small MLP on a toy task (checkpoint: runs/demo.safetensors)
   bench [suite...]          benchmarks beside PyTorch (same as npm run bench)
-  train --stage align|lm|caption [--preset quick|small] [--set key=value]... [--config F.json] [--db FILE] [--out DIR]
+  train --stage align|lm|caption|instruct [--preset quick|small] [--set key=value]... [--config F.json] [--db FILE] [--out DIR]
                             train a stage, recorded in the tracking database (Ctrl-C: checkpoint, stop)
+  train --stage all [--preset quick|small] [--set <stage>.key=value]... [--from STAGE] [--to STAGE] [--db FILE]
+                            the whole recipe: align, lm, caption, instruct, each from the run before it
+  chat --image F [--image F2] ["question"] [--checkpoint <file | run id>] [--db FILE] [--max-new N] [--temperature T]
+                            answer questions about an image with a trained instruct model (no question: read stdin)
   train --resume <run id | checkpoint> [--db FILE]
                             continue a stopped run exactly where it stopped
   generate <checkpoint | run id> ["prompt"] [--max-new N] [--greedy] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--samples N]
@@ -88,6 +92,8 @@ export function main(argv: string[]): number | Promise<number> {
       }
       case 'train':
         return report(cmd, (require('./train') as typeof import('./train')).runTrain(rest));
+      case 'chat':
+        return report(cmd, (require('./chat') as typeof import('./chat')).runChat(rest));
       case 'generate':
         return report(cmd, (require('./lm') as typeof import('./lm')).runGenerate(rest));
       case 'filter':

@@ -65,13 +65,20 @@ export function summaryTable(metrics: Record<string, number>): string {
 }
 
 export async function runTrain(argv: string[]): Promise<number> {
+  const stageIdx = argv.findIndex((a) => a === '--stage' || a.startsWith('--stage='));
+  const stageFlag = stageIdx < 0 ? undefined : argv[stageIdx].startsWith('--stage=') ? argv[stageIdx].slice(8) : argv[stageIdx + 1];
+  if (stageFlag === 'all') {
+    const rest = argv.filter((_, i) => i !== stageIdx && !(i === stageIdx + 1 && argv[stageIdx] === '--stage'));
+    return (require('./all') as typeof import('./all')).runAll(rest);
+  }
   const args = parseTrainArgs(argv);
   const stage = args.resume !== undefined && !argv.some((a) => a === '--stage' || a.startsWith('--stage='))
     ? (require('./lm') as typeof import('./lm')).stageOfResume(args.resume, args.db) : args.stage;
   if (stage === 'lm') return (require('./lm') as typeof import('./lm')).runLm(argv);
   if (stage === 'caption') return (require('./caption') as typeof import('./caption')).runCaption(argv);
+  if (stage === 'instruct') return (require('./instruct') as typeof import('./instruct')).runInstruct(argv);
   if (stage !== 'align') {
-    throw new Error(`train: stage ${JSON.stringify(stage)} is not available yet; stages: align, lm, caption (instruct and all arrive with issue 8)`);
+    throw new Error(`train: unknown stage ${JSON.stringify(stage)}; stages: align, lm, caption, instruct, all`);
   }
   const { resolveAlignConfig } = require('../experiments/stages/align/config') as typeof import('../experiments/stages/align/config');
   const { trainAlign } = require('../experiments/stages/align/train') as typeof import('../experiments/stages/align/train');
