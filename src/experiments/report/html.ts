@@ -182,12 +182,13 @@ function runDuration(r: RunInfo): string {
 }
 
 const STYLE = `
-body { font: 14px/1.45 system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }
+body { font: 14px/1.45 system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; } h3 { font-size: 1.05em; }
 table { border-collapse: collapse; margin: .5em 0 1em; } td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
 th { background: #f5f5f5; } td.v { font-family: ui-monospace, monospace; white-space: pre-wrap; word-break: break-all; }
 .status-finished { color: #2ca02c; } .status-failed { color: #d62728; } .status-killed { color: #ff7f0e; } .status-running { color: #1f77b4; }
 .muted { color: #777; } h3.group { margin-top: 1.5em; }
+.figs { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 0 12px; } .figure { min-width: 0; }
 `;
 
 /** A metric value for a table: integers as they are, others to 4 significant digits. */
@@ -227,7 +228,7 @@ ${paramRows}
 </section>`;
   }).join('\n');
 
-  const figureDiv = (f: ReportFigure, i: number) => `<div class="figure">${figureHtml(f.figure, { divId: `fig-${f.id}`, height: '440px' })}`
+  const figureDiv = (f: ReportFigure, i: number) => `<div class="figure">${figureHtml(f.figure, { divId: `fig-${f.id}`, height: '380px' })}`
     + (pngs ? `\n<p class="muted">PNG: <a href="${esc(pngs[i])}">${esc(pngs[i])}</a></p>` : '') + '</div>';
   const runName = new Map(data.runs.map((r) => [r.id, r.name]));
   // One row per metric, one column per run: there are often many such metrics and few runs.
@@ -244,7 +245,7 @@ ${paramRows}
         : `<h3 class="group">stage ${esc(g)}: ${inGroup.map((r) => `<a href="#run-${r.id}">#${r.id}</a> ${esc(r.name)}`).join(', ')}</h3>\n`;
       const body = data.figures.map((f, i) => (f.group === g ? figureDiv(f, i) : '')).filter((x) => x !== '').join('\n');
       const once = scalars.filter((t) => t.group === g).map((t) => `<p class="muted">logged once:</p>\n${scalarTable(t)}`).join('\n');
-      return head + body + (once ? '\n' + once : '');
+      return head + `<div class="figs">\n${body}\n</div>` + (once ? '\n' + once : '');
     }).join('\n');
 
   return `<!DOCTYPE html>
