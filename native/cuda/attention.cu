@@ -16,9 +16,10 @@
 //     (16 per warp), 64-key tiles; S = Q K^T on the tensor cores with f32 accumulation, the softmax in f32 with
 //     one lane pair per row, and P V on the tensor cores with P split into two half-precision terms,
 //     P = P_hi + P_lo (P_hi = half(P), P_lo = half(P - P_hi)): two MMAs instead of one, but P keeps ~16 bits, so
-//     the output agrees with the CPU's f32 arithmetic on the same inputs to ~1e-5 instead of the ~4e-3 a single
-//     bf16 P would cost. O lives in registers (a lane owns half a row), rescaled by the running max as usual.
-// Backward (every dtype, f32 tile kernels, three passes, no atomics, so results are deterministic):
+//     the output should agree with the CPU's f32 arithmetic on the same inputs to ~1e-5 (checked at 1e-4) instead
+//     of the ~4e-3 a single bf16 P would cost. O lives in registers (a lane owns half a row), rescaled by the running max as usual.
+// Backward (three passes, no atomics, so results are deterministic; f32 tile kernels for every dtype, and the
+// bf16 wmma kernels described at "wmma backward" for D == Dv in {64, 128}):
 //   1. dvec: D_i = sum_j P_ij dP_ij (as attention.cc, not rowsum(dO * O): the out tensor is not an argument, and
 //      this form makes each row of dS sum to zero with the dP actually computed), per query tile, in double.
 //   2. dK, dV: one block per (head, 32-key tile) walks the query tiles that can see it, recomputing
@@ -367,6 +368,322 @@ __global__ void __launch_bounds__(128) attn_fwd_wmma(Attn p, void* out, int out_
   }
 }
 
+// ------------------------------------------------------------------------------------------ wmma backward
+// BF16 with D == Dv in {64, 128} (16-byte aligned q, k, v): the same three passes as the f32 kernels below, with
+// every product on the tensor cores and f32 accumulation. dout is f32 and the probabilities and dS are f32
+// numbers, so each is split into two bf16 terms, x = hi + lo (hi = bf16(x), lo = bf16(x - hi): ~16 bits, and
+// bf16 has f32's exponent range, so small gradients lose nothing to underflow):
+//   S = Q K^T (exact inputs, one MMA), dP = dO V^T (2), dV += P^T dO (3: hi hi, hi lo, lo hi),
+//   dK += dS^T Q (2), dQ += dS K (2), and the scale applied once at the end (dK, dQ) or to S.
+// F16 keeps the f32 kernels: its 5-bit exponent would flush the lo terms of small dO / dS values.
+// Q-major kernel (passes 1 and 3): 4 warps, 64 query rows a block (16 a warp), 64-key tiles; a lane pair owns a
+// row (32 keys each) for the elementwise work. K-major kernel (pass 2): 4 warps, 64 keys a block (16 a warp),
+// 64-query tiles; the lane pair owns a key. Accumulators stay in wmma fragments across tiles.
+constexpr int kBF = 16 * 68;   // floats of one per-warp f32 tile (16 x 64, ld 68)
+
+__device__ __forceinline__ void split_bf16(float x, __nv_bfloat16* hi, __nv_bfloat16* lo) {
+  const __nv_bfloat16 h = __float2bfloat16_rn(x);
+  *hi = h;
+  *lo = __float2bfloat16_rn(x - __bfloat162float(h));
+}
+
+// dout rows [row0, row0 + valid) (f32, D wide) split into hi and lo tiles (kWR rows, ld D + 8); zeros past valid.
+template <int D>
+__device__ __forceinline__ void load_split_tile(__nv_bfloat16* hi, __nv_bfloat16* lo, const float* src, int64_t row0,
+                                                int valid) {
+  for (int idx = threadIdx.x; idx < kWR * D; idx += blockDim.x) {
+    const int r = idx / D, c = idx % D;
+    const float x = r < valid ? src[(row0 + r) * D + c] : 0.0f;
+    split_bf16(x, hi + r * (D + 8) + c, lo + r * (D + 8) + c);
+  }
+}
+
+template <int D>
+constexpr size_t wmma_bwd_q_smem() {
+  return 5 * size_t(kWR) * (D + 8) * 2 + kWC * 4 + 4 * (2 * kBF * 4 + 2 * 16 * size_t(kPld) * 2);
+}
+template <int D>
+constexpr size_t wmma_bwd_kv_smem() {
+  return 5 * size_t(kWR) * (D + 8) * 2 + kWC * 4 + 3 * kWR * 4 + 4 * (2 * kBF * 4 + 4 * 16 * size_t(kPld) * 2);
+}
+
+// Pass 1 (DQ false): dvec = sum_j P dP per row (double). Pass 3 (DQ true): dq = scale sum_j dS_ij k_j.
+template <int D, bool DQ>
+__global__ void __launch_bounds__(128) attn_bwd_q_wmma(Attn p, const float* __restrict__ dout,
+                                                       const float* __restrict__ stats, float* dvec, float* dq) {
+  typedef __nv_bfloat16 Hh;
+  extern __shared__ __align__(128) unsigned char smq[];
+  constexpr int ld = D + 8;
+  Hh* Qs = reinterpret_cast<Hh*>(smq);
+  Hh* dOh = Qs + kWR * ld;
+  Hh* dOl = dOh + kWR * ld;
+  Hh* Ks = dOl + kWR * ld;
+  Hh* Vs = Ks + kWC * ld;
+  int* kvis = reinterpret_cast<int*>(Vs + kWC * ld);
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  float* Sf = reinterpret_cast<float*>(kvis + kWC) + warp * (2 * kBF + 16 * kPld);   // (16, 68) scores
+  float* dPf = Sf + kBF;                                                              // (16, 68) dP
+  Hh* dSh = reinterpret_cast<Hh*>(dPf + kBF);                                         // (16, 72)
+  Hh* dSl = dSh + 16 * kPld;
+
+  const int64_t BH = p.B * p.H;
+  const int64_t nqt = (p.N + kWR - 1) / kWR;
+  const int64_t bh = blockIdx.x % BH, qt = nqt - 1 - blockIdx.x / BH;
+  const int64_t b = bh / p.H;
+  const int64_t i0 = qt * kWR;
+  const int in = static_cast<int>(mn(int64_t(kWR), p.N - i0));
+  load_half_tile<D>(reinterpret_cast<uint16_t*>(Qs), static_cast<const uint16_t*>(p.q), bh * p.N + i0, in);
+  load_split_tile<D>(dOh, dOl, dout, bh * p.N + i0, in);
+
+  const int r = lane >> 1, half = lane & 1;
+  const int64_t i = i0 + warp * 16 + r;
+  const bool row_ok = warp * 16 + r < in;
+  const float m = row_ok ? stats[2 * (bh * p.N + i)] : INFINITY;
+  const float ll = row_ok ? stats[2 * (bh * p.N + i) + 1] : 0.0f;
+  const float di = DQ && row_ok ? dvec[bh * p.N + i] : 0.0f;
+  const int64_t ihi = p.hi(i), ilo = p.lo(i);
+  double dacc = 0.0;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> qacc[DQ ? D / 16 : 1];
+#pragma unroll
+  for (int n = 0; n < (DQ ? D / 16 : 1); n++) wmma::fill_fragment(qacc[n], 0.0f);
+
+  int64_t kt0, kt1;
+  key_tiles(p, i0, in, kWC, &kt0, &kt1);
+  for (int64_t kt = kt0; kt < kt1; kt++) {
+    const int64_t j0 = kt * kWC;
+    const int jn = static_cast<int>(mn(int64_t(kWC), p.M - j0));
+    __syncthreads();
+    load_half_tile<D>(reinterpret_cast<uint16_t*>(Ks), static_cast<const uint16_t*>(p.k), bh * p.M + j0, jn);
+    load_half_tile<D>(reinterpret_cast<uint16_t*>(Vs), static_cast<const uint16_t*>(p.v), bh * p.M + j0, jn);
+    int any = 0;
+    if (t < kWC) {
+      kvis[t] = !p.padded(b, j0 + t);
+      any = kvis[t];
+    }
+    if (!__syncthreads_or(any)) continue;
+    {   // S = Q_w K^T, dP = (dO_hi + dO_lo)_w V^T
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> sacc[4], pacc[4];
+#pragma unroll
+      for (int j = 0; j < 4; j++) {
+        wmma::fill_fragment(sacc[j], 0.0f);
+        wmma::fill_fragment(pacc[j], 0.0f);
+      }
+#pragma unroll
+      for (int kk = 0; kk < D / 16; kk++) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, Hh, wmma::row_major> qa, oh, ol;
+        wmma::load_matrix_sync(qa, Qs + warp * 16 * ld + kk * 16, ld);
+        wmma::load_matrix_sync(oh, dOh + warp * 16 * ld + kk * 16, ld);
+        wmma::load_matrix_sync(ol, dOl + warp * 16 * ld + kk * 16, ld);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, Hh, wmma::col_major> kb, vb;
+          wmma::load_matrix_sync(kb, Ks + j * 16 * ld + kk * 16, ld);
+          wmma::load_matrix_sync(vb, Vs + j * 16 * ld + kk * 16, ld);
+          wmma::mma_sync(sacc[j], qa, kb, sacc[j]);
+          wmma::mma_sync(pacc[j], oh, vb, pacc[j]);
+          wmma::mma_sync(pacc[j], ol, vb, pacc[j]);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < 4; j++) {
+        wmma::store_matrix_sync(Sf + j * 16, sacc[j], 68, wmma::mem_row_major);
+        wmma::store_matrix_sync(dPf + j * 16, pacc[j], 68, wmma::mem_row_major);
+      }
+    }
+    __syncwarp();
+#pragma unroll 4
+    for (int c = 0; c < 32; c++) {
+      const int cc = half * 32 + c;
+      const int64_t j = j0 + cc;
+      const bool vis = row_ok && kvis[cc] && j <= ihi && j >= ilo;
+      const float pr = vis ? expf((Sf[r * 68 + cc] * p.scale - m) - ll) : 0.0f;
+      const float dp = dPf[r * 68 + cc];
+      if (DQ) {
+        split_bf16(pr * (dp - di), dSh + r * kPld + cc, dSl + r * kPld + cc);
+      } else {
+        dacc += static_cast<double>(pr) * dp;
+      }
+    }
+    if (DQ) {
+      __syncwarp();
+#pragma unroll
+      for (int kk = 0; kk < kWC / 16; kk++) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, Hh, wmma::row_major> ah, al;
+        wmma::load_matrix_sync(ah, dSh + kk * 16, kPld);
+        wmma::load_matrix_sync(al, dSl + kk * 16, kPld);
+#pragma unroll
+        for (int n = 0; n < (DQ ? D / 16 : 1); n++) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, Hh, wmma::row_major> kb;
+          wmma::load_matrix_sync(kb, Ks + kk * 16 * ld + n * 16, ld);
+          wmma::mma_sync(qacc[n], ah, kb, qacc[n]);
+          wmma::mma_sync(qacc[n], al, kb, qacc[n]);
+        }
+      }
+    }
+    __syncwarp();
+  }
+  if (DQ) {
+    // dq (16, D) of this warp through its f32 tiles (2 x 16 x 68 floats >= 16 x (D + 4)).
+    __syncwarp();
+#pragma unroll
+    for (int n = 0; n < (DQ ? D / 16 : 1); n++)
+      wmma::store_matrix_sync(Sf + n * 16, qacc[n], D + 4, wmma::mem_row_major);
+    __syncwarp();
+    if (row_ok) {
+      float* dst = dq + (bh * p.N + i) * D + half * (D / 2);
+      for (int d = 0; d < D / 2; d++) dst[d] = Sf[r * (D + 4) + half * (D / 2) + d] * p.scale;
+    }
+  } else {
+    dacc += __shfl_xor_sync(0xffffffffu, dacc, 1);
+    if (row_ok && half == 0) dvec[bh * p.N + i] = static_cast<float>(dacc);
+  }
+}
+
+// Pass 2: dk, dv of 64 keys.
+template <int D>
+__global__ void __launch_bounds__(128) attn_bwd_kv_wmma(Attn p, const float* __restrict__ dout,
+                                                        const float* __restrict__ stats, const float* dvec, float* dk,
+                                                        float* dv) {
+  typedef __nv_bfloat16 Hh;
+  extern __shared__ __align__(128) unsigned char smkv[];
+  constexpr int ld = D + 8;
+  Hh* Ks = reinterpret_cast<Hh*>(smkv);
+  Hh* Vs = Ks + kWC * ld;
+  Hh* Qs = Vs + kWC * ld;
+  Hh* dOh = Qs + kWR * ld;
+  Hh* dOl = dOh + kWR * ld;
+  int* kvis = reinterpret_cast<int*>(dOl + kWR * ld);
+  float* rowm = reinterpret_cast<float*>(kvis + kWC);
+  float* rowl = rowm + kWR;
+  float* rowd = rowl + kWR;
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  float* STf = rowd + kWR + warp * (2 * kBF + 2 * 16 * kPld);   // (16 keys, 64 queries, ld 68)
+  float* dPTf = STf + kBF;
+  Hh* PTh = reinterpret_cast<Hh*>(dPTf + kBF);                   // (16, 72) each
+  Hh* PTl = PTh + 16 * kPld;
+  Hh* dSTh = PTl + 16 * kPld;
+  Hh* dSTl = dSTh + 16 * kPld;
+
+  const int64_t BH = p.B * p.H;
+  const int64_t bh = blockIdx.x % BH, kt = blockIdx.x / BH;
+  const int64_t b = bh / p.H;
+  const int64_t j0 = kt * kWC;
+  const int jn = static_cast<int>(mn(int64_t(kWC), p.M - j0));
+  load_half_tile<D>(reinterpret_cast<uint16_t*>(Ks), static_cast<const uint16_t*>(p.k), bh * p.M + j0, jn);
+  load_half_tile<D>(reinterpret_cast<uint16_t*>(Vs), static_cast<const uint16_t*>(p.v), bh * p.M + j0, jn);
+  int any = 0;
+  if (t < kWC) {
+    kvis[t] = !p.padded(b, j0 + t);
+    any = kvis[t];
+  }
+  const bool some_visible = __syncthreads_or(any);
+
+  const int r = lane >> 1, half = lane & 1;   // this lane's key (of the warp's 16) and which 32 queries
+  const int kr = warp * 16 + r;
+  const int64_t j = j0 + kr;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> kacc[D / 16], vacc[D / 16];
+#pragma unroll
+  for (int n = 0; n < D / 16; n++) {
+    wmma::fill_fragment(kacc[n], 0.0f);
+    wmma::fill_fragment(vacc[n], 0.0f);
+  }
+  const int64_t j1 = j0 + jn - 1;
+  const int64_t ilo = p.causal || p.window > 0 ? mx(int64_t(0), j0 - p.shift) : 0;
+  int64_t ihi = p.window > 0 ? mn(p.N - 1, j1 - p.shift + p.window - 1) : p.N - 1;
+  if (!some_visible) ihi = ilo - 1;
+  for (int64_t qt = ilo / kWR; ilo <= ihi && qt <= ihi / kWR; qt++) {
+    const int64_t i0 = qt * kWR;
+    const int in = static_cast<int>(mn(int64_t(kWR), p.N - i0));
+    __syncthreads();
+    load_half_tile<D>(reinterpret_cast<uint16_t*>(Qs), static_cast<const uint16_t*>(p.q), bh * p.N + i0, in);
+    load_split_tile<D>(dOh, dOl, dout, bh * p.N + i0, in);
+    if (t < kWR) {
+      const bool ok = t < in;
+      rowm[t] = ok ? stats[2 * (bh * p.N + i0 + t)] : INFINITY;
+      rowl[t] = ok ? stats[2 * (bh * p.N + i0 + t) + 1] : 0.0f;
+      rowd[t] = ok ? dvec[bh * p.N + i0 + t] : 0.0f;
+    }
+    __syncthreads();
+    {   // S^T = K_w Q^T, dP^T = V_w (dO_hi + dO_lo)^T
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> sacc[4], pacc[4];
+#pragma unroll
+      for (int c = 0; c < 4; c++) {
+        wmma::fill_fragment(sacc[c], 0.0f);
+        wmma::fill_fragment(pacc[c], 0.0f);
+      }
+#pragma unroll
+      for (int kk = 0; kk < D / 16; kk++) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, Hh, wmma::row_major> ka, va;
+        wmma::load_matrix_sync(ka, Ks + warp * 16 * ld + kk * 16, ld);
+        wmma::load_matrix_sync(va, Vs + warp * 16 * ld + kk * 16, ld);
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, Hh, wmma::col_major> qb, ohb, olb;
+          wmma::load_matrix_sync(qb, Qs + c * 16 * ld + kk * 16, ld);
+          wmma::load_matrix_sync(ohb, dOh + c * 16 * ld + kk * 16, ld);
+          wmma::load_matrix_sync(olb, dOl + c * 16 * ld + kk * 16, ld);
+          wmma::mma_sync(sacc[c], ka, qb, sacc[c]);
+          wmma::mma_sync(pacc[c], va, ohb, pacc[c]);
+          wmma::mma_sync(pacc[c], va, olb, pacc[c]);
+        }
+      }
+#pragma unroll
+      for (int c = 0; c < 4; c++) {
+        wmma::store_matrix_sync(STf + c * 16, sacc[c], 68, wmma::mem_row_major);
+        wmma::store_matrix_sync(dPTf + c * 16, pacc[c], 68, wmma::mem_row_major);
+      }
+    }
+    __syncwarp();
+#pragma unroll 4
+    for (int c = 0; c < 32; c++) {   // query i0 + cq against key j
+      const int cq = half * 32 + c;
+      const int64_t i = i0 + cq;
+      const bool vis = cq < in && kvis[kr] && j <= p.hi(i) && j >= p.lo(i);
+      const float pr = vis ? expf((STf[r * 68 + cq] * p.scale - rowm[cq]) - rowl[cq]) : 0.0f;
+      split_bf16(pr, PTh + r * kPld + cq, PTl + r * kPld + cq);
+      split_bf16(pr * (dPTf[r * 68 + cq] - rowd[cq]), dSTh + r * kPld + cq, dSTl + r * kPld + cq);
+    }
+    __syncwarp();
+#pragma unroll
+    for (int kk = 0; kk < kWR / 16; kk++) {   // over the 64 queries
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, Hh, wmma::row_major> ph, pl, sh, sl;
+      wmma::load_matrix_sync(ph, PTh + kk * 16, kPld);
+      wmma::load_matrix_sync(pl, PTl + kk * 16, kPld);
+      wmma::load_matrix_sync(sh, dSTh + kk * 16, kPld);
+      wmma::load_matrix_sync(sl, dSTl + kk * 16, kPld);
+#pragma unroll
+      for (int n = 0; n < D / 16; n++) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, Hh, wmma::row_major> ohb, olb, qb;
+        wmma::load_matrix_sync(ohb, dOh + kk * 16 * ld + n * 16, ld);
+        wmma::load_matrix_sync(olb, dOl + kk * 16 * ld + n * 16, ld);
+        wmma::load_matrix_sync(qb, Qs + kk * 16 * ld + n * 16, ld);
+        wmma::mma_sync(vacc[n], ph, ohb, vacc[n]);
+        wmma::mma_sync(vacc[n], ph, olb, vacc[n]);
+        wmma::mma_sync(vacc[n], pl, ohb, vacc[n]);
+        wmma::mma_sync(kacc[n], sh, qb, kacc[n]);
+        wmma::mma_sync(kacc[n], sl, qb, kacc[n]);
+      }
+    }
+  }
+  // dk = scale * kacc, dv = vacc, through the warp's f32 tiles (2 x 16 x 68 floats >= 16 x (D + 4)).
+  __syncwarp();
+#pragma unroll
+  for (int n = 0; n < D / 16; n++) wmma::store_matrix_sync(STf + n * 16, kacc[n], D + 4, wmma::mem_row_major);
+  __syncwarp();
+  if (kr < jn) {
+    float* dst = dk + (bh * p.M + j) * D + half * (D / 2);
+    for (int d = 0; d < D / 2; d++) dst[d] = STf[r * (D + 4) + half * (D / 2) + d] * p.scale;
+  }
+  __syncwarp();
+#pragma unroll
+  for (int n = 0; n < D / 16; n++) wmma::store_matrix_sync(STf + n * 16, vacc[n], D + 4, wmma::mem_row_major);
+  __syncwarp();
+  if (kr < jn) {
+    float* dst = dv + (bh * p.M + j) * D + half * (D / 2);
+    for (int d = 0; d < D / 2; d++) dst[d] = STf[r * (D + 4) + half * (D / 2) + d];
+  }
+}
+
 // ------------------------------------------------------------------------------------------ f32 backward
 // Pass 1 (DQ false): dvec[i] = sum_j P_ij dP_ij in double. Pass 3 (DQ true): dq = scale * sum_j dS_ij k_j.
 template <bool DQ>
@@ -627,6 +944,29 @@ unsigned grid_blocks(int64_t n, const char* who) {
   return static_cast<unsigned>(n);
 }
 
+bool use_wmma_backward(DType dtype, int64_t D, int64_t Dv, const void* q, const void* k, const void* v) {
+  return dtype == DType::BF16 && use_wmma(dtype, D, Dv, q, k, v);
+}
+
+template <int D>
+void launch_wmma_backward(const Attn& p, float* dq, float* dk, float* dv, const float* dout, const float* stats,
+                          float* dvec) {
+  constexpr size_t qsmem = wmma_bwd_q_smem<D>(), kvsmem = wmma_bwd_kv_smem<D>();
+  prepare(attn_bwd_q_wmma<D, false>, qsmem, "attention_backward (wmma)");
+  prepare(attn_bwd_q_wmma<D, true>, qsmem, "attention_backward (wmma)");
+  prepare(attn_bwd_kv_wmma<D>, kvsmem, "attention_backward (wmma)");
+  const unsigned qgrid = grid_blocks(p.B * p.H * ((p.N + kWR - 1) / kWR), "attention_backward");
+  attn_bwd_q_wmma<D, false><<<qgrid, 128, qsmem, stream()>>>(p, dout, stats, dvec, nullptr);
+  CUDA_CHECK_LAUNCH("attention_backward (wmma dvec)");
+  if (p.M > 0) {
+    const unsigned kgrid = grid_blocks(p.B * p.H * ((p.M + kWC - 1) / kWC), "attention_backward");
+    attn_bwd_kv_wmma<D><<<kgrid, 128, kvsmem, stream()>>>(p, dout, stats, dvec, dk, dv);
+    CUDA_CHECK_LAUNCH("attention_backward (wmma dk, dv)");
+  }
+  attn_bwd_q_wmma<D, true><<<qgrid, 128, qsmem, stream()>>>(p, dout, stats, dvec, dq);
+  CUDA_CHECK_LAUNCH("attention_backward (wmma dq)");
+}
+
 template <int D, typename Hh>
 void launch_wmma(const Attn& p, void* out, DType out_dtype, float* stats) {
   constexpr size_t smem = wmma_smem<D>();
@@ -640,6 +980,11 @@ void launch_wmma(const Attn& p, void* out, DType out_dtype, float* stats) {
 
 const char* attention_forward_path(DType dtype, int64_t D, int64_t Dv, const void* q, const void* k, const void* v) {
   return use_wmma(dtype, D, Dv, q, k, v) ? "wmma" : "f32";
+}
+
+const char* attention_backward_path(DType dtype, int64_t D, int64_t Dv, const void* q, const void* k,
+                                    const void* v) {
+  return use_wmma_backward(dtype, D, Dv, q, k, v) ? "wmma" : "f32";
 }
 
 void attention_forward(void* out, DType out_dtype, float* stats, const void* q, const void* k, const void* v,
@@ -683,6 +1028,12 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   }
   float* dvec = static_cast<float*>(malloc(static_cast<size_t>(B * H * N) * sizeof(float)));
   try {
+    if (use_wmma_backward(dtype, D, Dv, q, k, v)) {
+      if (D == 64) launch_wmma_backward<64>(p, dq, dk, dv, dout, stats, dvec);
+      else launch_wmma_backward<128>(p, dq, dk, dv, dout, stats, dvec);
+      free(dvec);
+      return;
+    }
     const unsigned qgrid = grid_blocks(B * H * ((N + kBR - 1) / kBR), "attention_backward");
     const size_t rsmem = bwd_rows_smem(D, Dv);
     prepare(attn_bwd_rows<false>, rsmem, "attention_backward");

@@ -139,7 +139,7 @@ void dropout_backward(float* dx, const float* dy, int64_t n, float p, uint64_t s
 // in dtype (F32, F16, BF16), out in out_dtype, stats (B, H, N, 2) = (m, log l), causal (bottom-right), window,
 // key_padding_mask (B, M) i32 or f32 (may be null). Device pointers (the mask too). D and Dv at most 256
 // (std::invalid_argument beyond). F16 / BF16 with D == Dv in {64, 128} and 16-byte aligned q, k, v go through
-// the tensor cores (wmma, f32 accumulation); everything else through the f32 tile kernel.
+// the tensor cores (wmma, f32 accumulation; the backward BF16 only); everything else through f32 tile kernels.
 void attention_forward(void* out, DType out_dtype, float* stats, const void* q, const void* k, const void* v,
                        DType dtype, const void* key_padding_mask, bool mask_i32, int64_t B, int64_t H, int64_t N,
                        int64_t M, int64_t D, int64_t Dv, float scale, bool causal, int64_t window);
@@ -148,8 +148,11 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         const void* v, const float* stats, DType dtype, const void* key_padding_mask, bool mask_i32,
                         int64_t B, int64_t H, int64_t N, int64_t M, int64_t D, int64_t Dv, float scale, bool causal,
                         int64_t window);
-// Which forward path a call with these arguments takes: "wmma" or "f32" (for tests and benchmarks).
+// Which path a call with these arguments takes: "wmma" or "f32" (for tests and benchmarks). The backward uses
+// the tensor cores for BF16 only (D == Dv in {64, 128}, 16-byte aligned): F16's range would flush the low halves
+// of the split f32 operands (dout, dS).
 const char* attention_forward_path(DType dtype, int64_t D, int64_t Dv, const void* q, const void* k, const void* v);
+const char* attention_backward_path(DType dtype, int64_t D, int64_t Dv, const void* q, const void* k, const void* v);
 
 // CLIP's symmetric InfoNCE, cpu::infonce_forward / infonce_backward's contract (kernels.h), f32, tiled: the N x N
 // logits are never stored. loss (1), stats (4, N), dloss (1), dlogit_scale (1) are device pointers; logit_scale is
