@@ -156,3 +156,28 @@ test('a process that exits without finishing its run flushes it and marks it fai
   assert.deepEqual(t.metricSeries([runId], 'loss')[0].steps, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
   t.close();
 });
+
+test('an uncaught exception still flushes the run (marked failed) before the process exits', async () => {
+  const dir = tmpDir();
+  const file = path.join(dir, 'throw.db');
+  const p = child(
+    `const t = T.Tracker.open(file);
+     const run = t.startRun({ experiment: 'throw' });
+     for (let s = 0; s < 2000; s++) run.log({ loss: s, inf: Infinity }, s);
+     console.log('run ' + run.id);
+     setTimeout(() => { throw new Error('training blew up'); }, 5);`,
+    file,
+    dir,
+  );
+  let out = '';
+  p.stdout!.on('data', (d) => (out += d));
+  const res = await exited(p);
+  assert.equal(res.code, 1, res.stderr);
+  assert.match(res.stderr, /training blew up/);
+  const runId = Number(out.trim().split(' ')[1]);
+  const t = Tracker.open(file);
+  assert.equal(t.getRun(runId).status, 'failed');
+  assert.deepEqual(t.metricSeries([runId], 'loss')[0].steps, Array.from({ length: 2000 }, (_, i) => i));
+  assert.ok(t.metricSeries([runId], 'inf')[0].values.every((v) => v === Infinity));
+  t.close();
+});

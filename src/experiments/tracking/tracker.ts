@@ -185,6 +185,11 @@ export class WriterClient {
     return this.posted - Atomics.load(this.ctl, 1);
   }
 
+  /** Requests handled (committed or failed): a buffer that went with request `seq` is free once this is >= seq. */
+  get handled(): number {
+    return Atomics.load(this.ctl, 1);
+  }
+
   private newKeys(): string[] {
     const names = this.conn.keyNames;
     if (this.sentKeys === names.length) return [];
@@ -193,11 +198,17 @@ export class WriterClient {
     return k;
   }
 
-  private post(msg: WriterMessage, transfer: ArrayBuffer[]): number {
-    this.port.postMessage(msg, transfer);
+  /**
+   * Posts a request. `wake`: wake the writer now (a caller about to wait). A handoff does not: waking a thread
+   * costs the training thread a system call and, on a busy machine, its core; the writer looks for work every
+   * WRITER_POLL_MS anyway.
+   */
+  private post(msg: WriterMessage, wake: boolean): number {
+    msg.seq = this.posted + 1;
+    this.port.postMessage(msg);
     this.posted++;
     Atomics.store(this.ctl, 0, this.posted);
-    Atomics.notify(this.ctl, 0);
+    if (wake) Atomics.notify(this.ctl, 0);
     return this.posted;
   }
 
@@ -220,19 +231,25 @@ export class WriterClient {
     }
   }
 
-  /** Hands a batch over without waiting (unless the writer is MAX_IN_FLIGHT requests behind). */
+  /**
+   * Hands a batch over without waiting (unless the writer is MAX_IN_FLIGHT requests behind) and marks the buffer
+   * with the request's number: the caller must not touch it again until `handled` reaches that number.
+   */
   handoff(b: Pending, runId: number): void {
-    if (this.behind >= MAX_IN_FLIGHT) this.waitFor(this.posted - MAX_IN_FLIGHT + 1, WRITER_WAIT_MS);
-    const msg = b.message(runId, false, this.newKeys());
-    this.post(msg, b.n ? [msg.keyIds.buffer, msg.steps.buffer, msg.values.buffer, msg.walls.buffer] as ArrayBuffer[] : []);
+    if (this.behind >= MAX_IN_FLIGHT) {
+      Atomics.notify(this.ctl, 0);
+      this.waitFor(this.posted - MAX_IN_FLIGHT + 1, WRITER_WAIT_MS);
+    }
+    b.seq = this.post(b.message(runId, false, this.newKeys()), false);
   }
 
   /**
-   * Writes a batch (and everything handed over before it) and waits for the commit. The rows are copied, not
-   * transferred, so the caller keeps them if this throws.
+   * Writes a batch (and everything handed over before it) and waits for the commit. The caller keeps its rows
+   * if this throws (the writer does not keep a failed synchronous batch).
    */
   flushSync(b: Pending, runId: number): void {
-    const seq = this.post(b.message(runId, true, this.newKeys()), []);
+    const seq = this.post(b.message(runId, true, this.newKeys()), true);
+    b.seq = seq;
     if (!this.waitFor(seq, WRITER_WAIT_MS)) {
       throw new Error(`tracking: the metric writer for ${this.conn.file} ${this.stopped ? 'has stopped' : `did not answer within ${WRITER_WAIT_MS} ms`}`);
     }
@@ -246,7 +263,7 @@ export class WriterClient {
   /** Waits for everything handed over, then stops the thread. */
   close(): void {
     if (!this.stopped) {
-      const seq = this.post({ type: 'close', seq: this.posted + 1, newKeys: this.newKeys() }, []);
+      const seq = this.post({ type: 'close', seq: 0, newKeys: this.newKeys() }, true);
       this.waitFor(seq, WRITER_WAIT_MS);
     }
     this.port.close();
@@ -702,23 +719,33 @@ export class Tracker {
 }
 
 /**
- * Buffered metric rows, column by column in typed arrays (no object per row: log() is on the training loop's
- * path), handed to the writer thread by transferring the arrays.
+ * Buffered metric rows, column by column in typed arrays over one SharedArrayBuffer (no object per row: log() is
+ * on the training loop's path). A handoff shares the memory with the writer thread (nothing is copied); the
+ * buffer is reused once the writer has handled the request that carried it (`seq`).
  */
 class Pending {
   n = 0;
-  keyIds: Int32Array;
-  steps: Float64Array;
-  values: Float64Array;
-  walls: Float64Array;
+  /** The writer request that last carried these rows; free again once the writer has handled it. */
+  seq = 0;
+  keyIds!: Int32Array;
+  steps!: Float64Array;
+  values!: Float64Array;
+  walls!: Float64Array;
   constructor(cap = 1024) {
-    this.keyIds = new Int32Array(cap);
-    this.steps = new Float64Array(cap);
-    this.values = new Float64Array(cap);
-    this.walls = new Float64Array(cap);
+    this.alloc(cap);
   }
   get length(): number {
     return this.n;
+  }
+  get capacity(): number {
+    return this.keyIds.length;
+  }
+  private alloc(cap: number): void {
+    const sab = new SharedArrayBuffer(cap * 28); // cap is even, so the float64 columns are 8-byte aligned
+    this.keyIds = new Int32Array(sab, 0, cap);
+    this.steps = new Float64Array(sab, cap * 4, cap);
+    this.values = new Float64Array(sab, cap * 12, cap);
+    this.walls = new Float64Array(sab, cap * 20, cap);
   }
   /** Makes room for `more` rows. */
   reserve(more: number): void {
@@ -726,17 +753,14 @@ class Pending {
     if (need <= this.keyIds.length) return;
     let cap = this.keyIds.length * 2;
     while (cap < need) cap *= 2;
-    const grow = <T extends Int32Array | Float64Array>(a: T, make: (n: number) => T): T => {
-      const b = make(cap);
-      b.set(a.subarray(0, this.n));
-      return b;
-    };
-    this.keyIds = grow(this.keyIds, (k) => new Int32Array(k));
-    this.steps = grow(this.steps, (k) => new Float64Array(k));
-    this.values = grow(this.values, (k) => new Float64Array(k));
-    this.walls = grow(this.walls, (k) => new Float64Array(k));
+    const old = [this.keyIds, this.steps, this.values, this.walls];
+    this.alloc(cap);
+    this.keyIds.set(old[0].subarray(0, this.n));
+    this.steps.set(old[1].subarray(0, this.n));
+    this.values.set(old[2].subarray(0, this.n));
+    this.walls.set(old[3].subarray(0, this.n));
   }
-  /** The rows as a writer request (views of this buffer's arrays: transfer them or let them be copied). */
+  /** The rows as a writer request (the arrays are shared with the writer, not copied). */
   message(runId: number, sync: boolean, newKeys: string[]): BatchMessage {
     return {
       type: 'batch', seq: 0, sync, runId, n: this.n, newKeys, heartbeat: now(),
@@ -747,11 +771,15 @@ class Pending {
 
 export class Run {
   private buffer = new Pending();
+  /** Buffers handed to the writer, reused once it has handled them. */
+  private spares: Pending[] = [];
   private lastFlush = Date.now();
   private _status: RunStatus = 'running';
   private write: Database.Transaction<(rows: Pending) => void> | null = null;
   private insertStmt: Database.Statement | null = null;
   private heartbeatStmt: Database.Statement | null = null;
+  /** @internal Batches handed to the writer thread without waiting (the tracking bench counts them). */
+  _handoffs = 0;
 
   /** @internal */
   constructor(
@@ -815,14 +843,21 @@ export class Run {
     if (this._status !== 'running') return;
     if (background && this.buffer.n < MAX_BUFFERED && Date.now() - this.lastFlush < FLUSH_INTERVAL_MS / 2) return;
     const conn = this.tracker._conn;
-    const writer = conn.db.inTransaction ? null : writerOf(conn);
+    // (A run that logged nothing yet does not start the writer thread just for its heartbeat.)
+    const writer = conn.db.inTransaction || (conn.writer === undefined && this.buffer.n === 0) ? null : writerOf(conn);
     if (writer === null) {
       // No writer thread (or the caller holds a transaction on the main connection, which the writer would wait
       // for): write here, as one transaction on the main connection.
       this.writeHere();
     } else if (background) {
-      writer.handoff(this.buffer, this.id);
-      this.buffer = new Pending(Math.max(1024, this.buffer.n));
+      const sent = this.buffer;
+      writer.handoff(sent, this.id);
+      this._handoffs++;
+      const handled = writer.handled;
+      const i = this.spares.findIndex((p) => p.seq <= handled);
+      this.buffer = i >= 0 ? this.spares.splice(i, 1)[0] : new Pending(sent.capacity);
+      this.buffer.n = 0;
+      if (this.spares.length < MAX_IN_FLIGHT) this.spares.push(sent);
     } else {
       writer.flushSync(this.buffer, this.id); // throws, keeping the buffer, if the write failed
       this.buffer.n = 0;

@@ -15,7 +15,11 @@
 import Database from 'better-sqlite3';
 import { receiveMessageOnPort, workerData, type MessagePort } from 'worker_threads';
 
-/** One run's metric rows, column by column. `keyIds` index the key table built from every request's `newKeys`. */
+/**
+ * One run's metric rows, column by column: views of a SharedArrayBuffer the main thread fills (shared, never
+ * copied) and reuses once this request is handled. `keyIds` index the key table built from every request's
+ * `newKeys`; non-finite values arrive as they are and are tagged here.
+ */
 export interface BatchMessage {
   type: 'batch';
   seq: number;
@@ -53,6 +57,9 @@ export interface WriterData {
   busyTimeoutMs: number;
 }
 
+/** How often an idle writer looks for handed-over batches (they are committed within this, plus the insert). */
+export const WRITER_POLL_MS = 50;
+
 const POSTED = 0;
 const HANDLED = 1;
 const STOPPED = 2;
@@ -86,8 +93,9 @@ function main(data: WriterData): void {
     const retry: BatchMessage[] = []; // failed handoffs, oldest first
     let closing = false;
     while (!closing) {
-      // Sleep until a request is posted (a timeout keeps the thread responsive to termination).
-      Atomics.wait(ctl, POSTED, handled, 1000);
+      // Sleep until a request is posted: a waiting caller wakes this thread, a handoff does not (it would cost the
+      // training thread a system call and, on a busy machine, its core), so look every WRITER_POLL_MS too.
+      Atomics.wait(ctl, POSTED, handled, WRITER_POLL_MS);
       const m = receiveMessageOnPort(port);
       if (m === undefined) {
         // Posted but not yet visible on the port (or a timeout): look again shortly.
@@ -113,7 +121,12 @@ function main(data: WriterData): void {
             write.immediate(todo);
             retry.length = 0;
           } catch (e) {
-            if (!msg.sync) retry.push(msg);
+            // The rows live in the main thread's shared buffer, which it reuses once this request is handled:
+            // a handoff kept for a retry keeps a copy.
+            if (!msg.sync) {
+              retry.push({ ...msg, keyIds: msg.keyIds.slice(0, msg.n), steps: msg.steps.slice(0, msg.n),
+                values: msg.values.slice(0, msg.n), walls: msg.walls.slice(0, msg.n) });
+            }
             throw e;
           }
         }
