@@ -924,7 +924,7 @@ void test_dropout() {
           compare_exact(r, "y", y.data(), ref.data(), n);
           compare_exact(r, "dx", g.data(), refb.data(), n);
         }
-    return std::string("n 1..4097 1M, offsets 0 1 3 5 2^33+2, p .1 .5 .9 0 1");
+    return std::string("n 1..1M, offsets 0..2^33+2, p .1 .5 .9 0 1");
   });
 }
 
