@@ -88,7 +88,7 @@ export const INSTRUCT_DEFAULTS: InstructConfig = {
   caption: { checkpoint: '' },
   data: {
     source: 'shapes', trainRecords: 8000, tasks: ['caption', 'vqa', 'vqa', 'vqa', 'difference', 'match'],
-    evalScenes: 200, evalQuestionsPerScene: 5, evalRecords: 32, maxTextLen: 64, jsonl: '', samples: 16, cacheDir: '',
+    evalScenes: 200, evalQuestionsPerScene: 5, evalRecords: 32, maxTextLen: 72, jsonl: '', samples: 16, cacheDir: '',
   },
   model: { imagePool: 2 },
   lora: { rank: 8, alpha: 16, dropout: 0.05, targets: ['attn.qkv', 'attn.proj', 'mlp.layers.0', 'mlp.layers.1'] },

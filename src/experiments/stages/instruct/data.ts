@@ -74,6 +74,8 @@ export interface InstructData {
   baseline: { overall: number; byType: Record<string, { accuracy: number; n: number }>; answers: Record<string, string> } | null;
   /** Training records dropped because they did not fit data.maxTextLen. */
   dropped: number;
+  /** The cache directory and the cache keys of the train and eval image sets (train: null when read from data.jsonl). */
+  cache: { dir: string; train: string | null; eval: string };
 }
 
 /** The user turn: one `<image>` per image, then the text. */
@@ -139,8 +141,12 @@ function cacheFiles(dir: string, key: string): { meta: string; bin: string } {
 }
 
 /** A set from the cache when its key matches and the files are whole, else built and written (temp + rename). */
-async function cached(dir: string, keyObj: unknown, px: number, build: () => Promise<CachedSet>, status: (m: string) => void, what: string): Promise<CachedSet> {
-  const key = crypto.createHash('sha1').update(JSON.stringify(keyObj)).digest('hex').slice(0, 16);
+export function cacheKey(keyObj: unknown): string {
+  return crypto.createHash('sha1').update(JSON.stringify(keyObj)).digest('hex').slice(0, 16);
+}
+
+async function cached(dir: string, keyObj: unknown, px: number, build: () => Promise<CachedSet>, status: (m: string) => void, what: string): Promise<CachedSet & { key: string }> {
+  const key = cacheKey(keyObj);
   const f = cacheFiles(dir, key);
   if (fs.existsSync(f.meta) && fs.existsSync(f.bin)) {
     try {
@@ -150,7 +156,7 @@ async function cached(dir: string, keyObj: unknown, px: number, build: () => Pro
         const images = new Float32Array(meta.numImages * px);
         new Uint8Array(images.buffer).set(buf);
         status(`${what}: ${meta.examples.length} examples from the cache ${f.meta}`);
-        return { examples: meta.examples, images, numImages: meta.numImages };
+        return { examples: meta.examples, images, numImages: meta.numImages, key };
       }
       status(`${what}: the cache ${f.bin} has the wrong size; rebuilding`);
     } catch (e) {
@@ -164,7 +170,7 @@ async function cached(dir: string, keyObj: unknown, px: number, build: () => Pro
   fs.renameSync(f.bin + tmp, f.bin);
   fs.writeFileSync(f.meta + tmp, JSON.stringify({ key: keyObj, examples: set.examples, numImages: set.numImages }));
   fs.renameSync(f.meta + tmp, f.meta);
-  return set;
+  return { ...set, key };
 }
 
 /** Decodes records' images into one table; examples point at their rows. */
@@ -225,7 +231,7 @@ export async function prepareInstructData(cfg: InstructConfig, alignCfg: AlignCo
   const VERSION = 1;
 
   // Training set.
-  let trainSet: CachedSet;
+  let trainSet: CachedSet & { key?: string };
   if (d.jsonl !== '') {
     status(`reading instructions from ${d.jsonl}`);
     const { records } = await readInstructions(d.jsonl);
@@ -299,7 +305,7 @@ export async function prepareInstructData(cfg: InstructConfig, alignCfg: AlignCo
     tokenizer, transform, imageSize: S,
     trainImages: trainSet.images, numTrainImages: trainSet.numImages, train,
     evalImages: evalSet.images, numEvalImages: evalSet.numImages, eval: evalSet.examples,
-    trainAnswers, baseline, dropped,
+    trainAnswers, baseline, dropped, cache: { dir, train: trainSet.key ?? null, eval: evalSet.key },
   };
 }
 

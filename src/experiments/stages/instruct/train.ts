@@ -32,7 +32,7 @@ import { CaptionNet } from '../caption/model';
 import { findStageCheckpoint } from '../caption/train';
 import { loadCheckpoint } from '../checkpoint';
 import { InstructConfig, validateInstructConfig } from './config';
-import { InstructData, InstructExample, alignTransform, encodeExample, instructBatchRows, prepareInstructData } from './data';
+import { InstructData, InstructExample, alignTransform, cacheKey, encodeExample, instructBatchRows, prepareInstructData } from './data';
 import { AnswerOptions, InstructModel, SpliceRow } from './model';
 
 export interface InstructStepInfo {
@@ -164,6 +164,38 @@ function loadInstructWeights(file: string, model: InstructModel, opt: ml.optim.O
   } finally {
     for (const t of Object.values(loaded.tensors)) t.dispose();
   }
+}
+
+/**
+ * The frozen encoder's pooled features of an image set, from the disk cache when the same align checkpoint (path,
+ * size, mtime) and pooling already encoded the same set (its cache key), else computed and cached (temp + rename).
+ */
+function cachedFeatures(model: InstructModel, alignCheckpoint: string, dir: string, setKey: string | null, images: Float32Array, n: number,
+  status: (m: string) => void): Float32Array {
+  const Wv = model.encoder.config.visionWidth;
+  const size = n * model.N * Wv;
+  let file: string | null = null;
+  if (setKey) {
+    const st = fs.statSync(alignCheckpoint);
+    const key = cacheKey({ set: setKey, align: path.resolve(alignCheckpoint), bytes: st.size, mtime: st.mtimeMs, pool: model.imagePool, N: model.N, Wv });
+    file = path.join(dir, `instruct-features-${key}.f32`);
+    if (fs.existsSync(file) && fs.statSync(file).size === size * 4) {
+      const buf = fs.readFileSync(file);
+      const out = new Float32Array(size);
+      new Uint8Array(out.buffer).set(buf);
+      status(`image features of ${n} images from the cache ${file}`);
+      return out;
+    }
+  }
+  status(`encoding ${n} images with the frozen encoder`);
+  const out = model.featureTable(images, n);
+  if (file) {
+    fs.mkdirSync(dir, { recursive: true });
+    const tmp = `${file}.tmp-${process.pid}`;
+    fs.writeFileSync(tmp, Buffer.from(out.buffer, out.byteOffset, out.byteLength));
+    fs.renameSync(tmp, file);
+  }
+  return out;
 }
 
 // ------------------------------------------------------------------------------------------ evaluation
@@ -306,9 +338,8 @@ export async function trainInstruct(config: InstructConfig, opts: TrainInstructO
 
     status('preparing data');
     const data = await prepareInstructData(cfg, built.alignCfg, model.tokenizer, N, { onStatus: status });
-    status(`encoding ${data.numTrainImages + data.numEvalImages} images with the frozen encoder`);
-    const trainTable = model.featureTable(data.trainImages, data.numTrainImages);
-    const evalTable = model.featureTable(data.evalImages, data.numEvalImages);
+    const trainTable = cachedFeatures(model, extra.alignCheckpoint, data.cache.dir, data.cache.train, data.trainImages, data.numTrainImages, status);
+    const evalTable = cachedFeatures(model, extra.alignCheckpoint, data.cache.dir, data.cache.eval, data.evalImages, data.numEvalImages, status);
     if (!fs.existsSync(path.join(outDir, 'config.json'))) {
       const cfgPath = path.join(outDir, 'config.json');
       writeAtomic(cfgPath, JSON.stringify(cfg, null, 2) + '\n');
