@@ -71,7 +71,7 @@ test('caption config: presets resolve; bad values and unknown keys name the key'
   assert.equal(resolveCaptionConfig('quick').train.steps, 300);
   assert.equal(resolveCaptionConfig('small').train.steps, 2000);
   assert.throws(() => resolveCaptionConfig('huge'), /unknown preset "huge"/);
-  assert.throws(() => resolveCaptionConfig(null, { model: { prefix: 'cls' } }), /key model.prefix must be one of/);
+  assert.throws(() => resolveCaptionConfig(null, { model: { prefix: 'mean' } }), /key model.prefix must be one of/);
   assert.throws(() => resolveCaptionConfig(null, { train: { klWieght: 1 } }), /unknown key train.klWieght \(did you mean train.klWeight\?\)/);
   assert.throws(() => resolveCaptionConfig(null, { train: { klWeight: -1 } }), /key train.klWeight/);
   assert.throws(() => resolveCaptionConfig(null, { lm: { scratch: { heads: 3 } } }), /key lm.scratch.heads \(3\) must divide lm.scratch.width/);

@@ -38,8 +38,11 @@ export interface CaptionConfig {
   model: {
     /** Hidden size of the projector MLP (Linear-GELU-Linear), vision width -> hidden -> GPT width. */
     projectorHidden: number;
-    /** The prefix: all 1+P image tokens, or their mean (one token). */
-    prefix: 'tokens' | 'pooled';
+    /**
+     * The prefix: all 1+P image tokens ('tokens', what the instruct stage needs), their mean ('pooled', one
+     * position), or the class token alone ('cls', one position: the one the align loss trains).
+     */
+    prefix: 'tokens' | 'pooled' | 'cls';
   };
   train: {
     steps: number;
@@ -133,7 +136,7 @@ export function validateCaptionConfig(c: CaptionConfig): void {
   checkInt(w, 'data.evalSamples', d.evalSamples, 0);
   checkInt(w, 'data.samples', d.samples, 0, 256);
   checkInt(w, 'model.projectorHidden', c.model.projectorHidden, 1, 16384);
-  checkOneOf(w, 'model.prefix', c.model.prefix, ['tokens', 'pooled'] as const);
+  checkOneOf(w, 'model.prefix', c.model.prefix, ['tokens', 'pooled', 'cls'] as const);
   const t = c.train;
   checkInt(w, 'train.steps', t.steps, 1);
   checkInt(w, 'train.batchSize', t.batchSize, 1, 4096);

@@ -40,7 +40,7 @@ export class CaptionModel {
     readonly encoder: AlignNet,
     readonly net: CaptionNet,
     readonly imageSize: number,
-    readonly prefix: 'tokens' | 'pooled',
+    readonly prefix: 'tokens' | 'pooled' | 'cls',
   ) {
     encoder.requiresGrad_(false);
     encoder.eval();
@@ -48,7 +48,7 @@ export class CaptionModel {
 
   /** Number of prefix positions the image takes. */
   get prefixLength(): number {
-    if (this.prefix === 'pooled') return 1;
+    if (this.prefix !== 'tokens') return 1;
     const c = this.encoder.config;
     return 1 + (c.imageSize / c.patchSize) ** 2;
   }
@@ -59,7 +59,10 @@ export class CaptionModel {
     return ml.noGrad(() => ml.tidy(() => {
       const x = ml.tensor(images, [B, 3, S, S]);
       const tok = this.encoder.imageTokens(x);
-      return this.prefix === 'pooled' ? ml.mean(tok, 1, true) : tok;
+      if (this.prefix === 'pooled') return ml.mean(tok, 1, true);
+      // The class token: the position the align stage's contrastive loss trains (its embedding is a projection of it).
+      if (this.prefix === 'cls') return ml.slice(tok, 1, 0, 1);
+      return tok;
     }));
   }
 
