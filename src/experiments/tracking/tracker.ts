@@ -7,11 +7,14 @@
  *   run.finish();
  *   tracker.metricSeries([run.id], 'loss');              // [{ runId, steps, values, wallTimes }]
  *
- * Writes: one connection per file per process (Trackers on the same file share it), WAL mode, a busy timeout,
- * metrics buffered in memory and written in one IMMEDIATE transaction at least every FLUSH_INTERVAL_MS (checked
- * on every log() call, so a synchronous training loop that never yields still flushes, and by an unref'd timer,
- * so an idle process flushes too but is never kept alive) and at finish. A process killed outright loses at most
- * the metrics of its last second.
+ * Writes: per file per process, one main connection (shared by the Trackers on that file: runs, params, status,
+ * artifacts, migrations, reads) and one metric writer thread with its own connection (writer.ts), WAL mode, a busy
+ * timeout, IMMEDIATE transactions. log() only appends to shared column buffers; at least every FLUSH_INTERVAL_MS
+ * (checked on every log() call, so a synchronous training loop that never yields still hands over, and by an
+ * unref'd timer, so an idle process does too but is never kept alive) the buffer is handed to the writer, which
+ * inserts it with the heartbeat in one transaction beside the training loop. flush(), finish(), close(), queries
+ * and process exit wait for the writer (Atomics.wait), so they stay synchronous. A process killed outright loses
+ * at most the metrics of its last second. See docs/tracking.md, "Where the writes happen".
  *
  * Dead runs: a 'running' run whose process is gone (same host: its pid is not alive and its heartbeat is older
  * than STALE_AFTER_MS; another host: its heartbeat is older than REMOTE_STALE_AFTER_MS) is marked 'failed'

@@ -3,7 +3,8 @@
  * training thread hands it, so SQLite's per-row b-tree work runs beside the training loop instead of inside it.
  *
  * Protocol (see tracker.ts, WriterClient): requests arrive on a MessagePort, and a SharedArrayBuffer `ctl` counts
- * them. ctl[0] = requests posted (the main thread bumps it and notifies after each postMessage), ctl[1] = requests
+ * them. ctl[0] = requests posted (the main thread bumps it after each postMessage, and notifies only when it is
+ * about to wait: a background handoff is found by this thread's poll every WRITER_POLL_MS), ctl[1] = requests
  * handled (this thread bumps it and notifies after each one, committed or failed), ctl[2] = 1 once this thread has
  * stopped for good. Messages are taken with receiveMessageOnPort, so neither side needs its event loop: the main
  * thread can wait for a flush with Atomics.wait inside a synchronous training loop or an 'exit' handler.
