@@ -7,7 +7,7 @@ export type Datum = number | string | null;
 
 /** A plotly trace. Only the attributes this module sets are named; the index signature admits the rest. */
 export interface PlotlyTrace {
-  type: 'scatter' | 'heatmap' | 'parcoords';
+  type: 'scatter' | 'bar' | 'heatmap' | 'parcoords';
   name?: string;
   x?: Datum[];
   y?: Datum[];
