@@ -68,7 +68,8 @@ function prepare(): Promise<{ align: string; alignRunId: number; lm: string }> {
 }
 
 test('caption config: presets resolve; bad values and unknown keys name the key', () => {
-  assert.equal(resolveCaptionConfig('quick').train.steps, 300);
+  assert.equal(resolveCaptionConfig('quick').train.steps, 500);
+  assert.equal(resolveCaptionConfig('quick').model.prefix, 'tokens', 'the instruct stage needs the tokens prefix');
   assert.equal(resolveCaptionConfig('small').train.steps, 2000);
   assert.throws(() => resolveCaptionConfig('huge'), /unknown preset "huge"/);
   assert.throws(() => resolveCaptionConfig(null, { model: { prefix: 'mean' } }), /key model.prefix must be one of/);
@@ -207,14 +208,16 @@ test('object mentions and scores on hand-made captions', () => {
   assert.equal(s.recall, 2 / 3);
   assert.equal(s.precision, 2 / 3);
   assert.deepEqual([s.objects, s.mentions, s.matched], [3, 3, 2]);
+  assert.equal(s.colourRecall, 2 / 3, 'red and blue named, green not');
+  assert.equal(s.shapeRecall, 1, 'circle, square and star all named (the star with the wrong colour)');
   // Micro average: a perfect caption of a one-object scene, and one with no mention at all (adds 2 objects, no mention).
   s = objectScores(['a large orange triangle', 'a small thing'], [[obj('orange', 'triangle')], [obj('red', 'star'), obj('blue', 'cross')]]);
   assert.equal(s.recall, 1 / 3);
   assert.equal(s.precision, 1);
   // Colour and shape must go together: right colour on the wrong shape is a miss and a wrong mention.
   s = objectScores(['a red square'], [[obj('red', 'circle')]]);
-  assert.deepEqual([s.recall, s.precision], [0, 0]);
-  assert.deepEqual(objectScores([], []), { recall: 0, precision: 0, objects: 0, mentions: 0, matched: 0 });
+  assert.deepEqual([s.recall, s.precision, s.colourRecall, s.shapeRecall], [0, 0, 1, 0]);
+  assert.deepEqual(objectScores([], []), { recall: 0, precision: 0, objects: 0, mentions: 0, matched: 0, colourRecall: 0, shapeRecall: 0 });
   assert.throws(() => objectScores(['a'], []), /1 captions but 0 scenes/);
 });
 
@@ -230,7 +233,7 @@ test('on a mixed align run: per-source BLEU-4 / ROUGE-L, shapes object scores, t
   const cfg = tiny({ align: { checkpoint: a.checkpoint }, lm: { checkpoint: p.lm }, train: { steps: 3, evalEvery: 0 }, data: { maxTrain: 24, evalSamples: 8, samples: 4, maxTextLen: 12 } });
   const r = await trainCaption(cfg, { db: path.join(dir, 'mixed.db'), outDir: path.join(dir, 'cap-mixed') });
   assert.equal(r.status, 'finished');
-  const keys = ['bleu4', 'rougeL', 'emoji/bleu4', 'emoji/rougeL', 'shapes/bleu4', 'shapes/rougeL', 'shapes/object_recall', 'shapes/object_precision'];
+  const keys = ['bleu4', 'rougeL', 'emoji/bleu4', 'emoji/rougeL', 'shapes/bleu4', 'shapes/rougeL', 'shapes/object_recall', 'shapes/object_precision', 'shapes/colour_recall', 'shapes/shape_recall'];
   for (const k of keys) {
     for (const m of [r.metrics[`val/${k}`], r.baseline[`baseline/${k}`]]) assert.ok(Number.isFinite(m) && m >= 0 && m <= 1, `${k}: ${m}`);
   }

@@ -38,6 +38,9 @@ export interface ObjectScores {
   mentions: number;
   /** Scene objects that were mentioned (= mentions that are right: colour+shape is unique within a scene). */
   matched: number;
+  /** Diagnostics: share of scene objects whose colour (resp. shape) is in some colour+shape mention of the caption. */
+  colourRecall: number;
+  shapeRecall: number;
 }
 
 /** Micro-averaged object recall and precision of captions[i] against the objects of scene i. */
@@ -47,13 +50,25 @@ export function objectScores(captions: readonly string[], scenes: ReadonlyArray<
   let mentions = 0;
   let found = 0;
   let right = 0;
+  let colours = 0;
+  let shapes = 0;
   captions.forEach((c, i) => {
-    const said = new Set(objectMentions(c).map((m) => `${m.colour} ${m.shape}`));
+    const ms = objectMentions(c);
+    const said = new Set(ms.map((m) => `${m.colour} ${m.shape}`));
+    const saidColours = new Set<string>(ms.map((m) => m.colour));
+    const saidShapes = new Set<string>(ms.map((m) => m.shape));
+    for (const o of scenes[i]) {
+      if (saidColours.has(o.colour)) colours++;
+      if (saidShapes.has(o.shape)) shapes++;
+    }
     const there = new Set(scenes[i].map((o) => `${o.colour} ${o.shape}`));
     objects += scenes[i].length;
     for (const o of scenes[i]) if (said.has(`${o.colour} ${o.shape}`)) found++;
     mentions += said.size;
     for (const k of said) if (there.has(k)) right++;
   });
-  return { recall: objects > 0 ? found / objects : 0, precision: mentions > 0 ? right / mentions : 0, objects, mentions, matched: found };
+  return {
+    recall: objects > 0 ? found / objects : 0, precision: mentions > 0 ? right / mentions : 0, objects, mentions, matched: found,
+    colourRecall: objects > 0 ? colours / objects : 0, shapeRecall: objects > 0 ? shapes / objects : 0,
+  };
 }

@@ -144,6 +144,8 @@ export function scoreCaptions(captions: readonly string[], data: CaptionData, pr
     const o = objectScores(scene.map((i) => captions[i]), scene.map((i) => ev.objects[i]!));
     out[`${prefix}/shapes/object_recall`] = o.recall;
     out[`${prefix}/shapes/object_precision`] = o.precision;
+    out[`${prefix}/shapes/colour_recall`] = o.colourRecall;
+    out[`${prefix}/shapes/shape_recall`] = o.shapeRecall;
   }
   return out;
 }
