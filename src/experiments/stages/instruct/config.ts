@@ -58,6 +58,12 @@ export interface InstructConfig {
     dropout: number;
     /** Module names (suffixes of GPT.namedModules() names) that get adapters. */
     targets: string[];
+    /**
+     * Tokens whose embedding rows also train (every other row stays frozen): the chat template's tokens, which
+     * the lm never saw. The head is tied to the embedding, so without this `<|end|>` keeps its random init row
+     * and is hard to predict. [] = the base GPT entirely frozen.
+     */
+    trainTokens: string[];
   };
   train: {
     steps: number;
@@ -91,7 +97,8 @@ export const INSTRUCT_DEFAULTS: InstructConfig = {
     evalScenes: 200, evalQuestionsPerScene: 5, evalRecords: 32, maxTextLen: 72, jsonl: '', samples: 16, cacheDir: '',
   },
   model: { imagePool: 2 },
-  lora: { rank: 8, alpha: 16, dropout: 0.05, targets: ['attn.qkv', 'attn.proj', 'mlp.layers.0', 'mlp.layers.1'] },
+  lora: { rank: 8, alpha: 16, dropout: 0.05, targets: ['attn.qkv', 'attn.proj', 'mlp.layers.0', 'mlp.layers.1'],
+    trainTokens: ['<image>', '<|user|>', '<|assistant|>', '<|end|>'] },
   train: {
     steps: 2000,
     batchSize: 32,
@@ -151,6 +158,9 @@ export function validateInstructConfig(c: InstructConfig): void {
   checkRange(w, 'lora.dropout', l.dropout, 0, 0.99);
   if (!Array.isArray(l.targets) || l.targets.length === 0 || l.targets.some((t) => typeof t !== 'string' || t.trim() === '')) {
     throw new Error(`${w}: key lora.targets must be a non-empty list of module names, got ${JSON.stringify(l.targets)}`);
+  }
+  if (!Array.isArray(l.trainTokens) || l.trainTokens.some((t) => typeof t !== 'string' || t === '')) {
+    throw new Error(`${w}: key lora.trainTokens must be a list of token strings, got ${JSON.stringify(l.trainTokens)}`);
   }
   const t = c.train;
   checkInt(w, 'train.steps', t.steps, 1);

@@ -86,6 +86,7 @@ test('instruct config: presets resolve; bad values and unknown keys name the key
   assert.throws(() => resolveInstructConfig(null, { lora: { targets: [] } }), /key lora.targets/);
   assert.throws(() => resolveInstructConfig(null, { lora: { rnak: 4 } }), /unknown key lora.rnak \(did you mean lora.rank\?\)/);
   assert.throws(() => resolveInstructConfig(null, { model: { imagePool: 0 } }), /key model.imagePool/);
+  assert.throws(() => resolveInstructConfig(null, { lora: { trainTokens: [''] } }), /key lora.trainTokens/);
   assert.throws(() => resolveInstructConfig(null, { caption: { checkpoint: 3 } }), /key caption.checkpoint must be a string/);
 });
 
@@ -168,10 +169,13 @@ test('splice, masked loss, and only LoRA + projector change (encoder and base GP
     const loraNames = Object.keys(model.gpt.stateDict()).filter((k) => /lora_[AB]/.test(k));
     assert.equal(loraNames.length, 2 * 4 * model.gpt.config.layers, 'qkv, proj and both MLP matrices of every block are wrapped');
     assert.equal(params.length, Object.keys(projBefore).length + loraNames.length);
-    const opt = new ml.optim.AdamW(params, { lr: 1e-2 });
+    const E = model.gpt.tokenEmbed.weight;
+    assert.deepEqual(model.trainTokenIds, ['<image>', '<|user|>', '<|assistant|>', '<|end|>'].map((t) => model.tokenizer.tokenToId(t)));
+    const opt = new ml.optim.AdamW([{ params }, { params: [E], weightDecay: 0 }], { lr: 1e-2 });
     for (let s = 0; s < 2; s++) {
       opt.zeroGrad();
       ml.tidy(() => model.loss(rows, ml.tensor(feats, [imgs.length, N, Wv])).backward());
+      model.maskTokenGrad();
       for (const [k, v] of Object.entries(model.projector.stateDict())) assert.ok(v.grad !== null, `projector ${k} got no gradient`);
       for (const [k, v] of Object.entries(model.encoder.stateDict())) assert.equal(v.grad, null, `encoder ${k} got a gradient`);
       opt.step();
@@ -179,7 +183,17 @@ test('splice, masked loss, and only LoRA + projector change (encoder and base GP
     for (const [k, v] of Object.entries(model.gpt.stateDict())) {
       const same = gptBefore[k].equals(bytesOf(v));
       if (/lora_B/.test(k)) assert.ok(!same, `${k} did not change`);
-      else if (!/lora_A/.test(k)) assert.ok(same, `base GPT ${k} changed`);
+      else if (k === 'tokenEmbed.weight') {
+        // Only the chat tokens' rows train; every other row is bitwise unchanged.
+        const W = model.gpt.config.width;
+        const a = new Float32Array(gptBefore[k].buffer, gptBefore[k].byteOffset, gptBefore[k].byteLength / 4);
+        const b = v.toArray() as Float32Array;
+        for (let id = 0; id < model.gpt.config.vocabSize; id++) {
+          const rowSame = a.subarray(id * W, (id + 1) * W).every((x, i) => Object.is(x, b[id * W + i]));
+          if (model.trainTokenIds.includes(id)) assert.ok(!rowSame || id === model.tokenizer.imageId, `token row ${id} did not change`);
+          else assert.ok(rowSame, `embedding row ${id} changed`);
+        }
+      } else if (!/lora_A/.test(k)) assert.ok(same, `base GPT ${k} changed`);
     }
     for (const [k, v] of Object.entries(model.encoder.stateDict())) assert.ok(encBefore[k].equals(bytesOf(v)), `encoder ${k} changed`);
     for (const [k, v] of Object.entries(model.projector.stateDict())) assert.ok(!projBefore[k].equals(bytesOf(v)), `projector ${k} did not change`);
@@ -231,7 +245,7 @@ test('instruct trains, logs VQA accuracy per type (= vqaAccuracy on the samples)
   assert.equal(st.stage, 'instruct');
   assert.equal((st.extra as { captionCheckpoint: string }).captionCheckpoint, path.resolve(p.caption));
   const names = Object.keys(ml.loadHeader(full.checkpoint).tensors ?? {}).filter((k) => k.startsWith('model.'));
-  assert.ok(names.length > 0 && names.every((k) => k.startsWith('model.projector.') || /lora_[AB]/.test(k)), `checkpoint holds projector + LoRA only: ${names.join(', ')}`);
+  assert.ok(names.length > 0 && names.every((k) => k.startsWith('model.projector.') || /lora_[AB]/.test(k) || k === 'model.tokens'), `checkpoint holds projector + LoRA (+ token rows) only: ${names.join(', ')}`);
 
   const part = await trainInstruct(cfg, { db, outDir: path.join(dir, 'part'), stopAfter: 2 });
   assert.equal(part.status, 'killed');

@@ -43,6 +43,13 @@ export interface SpliceRow {
 export class InstructModel {
   readonly N: number;
   readonly endId: number;
+  /**
+   * Token ids whose embedding rows train (the chat tokens the lm never saw); empty: the embedding stays frozen.
+   * The GPT's head is tied to its embedding, so a frozen, never-trained `<|end|>` row is one the model can hardly
+   * predict; training just these rows (gradients of every other row zeroed) fixes that.
+   */
+  trainTokenIds: number[] = [];
+  private rowMask: ml.Tensor<'f32'> | null = null;
 
   constructor(
     /** The align model; only its image path is used. Frozen. */
@@ -63,9 +70,59 @@ export class InstructModel {
     this.endId = end;
   }
 
-  /** The trainable parameters: the projector's, then the LoRA adapters' (in tree order). */
+  /** Let the embedding rows of `ids` train (call before building the optimizer). */
+  setTrainTokens(ids: number[]): void {
+    this.trainTokenIds = [...ids];
+    this.rowMask?.dispose();
+    this.rowMask = null;
+    const E = this.gpt.tokenEmbed.weight;
+    if (ids.length === 0) { E.requiresGrad_(false); return; }
+    const [V, W] = E.shape;
+    const m = new Float32Array(V * W);
+    for (const id of ids) m.fill(1, id * W, (id + 1) * W);
+    this.rowMask = ml.tensor(m, [V, W]);
+    E.requiresGrad_(true);
+  }
+
+  /** Zero the embedding gradient outside the trained token rows (after backward, before the optimizer step). */
+  maskTokenGrad(): void {
+    const E = this.gpt.tokenEmbed.weight;
+    if (!this.rowMask || !E.grad) return;
+    const g = E.grad;
+    E.grad = ml.noGrad(() => ml.mul(g, this.rowMask!));
+    g.dispose();
+  }
+
+  /** The trainable parameters: the projector's, then the LoRA adapters' (in tree order); not the embedding. */
   trainableParameters(): ml.Tensor[] {
-    return [...this.projector.parameters(), ...this.gpt.parameters().filter((p) => p.requiresGrad)];
+    const E = this.gpt.tokenEmbed.weight;
+    return [...this.projector.parameters(), ...this.gpt.parameters().filter((p) => p.requiresGrad && p !== E)];
+  }
+
+  /** The trained token rows [k, W] (a copy). */
+  tokenRows(): ml.Tensor<'f32'> | null {
+    if (this.trainTokenIds.length === 0) return null;
+    const E = this.gpt.tokenEmbed.weight.toArray() as Float32Array;
+    const W = this.gpt.config.width;
+    const out = new Float32Array(this.trainTokenIds.length * W);
+    this.trainTokenIds.forEach((id, i) => out.set(E.subarray(id * W, (id + 1) * W), i * W));
+    return ml.tensor(out, [this.trainTokenIds.length, W]);
+  }
+
+  /** Writes trained rows back into the embedding (replaces the weight tensor: call before building an optimizer). */
+  loadTokenRows(rows: ml.Tensor): void {
+    const ids = this.trainTokenIds;
+    const W = this.gpt.config.width;
+    if (rows.ndim !== 2 || rows.shape[0] !== ids.length || rows.shape[1] !== W) {
+      throw new Error(`instruct: token rows ${JSON.stringify(rows.shape)} do not match the ${ids.length} trained tokens x width ${W}`);
+    }
+    const old = this.gpt.tokenEmbed.weight;
+    const E = (old.toArray() as Float32Array).slice();
+    const r = rows.toArray() as Float32Array;
+    ids.forEach((id, i) => E.set(r.subarray(i * W, (i + 1) * W), id * W));
+    const t = ml.tensor(E, [...old.shape]);
+    this.gpt.tokenEmbed.weight = this.gpt.tokenEmbed.registerParameter('weight', t, { requiresGrad: old.requiresGrad });
+    old.dispose();
   }
 
   /** images f32 [n * 3 * S * S] -> frozen, pooled image features [n, N, Wv] (no graph). */
@@ -196,6 +253,7 @@ export class InstructModel {
   }
 
   dispose(): void {
+    this.rowMask?.dispose();
     this.projector.dispose();
     this.gpt.dispose();
     this.encoder.dispose();

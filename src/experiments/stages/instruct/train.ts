@@ -124,6 +124,16 @@ export function buildInstructModel(cfg: InstructConfig, extra: InstructExtra, st
   if (wrapped.length === 0) throw new Error(`instruct: key lora.targets ${JSON.stringify(cfg.lora.targets)} wrapped no layer`);
   net.projector.requiresGrad_(true);
   const model = new InstructModel(scorer.model.net, net.projector, net.gpt, tokenizer, alignCfg.data.imageSize, cfg.model.imagePool);
+  const tokens = cfg.lora.trainTokens ?? [];
+  const ids = tokens.map((tk) => {
+    const id = tokenizer.tokenToId(tk);
+    if (id === undefined) {
+      model.dispose();
+      throw new Error(`instruct: key lora.trainTokens: the tokenizer ${extra.tokenizer} has no token ${JSON.stringify(tk)}`);
+    }
+    return id;
+  });
+  model.setTrainTokens(ids);
   return { model, alignCfg };
 }
 
@@ -142,14 +152,30 @@ function saveInstructCheckpoint(file: string, model: InstructModel, opt: ml.opti
   const tensors: Record<string, ml.Tensor> = {};
   for (const [k, v] of Object.entries(model.projector.stateDict())) tensors[`model.projector.${k}`] = v;
   for (const [k, v] of Object.entries(ml.nn.loraStateDict(model.gpt))) tensors[`model.gpt.${k}`] = v;
-  const o = ml.optim.toSafetensors(opt.stateDict());
-  Object.assign(tensors, o.tensors);
-  const metadata = { ...o.metadata, 'modalab.format': FORMAT, 'modalab.state': JSON.stringify(state) };
-  ml.save(file, tensors, metadata);
+  const rows = model.tokenRows();
+  if (rows) tensors['model.tokens'] = rows;
+  try {
+    const o = ml.optim.toSafetensors(opt.stateDict());
+    Object.assign(tensors, o.tensors);
+    const metadata = { ...o.metadata, 'modalab.format': FORMAT, 'modalab.state': JSON.stringify(state) };
+    ml.save(file, tensors, metadata);
+  } finally {
+    rows?.dispose();
+  }
 }
 
-/** Loads projector and adapter weights (and the optimizer when given) from an instruct checkpoint. */
-function loadInstructWeights(file: string, model: InstructModel, opt: ml.optim.Optimizer<any> | null): void {
+/** The optimizer state of an instruct checkpoint. */
+function loadOptimizerState(file: string, opt: ml.optim.Optimizer<any>): void {
+  const loaded = ml.load(file);
+  try {
+    opt.loadStateDict(ml.optim.fromSafetensors(loaded));
+  } finally {
+    for (const t of Object.values(loaded.tensors)) t.dispose();
+  }
+}
+
+/** Loads projector, adapter and token-row weights from an instruct checkpoint (before building an optimizer). */
+function loadInstructWeights(file: string, model: InstructModel): void {
   const loaded = ml.load(file);
   try {
     const proj: Record<string, ml.Tensor> = {};
@@ -160,7 +186,11 @@ function loadInstructWeights(file: string, model: InstructModel, opt: ml.optim.O
     }
     model.projector.loadStateDict(proj);
     ml.nn.loadLoraStateDict(model.gpt, lora);
-    if (opt) opt.loadStateDict(ml.optim.fromSafetensors(loaded));
+    const rows = loaded.tensors['model.tokens'];
+    if (model.trainTokenIds.length > 0) {
+      if (!rows) throw new Error(`instruct: ${file} has no model.tokens (the trained token rows its config names)`);
+      model.loadTokenRows(rows);
+    }
   } finally {
     for (const t of Object.values(loaded.tensors)) t.dispose();
   }
@@ -357,14 +387,21 @@ export async function trainInstruct(config: InstructConfig, opts: TrainInstructO
       for (const [t, v] of Object.entries(data.baseline.byType)) baselineMetrics[`baseline/vqa_acc/${t}`] = v.accuracy;
     }
 
-    const params = model.trainableParameters();
+    if (resumeFile) loadInstructWeights(resumeFile, model);
+    // The embedding (when token rows train) is its own group without weight decay: its other rows get zero
+    // gradients, so AdamW leaves them bitwise unchanged.
+    const main = model.trainableParameters();
+    const E = gpt.tokenEmbed.weight;
+    const tokensTrain = model.trainTokenIds.length > 0;
+    const params = tokensTrain ? [...main, E] : main;
     const t = cfg.train;
-    const opt = new ml.optim.AdamW(params, { lr: t.lr, betas: t.betas, eps: t.eps, weightDecay: t.weightDecay });
+    const opt = new ml.optim.AdamW(tokensTrain ? [{ params: main }, { params: [E], weightDecay: 0 }] : main,
+      { lr: t.lr, betas: t.betas, eps: t.eps, weightDecay: t.weightDecay });
     const sched = new ml.optim.LRScheduler(opt, ml.optim.cosineWithWarmup({ warmupSteps: t.warmupSteps, totalSteps: t.steps, minLrRatio: t.minLrRatio }));
     let step = 0;
     if (resumeFile) {
       const st = readCheckpointState(resumeFile);
-      loadInstructWeights(resumeFile, model, opt);
+      loadOptimizerState(resumeFile, opt);
       step = st.step;
       sched.loadStateDict({ lastStep: step });
       ml.setRngState(st.rng);
@@ -390,7 +427,7 @@ export async function trainInstruct(config: InstructConfig, opts: TrainInstructO
       opts.onEval?.(step, e.metrics);
       return { ...e.metrics, ...baselineMetrics };
     };
-    status(`training ${t.steps - step} steps (${params.length} trainable tensors, ${params.reduce((a, p) => a + p.size, 0)} numbers)`);
+    status(`training ${t.steps - step} steps (${main.length} trainable tensors, ${main.reduce((a, p) => a + p.size, 0)} numbers${tokensTrain ? `, plus ${model.trainTokenIds.length} token rows` : ''})`);
     model.projector.train();
     gpt.train();
     while (step < t.steps) {
@@ -409,6 +446,7 @@ export async function trainInstruct(config: InstructConfig, opts: TrainInstructO
         l.backward();
         loss = l.item();
       });
+      model.maskTokenGrad();
       const gradNorm = ml.optim.clipGradNorm(params, t.gradClip > 0 ? t.gradClip : Infinity);
       const lr = opt.paramGroups[0].lr;
       opt.step();
@@ -519,7 +557,7 @@ function makeLoaded(model: InstructModel, cfg: InstructConfig, transform: ImageT
       const Wv = model.encoder.config.visionWidth;
       const f = ml.tensor(feats, [images.length, model.N, Wv]);
       try {
-        const ids = model.generateIds([enc], f, { maxNewTokens: opts.maxNewTokens ?? cfg.generate.maxNewTokens, ...opts });
+        const ids = model.generateIds([enc], f, { ...opts, maxNewTokens: opts.maxNewTokens ?? cfg.generate.maxNewTokens });
         text = tok.decode(ids[0], { skipSpecial: true }).trim();
         return text;
       } finally {
@@ -558,7 +596,7 @@ export function loadInstruct(checkpoint: string): LoadedInstruct {
   const extra = st.extra as unknown as InstructExtra;
   const { model, alignCfg } = buildInstructModel(cfg, extra);
   try {
-    loadInstructWeights(checkpoint, model, null);
+    loadInstructWeights(checkpoint, model);
   } catch (e) {
     model.dispose();
     throw e;
