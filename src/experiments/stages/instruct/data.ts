@@ -246,7 +246,9 @@ export async function prepareInstructData(cfg: InstructConfig, alignCfg: AlignCo
         if (n === 0) continue;
         status(`generating ${n} ${task} records`);
         // Each task draws its scenes from its own stream (split), so the tasks see different scenes.
-        records.push(...await makeInstructionRecords({ source: d.source, n, seed: cfg.seed, size: S, tasks: [task], split: `train/${task}`, emojiPairs: pairs }));
+        // Emoji records exist for captioning and matching only; VQA and difference stay on shapes with 'both'.
+        const source = d.source === 'both' && (task === 'caption' || task === 'match') ? 'both' : 'shapes';
+        records.push(...await makeInstructionRecords({ source, n, seed: cfg.seed, size: S, tasks: [task], split: `train/${task}`, emojiPairs: pairs }));
       }
       status(`decoding ${records.length} training records`);
       return recordsToSet(records, transform, 'instruct train');
