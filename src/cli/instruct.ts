@@ -9,9 +9,9 @@
  * the majority-answer baseline, and a few sample answers.
  */
 import * as path from 'path';
-import { ProgressBar } from '../../../cli/progress';
-import { finishStage, fmtS, resumeTarget, stageOverrides, withInterrupt } from '../../../cli/stage';
-import { parseTrainArgs } from '../../../cli/train';
+import { ProgressBar } from './progress';
+import { finishStage, fmtS, resumeTarget, stageOverrides, withInterrupt } from './stage';
+import { parseTrainArgs } from './train';
 
 const pct = (x: number | undefined): string => (x === undefined || !Number.isFinite(x) ? '   -  ' : `${(100 * x).toFixed(1).padStart(5)}%`);
 
@@ -28,8 +28,8 @@ export function instructTable(m: Record<string, number>): string {
 
 export async function runInstruct(argv: string[]): Promise<number> {
   const args = parseTrainArgs(argv);
-  const { resolveInstructConfig } = require('./config') as typeof import('./config');
-  const { trainInstruct } = require('./train') as typeof import('./train');
+  const { resolveInstructConfig } = require('../experiments/stages/instruct/config') as typeof import('../experiments/stages/instruct/config');
+  const { trainInstruct } = require('../experiments/stages/instruct/train') as typeof import('../experiments/stages/instruct/train');
   const overrides = stageOverrides(args);
   const cfg = args.resume === undefined ? resolveInstructConfig(args.preset, overrides) : resolveInstructConfig(null, {});
   return withInterrupt(async (signal) => {
