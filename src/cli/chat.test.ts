@@ -39,3 +39,9 @@ test('chat checkpoint: a missing file, a db without instruct runs, and a run of 
   assert.throws(() => chatCheckpoint({ ...parseChatArgs(['--image', img]), db }), /has no finished instruct run with a checkpoint; train one/);
   assert.throws(() => chatCheckpoint({ ...parseChatArgs(['--image', img, '--checkpoint', String(run.id)]), db }), /is a align run, not an instruct run/);
 });
+
+test('command errors name the command once', () => {
+  const { errorLine } = require('./main') as typeof import('./main');
+  assert.equal(errorLine('chat', new Error('chat: --image x.png: no such file')), 'modalab chat: --image x.png: no such file\n');
+  assert.equal(errorLine('train', new Error('caption config: unknown key x')), 'modalab train: caption config: unknown key x\n');
+});

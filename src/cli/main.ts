@@ -113,15 +113,21 @@ export function main(argv: string[]): number | Promise<number> {
         return 2;
     }
   } catch (e) {
-    process.stderr.write(`modalab ${cmd}: ${(e as Error).message}\n`);
+    process.stderr.write(errorLine(cmd, e));
     return 1;
   }
+}
+
+/** `modalab <cmd>: <message>`, without repeating the command when the message already starts with it. */
+export function errorLine(cmd: string | undefined, e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  return `modalab ${cmd}: ${cmd && msg.startsWith(`${cmd}: `) ? msg.slice(cmd.length + 2) : msg}\n`;
 }
 
 /** An async command's exit code, with its error reported the same way as a synchronous one's. */
 function report(cmd: string, p: Promise<number>): Promise<number> {
   return p.catch((e: unknown) => {
-    process.stderr.write(`modalab ${cmd}: ${(e as Error).message}\n`);
+    process.stderr.write(errorLine(cmd, e));
     return 1;
   });
 }
