@@ -6,6 +6,7 @@
  * ```
  */
 import { JsonObject, checkInt, checkOneOf, checkRange, resolveStageConfig } from '../config';
+import { QA_TYPES } from '../../data/shapes';
 
 export type InstructTaskName = 'caption' | 'vqa' | 'difference' | 'match';
 const TASKS: readonly InstructTaskName[] = ['caption', 'vqa', 'difference', 'match'];
@@ -30,6 +31,17 @@ export interface InstructConfig {
      * thirds VQA), so the mix can be weighted without another key.
      */
     tasks: InstructTaskName[];
+    /**
+     * Share of each VQA question type among the VQA training records, by weight (0 leaves a type out). All 1
+     * (the default): equal shares, the generator's own round robin.
+     */
+    vqaTypes: { colour: number; shape: number; count: number; position: number; yesno: number };
+    /**
+     * The most any one answer may take of its question type's training records (1: no cap). Below 1, e.g. 0.4,
+     * the "1" that is over half of the count answers is cut back so a model cannot win by always saying it. Never
+     * below 1 / (the type's distinct answers). The baseline stays the majority of the uncapped answers.
+     */
+    answerCap: number;
     /** Held-out shapes scenes (a stream never used for training) whose VQA questions are evaluated. */
     evalScenes: number;
     /** VQA questions asked per eval scene (one per question type, in turn; at most the scene's questions). */
@@ -94,7 +106,7 @@ export const INSTRUCT_DEFAULTS: InstructConfig = {
   caption: { checkpoint: '' },
   data: {
     source: 'shapes', trainRecords: 8000, tasks: ['caption', 'vqa', 'vqa', 'vqa', 'difference', 'match'],
-    evalScenes: 200, evalQuestionsPerScene: 5, evalRecords: 32, maxTextLen: 72, jsonl: '', samples: 16, cacheDir: '',
+    vqaTypes: { colour: 1, shape: 1, count: 1, position: 1, yesno: 1 }, answerCap: 1, evalScenes: 200, evalQuestionsPerScene: 5, evalRecords: 32, maxTextLen: 72, jsonl: '', samples: 16, cacheDir: '',
   },
   model: { imagePool: 2 },
   lora: { rank: 8, alpha: 16, dropout: 0.05, targets: ['attn.qkv', 'attn.proj', 'mlp.layers.0', 'mlp.layers.1'],
@@ -148,6 +160,10 @@ export function validateInstructConfig(c: InstructConfig): void {
   d.tasks.forEach((t, i) => {
     if (!TASKS.includes(t)) throw new Error(`${w}: key data.tasks[${i}] must be one of ${TASKS.join(', ')}, got ${JSON.stringify(t)}`);
   });
+  if (d.vqaTypes === null || typeof d.vqaTypes !== 'object' || Array.isArray(d.vqaTypes)) throw new Error(`${w}: key data.vqaTypes must be an object of question type -> weight, got ${JSON.stringify(d.vqaTypes)}`);
+  for (const q of QA_TYPES) checkRange(w, `data.vqaTypes.${q}`, d.vqaTypes[q], 0, 1e6);
+  if (QA_TYPES.every((q) => d.vqaTypes[q] === 0)) throw new Error(`${w}: key data.vqaTypes gives every question type weight 0`);
+  checkRange(w, 'data.answerCap', d.answerCap, 0, 1, true);
   checkInt(w, 'data.evalScenes', d.evalScenes, 1);
   checkInt(w, 'data.evalQuestionsPerScene', d.evalQuestionsPerScene, 1, 64);
   checkInt(w, 'data.evalRecords', d.evalRecords, 0);

@@ -68,7 +68,7 @@ export interface InstructData {
   evalImages: Float32Array;
   numEvalImages: number;
   eval: InstructExample[];
-  /** Training answers per VQA question type (for the baseline). */
+  /** Training answers per VQA question type (for the baseline): every generated question, before data.vqaTypes / answerCap. */
   trainAnswers: Record<string, string[]>;
   /** Majority-answer VQA accuracy on the eval questions: overall and per type; null without VQA training data. */
   baseline: { overall: number; byType: Record<string, { accuracy: number; n: number }>; answers: Record<string, string> } | null;
@@ -113,12 +113,13 @@ export function encodeExample(tok: Tokenizer, question: string, numImages: numbe
   return { ids: Int32Array.from(ids), mask: Uint8Array.from(mask), slots };
 }
 
-export function buildRows(tok: Tokenizer, examples: InstructExample[], N: number, maxTextLen: number): { rows: RowSet; dropped: number } {
+/** Rows of the examples; an example longer than maxTextLen text tokens, or than maxLen positions expanded, is dropped. */
+export function buildRows(tok: Tokenizer, examples: InstructExample[], N: number, maxTextLen: number, maxLen = Infinity): { rows: RowSet; dropped: number } {
   const rows: RowSet = { N, ids: [], mask: [], images: [], slots: [], examples: [] };
   let dropped = 0;
   for (const ex of examples) {
     const e = encodeExample(tok, ex.question, ex.images.length, ex.answers[0], N, maxTextLen);
-    if (!e) { dropped++; continue; }
+    if (!e || e.ids.length > maxLen) { dropped++; continue; }
     rows.ids.push(e.ids);
     rows.mask.push(e.mask);
     rows.images.push(ex.images);
@@ -214,6 +215,51 @@ export function taskCounts(tasks: readonly InstructTaskName[], n: number): Array
   });
 }
 
+/** True when data.vqaTypes / data.answerCap change the VQA mix (otherwise the generator's round robin is kept). */
+export function reshapesVqa(d: InstructConfig['data']): boolean {
+  return d.answerCap < 1 || QA_TYPES.some((q) => d.vqaTypes[q] !== d.vqaTypes.colour);
+}
+
+/**
+ * How many VQA records to generate so that `selectVqa` can take n of them: the generator gives every type an
+ * equal share, so the most heavily weighted type needs 5 * w / sum(w) times as many; a cap takes twice that.
+ */
+export function vqaPoolSize(d: InstructConfig['data'], n: number): number {
+  if (!reshapesVqa(d)) return n;
+  const w = QA_TYPES.map((q) => d.vqaTypes[q]);
+  const sum = w.reduce((a, b) => a + b, 0);
+  return Math.ceil(n * (QA_TYPES.length * Math.max(...w)) / sum * (d.answerCap < 1 ? 2 : 1));
+}
+
+/**
+ * The VQA examples to train on, in pool order: per type round(n * w / sum(w)) examples, taking each in turn
+ * unless its answer already has `cap` of its type's quota (cap raised to 1 / the type's distinct answers). A type
+ * whose pool runs short gives what it has. Indices into `examples`; other tasks' examples are not touched.
+ */
+export function selectVqa(examples: readonly InstructExample[], n: number, weights: Record<string, number>, cap: number): number[] {
+  const sum = QA_TYPES.reduce((a, q) => a + (weights[q] ?? 0), 0);
+  const quota = new Map(QA_TYPES.map((q) => [q as string, Math.round((n * (weights[q] ?? 0)) / sum)]));
+  const distinct = new Map<string, Set<string>>();
+  for (const e of examples) if (e.task === 'vqa' && e.qtype) (distinct.get(e.qtype) ?? distinct.set(e.qtype, new Set()).get(e.qtype)!).add(e.answers[0]);
+  const taken = new Map<string, number>();
+  const perAnswer = new Map<string, number>();
+  const out: number[] = [];
+  examples.forEach((e, i) => {
+    if (e.task !== 'vqa' || !e.qtype) return;
+    const q = quota.get(e.qtype) ?? 0;
+    const t = taken.get(e.qtype) ?? 0;
+    if (t >= q) return;
+    const limit = Math.max(1, Math.ceil(q * Math.max(cap, 1 / (distinct.get(e.qtype)?.size ?? 1))));
+    const key = `${e.qtype}\u0000${e.answers[0]}`;
+    const a = perAnswer.get(key) ?? 0;
+    if (a >= limit) return;
+    perAnswer.set(key, a + 1);
+    taken.set(e.qtype, t + 1);
+    out.push(i);
+  });
+  return out;
+}
+
 async function emojiPairs(alignCfg: AlignConfig): Promise<Pair[]> {
   const splits = alignPairs({ ...alignCfg, data: { ...alignCfg.data, dataset: 'emoji' } });
   return splits.train;
@@ -221,6 +267,8 @@ async function emojiPairs(alignCfg: AlignConfig): Promise<Pair[]> {
 
 export async function prepareInstructData(cfg: InstructConfig, alignCfg: AlignConfig, tokenizer: Tokenizer, N: number, opts: {
   onStatus?: (m: string) => void;
+  /** The GPT's context length: training rows longer than this (images expanded) are dropped (counted). */
+  contextLength?: number;
 } = {}): Promise<InstructData> {
   const status = opts.onStatus ?? (() => {});
   const transform = alignTransform(alignCfg);
@@ -238,7 +286,7 @@ export async function prepareInstructData(cfg: InstructConfig, alignCfg: AlignCo
     if (records.length === 0) throw new Error(`instruct data: key data.jsonl: ${d.jsonl} holds no records`);
     trainSet = await recordsToSet(records, transform, d.jsonl);
   } else {
-    const counts = taskCounts(d.tasks, d.trainRecords);
+    const counts = taskCounts(d.tasks, d.trainRecords).map(([t, n]) => [t, t === 'vqa' ? vqaPoolSize(d, n) : n] as [InstructTaskName, number]);
     trainSet = await cached(dir, { VERSION, kind: 'train', source: d.source, counts, seed: cfg.seed, transform: resolveTransform(transform) }, px, async () => {
       const pairs = d.source === 'both' ? await emojiPairs(alignCfg) : undefined;
       const records: InstructionRecord[] = [];
@@ -254,8 +302,23 @@ export async function prepareInstructData(cfg: InstructConfig, alignCfg: AlignCo
       return recordsToSet(records, transform, 'instruct train');
     }, status, 'train');
   }
-  const { rows: train, dropped } = buildRows(tokenizer, trainSet.examples, N, d.maxTextLen);
-  if (dropped > 0) status(`warning: ${dropped} training records are longer than data.maxTextLen (${d.maxTextLen}) tokens and were dropped`);
+  // The natural answers of every generated VQA question (the baseline's majority answers), before any reshaping.
+  const trainAnswers: Record<string, string[]> = {};
+  for (const ex of trainSet.examples) {
+    if (ex.task !== 'vqa' || !ex.qtype) continue;
+    (trainAnswers[ex.qtype] ??= []).push(ex.answers[0]);
+  }
+  let trainExamples = trainSet.examples;
+  if (d.jsonl === '' && reshapesVqa(d)) {
+    const nVqa = taskCounts(d.tasks, d.trainRecords).find(([t]) => t === 'vqa')?.[1] ?? 0;
+    const keep = new Set(selectVqa(trainSet.examples, nVqa, d.vqaTypes, d.answerCap));
+    trainExamples = trainSet.examples.filter((e, i) => e.task !== 'vqa' || keep.has(i));
+    const mix: Record<string, number> = {};
+    for (const e of trainExamples) if (e.task === 'vqa') mix[e.qtype ?? 'vqa'] = (mix[e.qtype ?? 'vqa'] ?? 0) + 1;
+    status(`VQA mix: ${keep.size} of ${trainSet.examples.filter((e) => e.task === 'vqa').length} generated questions (${Object.entries(mix).map(([k, v]) => `${k} ${v}`).join(', ')})`);
+  }
+  const { rows: train, dropped } = buildRows(tokenizer, trainExamples, N, d.maxTextLen, opts.contextLength ?? Infinity);
+  if (dropped > 0) status(`warning: ${dropped} training records are longer than data.maxTextLen (${d.maxTextLen}) tokens or, images expanded, than the context (${opts.contextLength ?? 'unlimited'}) and were dropped`);
   if (train.ids.length === 0) throw new Error(`instruct data: no training record fits data.maxTextLen (${d.maxTextLen})`);
 
   // Held-out evaluation: VQA on scenes of a stream never used for training, then the other tasks' records.
@@ -294,11 +357,6 @@ export async function prepareInstructData(cfg: InstructConfig, alignCfg: AlignCo
     return { examples, images, numImages: base + o.numImages };
   }, status, 'eval');
 
-  const trainAnswers: Record<string, string[]> = {};
-  for (const ex of train.examples) {
-    if (ex.task !== 'vqa' || !ex.qtype) continue;
-    (trainAnswers[ex.qtype] ??= []).push(ex.answers[0]);
-  }
   const vqa = evalSet.examples.filter((e) => e.task === 'vqa');
   const baseline = Object.keys(trainAnswers).length > 0 && vqa.length > 0
     ? majorityBaseline(trainAnswers, vqa.map((e) => e.answers), vqa.map((e) => e.qtype ?? 'vqa'))

@@ -23,7 +23,7 @@ import { vqaAccuracy } from '../../eval/vqa';
 import { generateScenes, renderPng } from '../../data/shapes';
 import { InstructConfig, resolveInstructConfig } from './config';
 import { buildInstructModel, captionExtra, exportMerged, loadInstruct, trainInstruct } from './train';
-import { prepareInstructData } from './data';
+import { InstructExample, prepareInstructData, selectVqa, vqaPoolSize } from './data';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-instruct-'));
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
@@ -88,6 +88,37 @@ test('instruct config: presets resolve; bad values and unknown keys name the key
   assert.throws(() => resolveInstructConfig(null, { model: { imagePool: 0 } }), /key model.imagePool/);
   assert.throws(() => resolveInstructConfig(null, { lora: { trainTokens: [''] } }), /key lora.trainTokens/);
   assert.throws(() => resolveInstructConfig(null, { caption: { checkpoint: 3 } }), /key caption.checkpoint must be a string/);
+  assert.throws(() => resolveInstructConfig(null, { data: { vqaTypes: { count: -1 } } }), /key data.vqaTypes.count/);
+  assert.throws(() => resolveInstructConfig(null, { data: { vqaTypes: { colour: 0, shape: 0, count: 0, position: 0, yesno: 0 } } }), /every question type weight 0/);
+  assert.throws(() => resolveInstructConfig(null, { data: { vqaTypes: { size: 1 } } }), /unknown key data.vqaTypes.size/);
+  assert.throws(() => resolveInstructConfig(null, { data: { answerCap: 0 } }), /key data.answerCap/);
+});
+
+test('selectVqa: type shares by weight, no answer over the cap, other tasks untouched; the pool is big enough', () => {
+  // A pool like the generator's: types in turn, count answers mostly '1', yes/no even.
+  const pool: InstructExample[] = [];
+  const types = ['colour', 'shape', 'count', 'position', 'yesno'];
+  for (let i = 0; i < 1000; i++) {
+    const qtype = types[i % 5];
+    const j = Math.floor(i / 5);
+    const answer = qtype === 'count' ? (j % 10 < 6 ? '1' : String(j % 3 === 0 ? 0 : 2)) : qtype === 'yesno' ? (j % 2 ? 'yes' : 'no') : `${qtype}-${j % 4}`;
+    pool.push({ task: 'vqa', qtype, question: 'q', answers: [answer], images: [i] });
+  }
+  pool.push({ task: 'difference', question: 'd', answers: ['x'], images: [0, 1] });
+  const w = { colour: 1, shape: 1, count: 2, position: 0, yesno: 2 };
+  const keep = selectVqa(pool, 120, w, 0.4);
+  const by = (k: string) => keep.filter((i) => pool[i].qtype === k);
+  assert.deepEqual(types.map((t) => by(t).length), [20, 20, 40, 0, 40]);
+  const ones = by('count').filter((i) => pool[i].answers[0] === '1').length;
+  assert.ok(ones <= 16, `count answer '1' ${ones} of 40, cap 0.4`);
+  // Two answers: the cap is raised to 1/2, so yes/no stays even.
+  assert.equal(by('yesno').filter((i) => pool[i].answers[0] === 'yes').length, 20);
+  assert.ok(keep.every((i) => pool[i].task === 'vqa'));
+  assert.deepEqual(keep, [...keep].sort((a, b) => a - b));
+  // All weights 1, no cap: nothing to reshape, the pool is the request; weighted + capped: more.
+  const d = resolveInstructConfig().data;
+  assert.equal(vqaPoolSize(d, 300), 300);
+  assert.equal(vqaPoolSize({ ...d, vqaTypes: w, answerCap: 0.4 }, 300), Math.ceil(300 * 5 * 2 / 6 * 2));
 });
 
 test('splice, masked loss, and only LoRA + projector change (encoder and base GPT bitwise equal)', async () => {

@@ -362,12 +362,15 @@ export async function trainInstruct(config: InstructConfig, opts: TrainInstructO
     model = built.model;
     const gpt = model.gpt;
     const N = model.N;
-    if (2 * N + cfg.data.maxTextLen > gpt.config.contextLength) {
-      throw new Error(`instruct: two images (2 x ${N} positions, model.imagePool ${cfg.model.imagePool}) plus data.maxTextLen (${cfg.data.maxTextLen}) exceed the GPT's context length ${gpt.config.contextLength}; raise model.imagePool or lower data.maxTextLen`);
+    // Generated VQA and caption records hold one image, difference and match records two (a jsonl file: up to two).
+    const perRow = cfg.data.jsonl !== '' || cfg.data.tasks.some((t) => t === 'difference' || t === 'match') ? 2 : 1;
+    const ctx = gpt.config.contextLength;
+    if (perRow * N + Math.min(cfg.data.maxTextLen, 32) > ctx) {
+      throw new Error(`instruct: ${perRow === 2 ? 'two images' : 'one image'} (${perRow} x ${N} positions, model.imagePool ${cfg.model.imagePool}) plus the text leave no room in the GPT's context length ${ctx}; raise model.imagePool${perRow === 2 ? ' or train on one-image tasks only (vqa, caption)' : ''}`);
     }
 
     status('preparing data');
-    const data = await prepareInstructData(cfg, built.alignCfg, model.tokenizer, N, { onStatus: status });
+    const data = await prepareInstructData(cfg, built.alignCfg, model.tokenizer, N, { onStatus: status, contextLength: ctx });
     const trainTable = cachedFeatures(model, extra.alignCheckpoint, data.cache.dir, data.cache.train, data.trainImages, data.numTrainImages, status);
     const evalTable = cachedFeatures(model, extra.alignCheckpoint, data.cache.dir, data.cache.eval, data.evalImages, data.numEvalImages, status);
     if (!fs.existsSync(path.join(outDir, 'config.json'))) {
