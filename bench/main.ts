@@ -17,6 +17,7 @@ import { casts } from './cases/casts';
 import { gemmBf16 } from './cases/gemm_bf16';
 import { infonce } from './cases/infonce';
 import { clip } from './cases/clip';
+import { caption } from './cases/caption';
 import { data } from './cases/data';
 import { tokenizer } from './cases/tokenizer';
 import { tracking } from './cases/tracking';
@@ -24,7 +25,7 @@ import { generateSuite } from './cases/generate';
 import { dashboard } from './cases/dashboard';
 
 /** In the order they run and appear in docs/benchmarks.md. */
-const SUITES: Suite[] = [gemm, tiny, mlp, attention, infonce, casts, gemmBf16, clip, data, tokenizer, generateSuite, tracking, dashboard];
+const SUITES: Suite[] = [gemm, tiny, mlp, attention, infonce, casts, gemmBf16, clip, caption, data, tokenizer, generateSuite, tracking, dashboard];
 
 interface Args { suites: Suite[]; threads: number; rounds: number; docs: boolean; list: boolean; raw: string[] }
 
