@@ -181,6 +181,8 @@ export interface Goal {
   pass: (ratio: number) => boolean;
   /** Extra evidence, e.g. the ratio from each round. */
   note?: string;
+  /** How the measured ratio is written (default: `2.29x`); e.g. a share as a percentage. */
+  format?: (ratio: number) => string;
 }
 
 export interface SuiteResult {

@@ -95,7 +95,7 @@ function main(): number {
       body = renderSection(s.name, r, info, others);
       for (const g of r.goals) {
         verdicts.push(`${g.ratio === null ? 'NOT MEASURED' : g.pass(g.ratio) ? 'PASS' : 'MISS'}  ${g.text}` +
-          (g.ratio === null ? '' : `: ${g.ratio.toFixed(2)}x`));
+          (g.ratio === null ? '' : `: ${g.format ? g.format(g.ratio) : `${g.ratio.toFixed(2)}x`}`));
       }
     } catch (e) {
       failed++;

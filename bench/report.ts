@@ -119,7 +119,7 @@ export function renderSection(name: string, r: SuiteResult, info: RunInfo, other
   out.push('Goals:', '');
   for (const g of r.goals) {
     const verdict = g.ratio === null ? 'NOT MEASURED' : g.pass(g.ratio) ? 'PASS' : 'MISS';
-    const measured = g.ratio === null ? `no PyTorch comparison (${r.torchSkipped ?? 'not run'})` : `measured ${fmtRatio(g.ratio)}`;
+    const measured = g.ratio === null ? `no PyTorch comparison (${r.torchSkipped ?? 'not run'})` : `measured ${g.format ? g.format(g.ratio) : fmtRatio(g.ratio)}`;
     out.push(`- **${verdict}** ${g.text}: ${measured}${g.note ? ` (${g.note})` : ''}`);
   }
   if (r.goals.length === 0) out.push('- none set for this suite; the ratio is tracked for regressions');

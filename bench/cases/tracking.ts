@@ -182,7 +182,7 @@ export const tracking: Suite = {
     const m = (xs: LoopResult[], f: (x: LoopResult) => number): number => median(xs.map(f));
     const goal: Goal = {
       text: `logging ${METRICS} metrics every step costs < ${GOAL * 100}% of a small training step (log time / step time < ${GOAL})`,
-      ratio, pass: (x) => x < GOAL,
+      ratio, pass: (x) => x < GOAL, format: (x) => `${(100 * x).toFixed(3)}%`,
       note: `per round: ${ratios.map((x) => `${(100 * x).toFixed(3)}%`).join(', ')}; from means instead of medians: `
         + `${meanRatios.map((x) => `${(100 * x).toFixed(3)}%`).join(', ')}`,
     };
