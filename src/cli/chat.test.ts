@@ -45,3 +45,17 @@ test('command errors name the command once', () => {
   assert.equal(errorLine('chat', new Error('chat: --image x.png: no such file')), 'modalab chat: --image x.png: no such file\n');
   assert.equal(errorLine('train', new Error('caption config: unknown key x')), 'modalab train: caption config: unknown key x\n');
 });
+
+test('chat --scene draws a shapes scene to a PNG and lists questions with their answers', async () => {
+  const { drawScene } = require('./chat') as typeof import('./chat');
+  assert.equal(parseChatArgs(['--scene', '7', 'q']).scene, 7);
+  assert.throws(() => parseChatArgs(['--scene', '7', '--image', img, 'q']), /either --image or --scene, not both/);
+  assert.throws(() => parseChatArgs(['--scene', '-1']), /--scene must be an integer/);
+  const s = await drawScene(7, path.join(dir, 'scenes'));
+  const bytes = fs.readFileSync(s.file);
+  assert.deepEqual([...bytes.subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47], 'a PNG');
+  assert.ok(s.caption.length > 0 && s.questions.length >= 3);
+  const again = await drawScene(7, path.join(dir, 'scenes2'));
+  assert.deepEqual([again.caption, again.questions], [s.caption, s.questions], 'the same scene for the same number');
+  assert.deepEqual(fs.readdirSync(path.join(dir, 'scenes')), ['scene-7.png'], 'no temp file left');
+});

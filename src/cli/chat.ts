@@ -7,6 +7,8 @@
  *
  * Without a question it reads questions line by line from standard input (a `> ` prompt on a terminal), answering
  * each about the same image(s). The checkpoint defaults to the latest finished instruct run in the db.
+ * `--scene N` instead of --image draws shapes scene N (a stream no stage trains on), saves it as
+ * runs/scenes/scene-N.png, and prints what is in it and a few questions with their true answers.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -14,6 +16,8 @@ import * as readline from 'readline';
 
 export interface ChatArgs {
   images: string[];
+  /** A shapes scene to draw and ask about (instead of --image), or null. */
+  scene: number | null;
   question: string | null;
   checkpoint: string | null;
   db: string | undefined;
@@ -22,10 +26,10 @@ export interface ChatArgs {
   seed: number;
 }
 
-export const CHAT_USAGE = 'usage: modalab chat --image F [--image F2] ["question"] [--checkpoint <file | instruct run id>] [--db FILE] [--max-new N] [--temperature T] [--seed S]';
+export const CHAT_USAGE = 'usage: modalab chat (--image F [--image F2] | --scene N) ["question"] [--checkpoint <file | instruct run id>] [--db FILE] [--max-new N] [--temperature T] [--seed S]';
 
 export function parseChatArgs(argv: string[]): ChatArgs {
-  const a: ChatArgs = { images: [], question: null, checkpoint: null, db: undefined, maxNew: 24, temperature: 0, seed: 0 };
+  const a: ChatArgs = { images: [], scene: null, question: null, checkpoint: null, db: undefined, maxNew: 24, temperature: 0, seed: 0 };
   const positional: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const x = argv[i];
@@ -46,6 +50,7 @@ export function parseChatArgs(argv: string[]): ChatArgs {
     };
     switch (flag) {
       case '--image': a.images.push(value()); break;
+      case '--scene': a.scene = num(0, 2 ** 31 - 1, true); break;
       case '--checkpoint': a.checkpoint = value(); break;
       case '--db': a.db = value(); break;
       case '--max-new': a.maxNew = num(1, 512, true); break;
@@ -57,7 +62,8 @@ export function parseChatArgs(argv: string[]): ChatArgs {
         positional.push(x);
     }
   }
-  if (a.images.length === 0) throw new Error(`chat: give the image to ask about with --image FILE\n${CHAT_USAGE}`);
+  if (a.scene !== null && a.images.length > 0) throw new Error('chat: give either --image or --scene, not both');
+  if (a.images.length === 0 && a.scene === null) throw new Error(`chat: give the image to ask about with --image FILE (or --scene N for a drawn shapes scene)\n${CHAT_USAGE}`);
   if (a.images.length > 2) throw new Error(`chat: at most two --image (the two-image tasks), got ${a.images.length}`);
   if (positional.length > 1) throw new Error(`chat: one question at a time (quote it), got ${positional.length} words: ${JSON.stringify(positional.join(' '))}`);
   a.question = positional[0] ?? null;
@@ -96,9 +102,39 @@ export function chatCheckpoint(a: ChatArgs): string {
   }
 }
 
+/**
+ * Draws shapes scene `n` (stream 'chat', which no stage trains or evaluates on) at 128 px, writes it to
+ * `<dir>/scene-<n>.png` (temp file + rename) and returns the path, its caption and a few questions with answers.
+ */
+export async function drawScene(n: number, dir: string): Promise<{ file: string; caption: string; questions: Array<[string, string]> }> {
+  const { generateScenes, renderPng } = require('../experiments/data/shapes') as typeof import('../experiments/data/shapes');
+  const scene = generateScenes({ seed: n, n: 1, stream: 'chat', size: 128 })[0];
+  const png = await renderPng(scene, 128);
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `scene-${n}.png`);
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, png);
+  fs.renameSync(tmp, file);
+  const seen = new Set<string>();
+  const questions: Array<[string, string]> = [];
+  for (const q of scene.qa) {
+    if (seen.has(q.type)) continue;
+    seen.add(q.type);
+    questions.push([q.question, q.answers[0]]);
+  }
+  return { file, caption: scene.caption, questions };
+}
+
 export async function runChat(argv: string[]): Promise<number> {
   const a = parseChatArgs(argv);
   const file = chatCheckpoint(a);
+  if (a.scene !== null) {
+    const { DEFAULT_DB } = require('../experiments/tracking') as typeof import('../experiments/tracking');
+    const s = await drawScene(a.scene, path.join(path.dirname(a.db ?? DEFAULT_DB), 'scenes'));
+    a.images = [s.file];
+    process.stderr.write(`scene ${a.scene}: ${s.caption}\n  saved to ${path.relative(process.cwd(), s.file)}\n  for example:\n`);
+    for (const [q, ans] of s.questions) process.stderr.write(`    ${q}  (true answer: ${ans})\n`);
+  }
   const { loadInstruct } = require('../experiments/stages/instruct') as typeof import('../experiments/stages/instruct');
   const model = loadInstruct(file);
   const images = a.images.map((p) => ({ kind: 'file' as const, path: path.resolve(p) }));

@@ -18,8 +18,9 @@ commands:
                             train a stage, recorded in the tracking database (Ctrl-C: checkpoint, stop)
   train --stage all [--preset quick|small] [--set <stage>.key=value]... [--from STAGE] [--to STAGE] [--db FILE]
                             the whole recipe: align, lm, caption, instruct, each from the run before it
-  chat --image F [--image F2] ["question"] [--checkpoint <file | run id>] [--db FILE] [--max-new N] [--temperature T]
-                            answer questions about an image with a trained instruct model (no question: read stdin)
+  chat (--image F [--image F2] | --scene N) ["question"] [--checkpoint <file | run id>] [--db FILE] [--max-new N] [--temperature T]
+                            answer questions about an image with a trained instruct model (no question: read stdin;
+                            --scene N draws shapes scene N and prints questions with their true answers)
   train --resume <run id | checkpoint> [--db FILE]
                             continue a stopped run exactly where it stopped
   generate <checkpoint | run id> ["prompt"] [--max-new N] [--greedy] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--samples N]
