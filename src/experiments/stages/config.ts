@@ -166,3 +166,37 @@ export function resolveStageConfig<T extends object>(where: string, defaults: T,
   validate(cfg);
   return cfg;
 }
+
+/** The optimizer, schedule and bookkeeping keys every stage's `train` section has. */
+export interface TrainSection {
+  steps: number;
+  batchSize: number;
+  lr: number;
+  minLrRatio: number;
+  warmupSteps: number;
+  weightDecay: number;
+  betas: [number, number];
+  eps: number;
+  gradClip: number;
+  evalEvery: number;
+  checkpointEvery: number;
+  logEvery: number;
+}
+
+/** Range checks of a stage's `train` section (keys named `train.<key>` in errors). */
+export function checkTrainSection(where: string, t: TrainSection, batch: { min?: number; max?: number } = {}): void {
+  checkInt(where, 'train.steps', t.steps, 1);
+  checkInt(where, 'train.batchSize', t.batchSize, batch.min ?? 1, batch.max ?? 4096);
+  checkRange(where, 'train.lr', t.lr, 0, 10, true);
+  checkRange(where, 'train.minLrRatio', t.minLrRatio, 0, 1);
+  checkInt(where, 'train.warmupSteps', t.warmupSteps, 0, t.steps);
+  checkRange(where, 'train.weightDecay', t.weightDecay, 0, 10);
+  if (!Array.isArray(t.betas) || t.betas.length !== 2 || t.betas.some((b) => typeof b !== 'number' || !(b >= 0 && b < 1))) {
+    throw new Error(`${where}: key train.betas must be [beta1, beta2] in [0, 1), got ${JSON.stringify(t.betas)}`);
+  }
+  checkRange(where, 'train.eps', t.eps, 0, 1, true);
+  checkRange(where, 'train.gradClip', t.gradClip, 0, 1e9);
+  checkInt(where, 'train.evalEvery', t.evalEvery, 0);
+  checkInt(where, 'train.checkpointEvery', t.checkpointEvery, 0);
+  checkInt(where, 'train.logEvery', t.logEvery, 1);
+}

@@ -5,7 +5,7 @@
  * const cfg = resolveAlignConfig('quick', { train: { lr: 3e-4 } });      // or parseOverrides(['train.lr=3e-4'])
  * ```
  */
-import { JsonObject, checkInt, checkOneOf, checkRange, resolveStageConfig } from '../config';
+import { JsonObject, checkInt, checkOneOf, checkRange, checkTrainSection, resolveStageConfig } from '../config';
 
 export const ARCHS = ['dual', 'shared', 'fusion'] as const;
 export type Arch = (typeof ARCHS)[number];
@@ -253,22 +253,9 @@ export function validateAlignConfig(c: AlignConfig): void {
   checkRange(w, 'model.maskRatio', m.maskRatio, 0, 1, true);
   checkRange(w, 'model.maskedWeight', m.maskedWeight, 0, 100);
   const t = c.train;
-  checkInt(w, 'train.steps', t.steps, 1);
-  checkInt(w, 'train.batchSize', t.batchSize, 2);
+  checkTrainSection(w, t, { min: 2, max: Number.MAX_SAFE_INTEGER });
   checkInt(w, 'train.accumulate', t.accumulate, 1, t.batchSize);
   if (t.batchSize % t.accumulate !== 0) throw new Error(`${w}: key train.accumulate (${t.accumulate}) must divide train.batchSize (${t.batchSize})`);
   if (t.batchSize / t.accumulate < 2) throw new Error(`${w}: key train.accumulate leaves micro-batches of ${t.batchSize / t.accumulate}; InfoNCE needs at least 2`);
-  checkRange(w, 'train.lr', t.lr, 0, 10, true);
-  checkRange(w, 'train.minLrRatio', t.minLrRatio, 0, 1);
-  checkInt(w, 'train.warmupSteps', t.warmupSteps, 0, t.steps);
-  checkRange(w, 'train.weightDecay', t.weightDecay, 0, 10);
-  if (t.betas.length !== 2 || t.betas.some((b) => typeof b !== 'number' || !(b >= 0 && b < 1))) {
-    throw new Error(`${w}: key train.betas must be [beta1, beta2] in [0, 1), got ${JSON.stringify(t.betas)}`);
-  }
-  checkRange(w, 'train.eps', t.eps, 0, 1, true);
-  checkRange(w, 'train.gradClip', t.gradClip, 0, 1e9);
   checkOneOf(w, 'train.amp', t.amp, ['none', 'bf16'] as const);
-  checkInt(w, 'train.evalEvery', t.evalEvery, 0);
-  checkInt(w, 'train.checkpointEvery', t.checkpointEvery, 0);
-  checkInt(w, 'train.logEvery', t.logEvery, 1);
 }

@@ -5,7 +5,7 @@
  * const cfg = resolveLmConfig('quick', { train: { lr: 1e-3 } });      // or parseOverrides(['train.lr=1e-3'], ...)
  * ```
  */
-import { JsonObject, checkInt, checkOneOf, checkRange, resolveStageConfig } from '../config';
+import { JsonObject, checkInt, checkOneOf, checkRange, checkTrainSection, resolveStageConfig } from '../config';
 
 export interface LmConfig {
   /** The experiment (a group of runs) this run is filed under. */
@@ -156,20 +156,7 @@ export function validateLmConfig(c: LmConfig): void {
   checkRange(w, 'model.mlpRatio', m.mlpRatio, 0, 16, true);
   checkRange(w, 'model.dropout', m.dropout, 0, 0.9);
   const t = c.train;
-  checkInt(w, 'train.steps', t.steps, 1);
-  checkInt(w, 'train.batchSize', t.batchSize, 1, 4096);
-  checkRange(w, 'train.lr', t.lr, 0, 10, true);
-  checkRange(w, 'train.minLrRatio', t.minLrRatio, 0, 1);
-  checkInt(w, 'train.warmupSteps', t.warmupSteps, 0, t.steps);
-  checkRange(w, 'train.weightDecay', t.weightDecay, 0, 10);
-  if (t.betas.length !== 2 || t.betas.some((b) => typeof b !== 'number' || !(b >= 0 && b < 1))) {
-    throw new Error(`${w}: key train.betas must be [beta1, beta2] in [0, 1), got ${JSON.stringify(t.betas)}`);
-  }
-  checkRange(w, 'train.eps', t.eps, 0, 1, true);
-  checkRange(w, 'train.gradClip', t.gradClip, 0, 1e9);
+  checkTrainSection(w, t);
   checkOneOf(w, 'train.amp', t.amp, ['none', 'bf16'] as const);
-  checkInt(w, 'train.evalEvery', t.evalEvery, 0);
-  checkInt(w, 'train.checkpointEvery', t.checkpointEvery, 0);
-  checkInt(w, 'train.logEvery', t.logEvery, 1);
   checkInt(w, 'train.samples', t.samples, 0, 64);
 }
