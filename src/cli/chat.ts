@@ -91,11 +91,9 @@ export function chatCheckpoint(a: ChatArgs): string {
       if (arts.length === 0) throw new Error(`chat: run ${run.id} has no checkpoint on disk`);
       return arts[arts.length - 1].path;
     }
-    const runs = t.listRuns({ stage: 'instruct', status: 'finished' });
-    for (const r of runs.slice().reverse()) {
-      const arts = t.artifacts(r.id).filter((x) => x.kind === 'checkpoint' && fs.existsSync(x.path));
-      if (arts.length > 0) return arts[arts.length - 1].path;
-    }
+    const { findStageCheckpoint } = require('../experiments/stages/run') as typeof import('../experiments/stages/run');
+    const found = findStageCheckpoint(t, 'instruct', '');
+    if (found) return found.file;
     throw new Error(`chat: ${t.file} has no finished instruct run with a checkpoint; train one (modalab train --stage all --preset quick) or give --checkpoint`);
   } finally {
     t.close();

@@ -15,6 +15,7 @@ import { AlignConfig, validateAlignConfig } from './config';
 import { AlignData, Batch, BatchStream, SplitData, makeBatchStream, prepareAlignData } from './data';
 import { AlignModel, buildAlignModel, evaluateRetrieval } from './model';
 import { loadCheckpoint, readCheckpointState, saveCheckpoint } from '../checkpoint';
+import { StageRunOptions, resolveResume, writeAtomic } from '../run';
 
 export interface StepInfo {
   step: number;
@@ -26,24 +27,9 @@ export interface StepInfo {
   etaS: number;
 }
 
-export interface TrainAlignOptions {
-  /** The SQLite file (default runs/modalab.db); or an open tracker. */
-  db?: string;
-  tracker?: Tracker;
-  /** Directory for this run's checkpoint, tokenizer and config (default runs/align-<run id>). */
-  outDir?: string;
-  /** Continue a stopped run: its id or the path of its checkpoint. The config comes from the checkpoint. */
-  resume?: number | string;
+export interface TrainAlignOptions extends StageRunOptions<StepInfo> {
   /** A run this one starts from (recorded as its parent). */
   parentRunId?: number;
-  /** Stop cleanly at the next step boundary (checkpoint written, status killed). */
-  signal?: AbortSignal;
-  /** Stop after this many steps of this call (for tests of resume); the run is left 'killed' and resumable. */
-  stopAfter?: number;
-  onStep?: (s: StepInfo) => void;
-  onEval?: (step: number, metrics: Record<string, number>) => void;
-  /** Messages such as "preparing data" (default: none). */
-  onStatus?: (msg: string) => void;
 }
 
 export interface AlignResult {
@@ -59,17 +45,7 @@ export interface AlignResult {
   wallS: number;
 }
 
-/** Finds the checkpoint of a run to resume: an explicit path, or runs/align-<id>/last.safetensors via its artifacts. */
-export function resolveResume(tracker: Tracker, resume: number | string): { file: string; runId: number } {
-  if (typeof resume === 'string' && !/^\d+$/.test(resume)) {
-    const st = readCheckpointState(resume);
-    return { file: resume, runId: st.runId };
-  }
-  const runId = Number(resume);
-  const arts = tracker.artifacts(runId).filter((a) => a.kind === 'checkpoint');
-  for (const a of arts.reverse()) if (fs.existsSync(a.path)) return { file: a.path, runId };
-  throw new Error(`resume: run ${runId} has no checkpoint on disk (its artifacts list none that exists)`);
-}
+export { resolveResume, writeAtomic } from '../run';
 
 export async function trainAlign(config: AlignConfig, opts: TrainAlignOptions = {}): Promise<AlignResult> {
   const t0 = Date.now();
@@ -220,10 +196,4 @@ function prefixed(o: Record<string, number>, p: string): Record<string, number> 
   const out: Record<string, number> = {};
   for (const [k, v] of Object.entries(o)) out[p + k] = v;
   return out;
-}
-
-export function writeAtomic(file: string, text: string): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, text);
-  fs.renameSync(tmp, file);
 }

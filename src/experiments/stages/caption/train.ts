@@ -18,7 +18,7 @@ import { GPT, GPTConfig } from '../../models/gpt';
 import { corpusBleu, rougeL } from '../../eval/text';
 import { Tokenizer } from '../../tokenizer';
 import { loadCheckpoint, readCheckpointState, saveCheckpoint } from '../checkpoint';
-import { resolveResume, writeAtomic } from '../align/train';
+import { StageRunOptions, findStageCheckpoint, resolveResume, writeAtomic } from '../run';
 import { loadScorer } from '../align/filter';
 import { AlignConfig } from '../align/config';
 import { loadLm } from '../lm/train';
@@ -38,23 +38,7 @@ export interface CaptionStepInfo {
   etaS: number;
 }
 
-export interface TrainCaptionOptions {
-  /** The SQLite file (default runs/modalab.db); or an open tracker. */
-  db?: string;
-  tracker?: Tracker;
-  /** Directory for this run's checkpoint, config and samples (default runs/caption-<run id>; on resume, the checkpoint's). */
-  outDir?: string;
-  /** Continue a stopped run: its id or the path of its checkpoint. The config comes from the checkpoint. */
-  resume?: number | string;
-  /** Stop cleanly at the next step boundary (checkpoint written, status killed). */
-  signal?: AbortSignal;
-  /** Stop after this many steps of this call (for tests of resume); the run is left 'killed' and resumable. */
-  stopAfter?: number;
-  onStep?: (s: CaptionStepInfo) => void;
-  onEval?: (step: number, metrics: Record<string, number>) => void;
-  /** Messages such as "preparing data" and warnings (default: none). */
-  onStatus?: (msg: string) => void;
-}
+export type TrainCaptionOptions = StageRunOptions<CaptionStepInfo>;
 
 export interface CaptionSample {
   /** The eval image's pair id. */
@@ -98,23 +82,7 @@ interface CaptionExtra {
   gpt: GPTConfig;
 }
 
-/**
- * A stage's checkpoint: `given` when set (must exist), else the 'checkpoint' artifact of the latest finished
- * run of `stage` in the tracker's db; null when there is none.
- */
-export function findStageCheckpoint(tracker: Tracker, stage: string, given: string): { file: string; runId: number } | null {
-  if (given !== '') {
-    const st = readCheckpointState(given);
-    if (st.stage !== stage) throw new Error(`caption: ${given} is a ${st.stage} checkpoint, not ${stage}`);
-    return { file: path.resolve(given), runId: st.runId };
-  }
-  const runs = tracker.listRuns({ stage, status: 'finished' });
-  for (const r of runs.slice().reverse()) {
-    const arts = tracker.artifacts(r.id).filter((a) => a.kind === 'checkpoint');
-    for (const a of arts.reverse()) if (fs.existsSync(a.path)) return { file: a.path, runId: r.id };
-  }
-  return null;
-}
+export { findStageCheckpoint } from '../run';
 
 /**
  * Scores captions of the eval rows (captions[i] for data.eval row i): `<prefix>/bleu4` and `<prefix>/rougeL`

@@ -15,7 +15,7 @@ import { Tracker, Run } from '../../tracking';
 import { GPT } from '../../models/gpt';
 import { generate } from '../../models/generate';
 import { loadCheckpoint, readCheckpointState, saveCheckpoint } from '../checkpoint';
-import { resolveResume, writeAtomic } from '../align/train';
+import { StageRunOptions, resolveResume, writeAtomic } from '../run';
 import { LmConfig, validateLmConfig } from './config';
 import { LmData, batchRows, gatherRows, prepareLmData } from './data';
 
@@ -29,23 +29,9 @@ export interface LmStepInfo {
   etaS: number;
 }
 
-export interface TrainLmOptions {
-  /** The SQLite file (default runs/modalab.db); or an open tracker. */
-  db?: string;
-  tracker?: Tracker;
-  /** Directory for this run's checkpoint, tokenizer, config and samples (default runs/lm-<run id>). */
-  outDir?: string;
-  /** Continue a stopped run: its id or the path of its checkpoint. The config comes from the checkpoint. */
-  resume?: number | string;
+export interface TrainLmOptions extends StageRunOptions<LmStepInfo> {
   /** A run this one starts from (recorded as its parent). */
   parentRunId?: number;
-  /** Stop cleanly at the next step boundary (checkpoint written, status killed). */
-  signal?: AbortSignal;
-  /** Stop after this many steps of this call (for tests of resume); the run is left 'killed' and resumable. */
-  stopAfter?: number;
-  onStep?: (s: LmStepInfo) => void;
-  onEval?: (step: number, metrics: Record<string, number>) => void;
-  onStatus?: (msg: string) => void;
 }
 
 export interface LmResult {

@@ -1,0 +1,65 @@
+/**
+ * What every stage trainer (align, lm, caption, instruct) shares: the options a caller passes (db or tracker,
+ * output folder, resume target, abort signal, callbacks), finding the checkpoint to resume or to start from, and
+ * writing a small file atomically.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import type { Tracker } from '../tracking';
+import { readCheckpointState } from './checkpoint';
+
+/** The options of every `train<Stage>(config, opts)`; `S` is the stage's per-step progress record. */
+export interface StageRunOptions<S> {
+  /** The SQLite file (default runs/modalab.db); or an open tracker. */
+  db?: string;
+  tracker?: Tracker;
+  /** Directory for this run's checkpoint and artifacts (default runs/<stage>-<run id>; on resume, the checkpoint's). */
+  outDir?: string;
+  /** Continue a stopped run: its id or the path of its checkpoint. The config comes from the checkpoint. */
+  resume?: number | string;
+  /** Stop cleanly at the next step boundary (checkpoint written, status killed). */
+  signal?: AbortSignal;
+  /** Stop after this many steps of this call (for tests of resume); the run is left 'killed' and resumable. */
+  stopAfter?: number;
+  onStep?: (s: S) => void;
+  onEval?: (step: number, metrics: Record<string, number>) => void;
+  /** Messages such as "preparing data" and warnings (default: none). */
+  onStatus?: (msg: string) => void;
+}
+
+/** Finds the checkpoint of a run to resume: an explicit path, or the newest 'checkpoint' artifact of the run that exists. */
+export function resolveResume(tracker: Tracker, resume: number | string): { file: string; runId: number } {
+  if (typeof resume === 'string' && !/^\d+$/.test(resume)) {
+    const st = readCheckpointState(resume);
+    return { file: resume, runId: st.runId };
+  }
+  const runId = Number(resume);
+  const arts = tracker.artifacts(runId).filter((a) => a.kind === 'checkpoint');
+  for (const a of arts.reverse()) if (fs.existsSync(a.path)) return { file: a.path, runId };
+  throw new Error(`resume: run ${runId} has no checkpoint on disk (its artifacts list none that exists)`);
+}
+
+/**
+ * A stage's checkpoint: `given` when set (must exist and be of that stage), else the 'checkpoint' artifact of the
+ * latest finished run of `stage` in the tracker's db; null when there is none.
+ */
+export function findStageCheckpoint(tracker: Tracker, stage: string, given: string): { file: string; runId: number } | null {
+  if (given !== '') {
+    const st = readCheckpointState(given);
+    if (st.stage !== stage) throw new Error(`${stage}.checkpoint: ${given} is a ${st.stage} checkpoint, not ${stage}`);
+    return { file: path.resolve(given), runId: st.runId };
+  }
+  const runs = tracker.listRuns({ stage, status: 'finished' });
+  for (const r of runs.slice().reverse()) {
+    const arts = tracker.artifacts(r.id).filter((a) => a.kind === 'checkpoint');
+    for (const a of arts.reverse()) if (fs.existsSync(a.path)) return { file: a.path, runId: r.id };
+  }
+  return null;
+}
+
+/** Writes a small text file through a temporary file and a rename: a reader never sees half of it. */
+export function writeAtomic(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, text);
+  fs.renameSync(tmp, file);
+}
