@@ -146,6 +146,38 @@ function syncFlushTime(dir: string): number {
   return median(s.ns);
 }
 
+/**
+ * Batched write throughput: `rows` metric rows logged as fast as log() takes them (10 per step), then finish(),
+ * which waits until every row is committed; rows per second from the first log to finish's return, with the
+ * writer thread or inline.
+ */
+function writeThroughput(dir: string, tag: string, inline: boolean, rows = 200_000): number {
+  const prev = process.env.MODALAB_TRACKING_WRITER;
+  if (inline) process.env.MODALAB_TRACKING_WRITER = 'inline';
+  else delete process.env.MODALAB_TRACKING_WRITER;
+  const tracker = Tracker.open(path.join(dir, `${tag}.db`));
+  try {
+    const run = tracker.startRun({ experiment: 'bench', name: tag });
+    run.log({ warmup: 0 }, 0);
+    run.flush();
+    const metrics: Record<string, number> = {};
+    const t0 = nowNs();
+    for (let step = 1; step <= rows / METRICS; step++) {
+      for (let k = 0; k < METRICS; k++) metrics[`metric_${k}`] = step + k;
+      run.log(metrics, step);
+    }
+    run.finish();
+    const s = Number(nowNs() - t0) / 1e9;
+    const n = (tracker.db.prepare("SELECT COUNT(*) AS n FROM metrics WHERE run_id = ? AND key <> 'warmup'").get(run.id) as { n: number }).n;
+    if (n !== rows) throw new Error(`tracking bench: ${n} metric rows in the database after the throughput run, expected ${rows}`);
+    return rows / s;
+  } finally {
+    tracker.close();
+    if (prev === undefined) delete process.env.MODALAB_TRACKING_WRITER;
+    else process.env.MODALAB_TRACKING_WRITER = prev;
+  }
+}
+
 export const tracking: Suite = {
   name: 'tracking',
   summary: 'run.log() of 10 metrics per step (batched SQLite writes on a writer thread) against a small training step',
@@ -160,6 +192,8 @@ export const tracking: Suite = {
     const inlineRatios: number[] = [];
     const meanRatios: number[] = [];
     let syncNs = NaN;
+    const rate: number[] = [];
+    const rateInline: number[] = [];
     try {
       for (let r = 0; r < ctx.rounds; r++) {
         const st = median(stepTime().ns);
@@ -175,6 +209,11 @@ export const tracking: Suite = {
           + `flush call ${fmt(i.flushCallNs / 1e3)} us; step in loop ${fmt(i.stepNs / 1e3)} us)`);
       }
       syncNs = syncFlushTime(dir);
+      for (let r = 0; r < ctx.rounds; r++) {
+        rate.push(writeThroughput(dir, `rate-${r}`, false));
+        rateInline.push(writeThroughput(dir, `rate-inline-${r}`, true));
+        ctx.log(`tracking throughput round ${r + 1}: ${fmt(rate[r] / 1e6)} M rows/s (writer thread), ${fmt(rateInline[r] / 1e6)} M rows/s (inline)`);
+      }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -206,6 +245,8 @@ export const tracking: Suite = {
         [`run.log() of ${METRICS} metrics, inline (amortised flush)`, `${fmt(m(inline, (x) => x.amortNs) / 1e3)} us`, `${(100 * inlineRatio).toFixed(3)}%`],
         ['  a plain log() call / the call that writes the batch', `${fmt(m(inline, (x) => x.plainNs) / 1e3)} us / ${fmt(m(inline, (x) => x.flushCallNs) / 1e3)} us`, ''],
         ['run.flush() round trip to the writer (empty buffer)', `${fmt(syncNs / 1e3)} us`, ''],
+        ['metric writes per second, batched: 200k rows logged, then finish() (writer thread)', `${fmt(median(rate) / 1e6)} M rows/s`, ''],
+        ['metric writes per second, batched (inline)', `${fmt(median(rateInline) / 1e6)} M rows/s`, ''],
       ],
       goals: [goal],
       notes: [
