@@ -78,19 +78,19 @@ export interface InstructData {
   cache: { dir: string; train: string | null; eval: string };
 }
 
-/** The user turn: one `<image>` per image, then the text. */
-export function userContent(question: string, numImages: number): string {
-  return IMAGE.repeat(numImages) + question;
+/** The user turn: one `<image>` per image, then the text (questionFirst: the text, then the images). */
+export function userContent(question: string, numImages: number, questionFirst = false): string {
+  return questionFirst ? question + IMAGE.repeat(numImages) : IMAGE.repeat(numImages) + question;
 }
 
 /**
  * The chat encoding of an example, `<image>` widened to N positions. With `answer` null the row ends in an open
  * `<|assistant|>` (a generation prompt). Returns null when the unexpanded text exceeds maxTextLen.
  */
-export function encodeExample(tok: Tokenizer, question: string, numImages: number, answer: string | null, N: number, maxTextLen = Infinity): {
+export function encodeExample(tok: Tokenizer, question: string, numImages: number, answer: string | null, N: number, maxTextLen = Infinity, questionFirst = false): {
   ids: Int32Array; mask: Uint8Array; slots: number[];
 } | null {
-  const turns = [{ role: 'user' as const, content: userContent(question, numImages) }];
+  const turns = [{ role: 'user' as const, content: userContent(question, numImages, questionFirst) }];
   if (answer !== null) turns.push({ role: 'assistant' as const, content: answer } as never);
   const enc = tok.chat(turns, { bos: true, addGenerationPrompt: answer === null });
   if (enc.ids.length > maxTextLen) return null;
@@ -114,11 +114,11 @@ export function encodeExample(tok: Tokenizer, question: string, numImages: numbe
 }
 
 /** Rows of the examples; an example longer than maxTextLen text tokens, or than maxLen positions expanded, is dropped. */
-export function buildRows(tok: Tokenizer, examples: InstructExample[], N: number, maxTextLen: number, maxLen = Infinity): { rows: RowSet; dropped: number } {
+export function buildRows(tok: Tokenizer, examples: InstructExample[], N: number, maxTextLen: number, maxLen = Infinity, questionFirst = false): { rows: RowSet; dropped: number } {
   const rows: RowSet = { N, ids: [], mask: [], images: [], slots: [], examples: [] };
   let dropped = 0;
   for (const ex of examples) {
-    const e = encodeExample(tok, ex.question, ex.images.length, ex.answers[0], N, maxTextLen);
+    const e = encodeExample(tok, ex.question, ex.images.length, ex.answers[0], N, maxTextLen, questionFirst);
     if (!e || e.ids.length > maxLen) { dropped++; continue; }
     rows.ids.push(e.ids);
     rows.mask.push(e.mask);
@@ -317,7 +317,7 @@ export async function prepareInstructData(cfg: InstructConfig, alignCfg: AlignCo
     for (const e of trainExamples) if (e.task === 'vqa') mix[e.qtype ?? 'vqa'] = (mix[e.qtype ?? 'vqa'] ?? 0) + 1;
     status(`VQA mix: ${keep.size} of ${trainSet.examples.filter((e) => e.task === 'vqa').length} generated questions (${Object.entries(mix).map(([k, v]) => `${k} ${v}`).join(', ')})`);
   }
-  const { rows: train, dropped } = buildRows(tokenizer, trainExamples, N, d.maxTextLen, opts.contextLength ?? Infinity);
+  const { rows: train, dropped } = buildRows(tokenizer, trainExamples, N, d.maxTextLen, opts.contextLength ?? Infinity, cfg.model.questionFirst ?? false);
   if (dropped > 0) status(`warning: ${dropped} training records are longer than data.maxTextLen (${d.maxTextLen}) tokens or, images expanded, than the context (${opts.contextLength ?? 'unlimited'}) and were dropped`);
   if (train.ids.length === 0) throw new Error(`instruct data: no training record fits data.maxTextLen (${d.maxTextLen})`);
 

@@ -49,6 +49,8 @@ export class InstructModel {
    * predict; training just these rows (gradients of every other row zeroed) fixes that.
    */
   trainTokenIds: number[] = [];
+  /** Prompts put the images after the question (config model.questionFirst). */
+  questionFirst = false;
   private rowMask: ml.Tensor<'f32'> | null = null;
 
   constructor(

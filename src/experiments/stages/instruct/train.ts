@@ -124,6 +124,7 @@ export function buildInstructModel(cfg: InstructConfig, extra: InstructExtra, st
   if (wrapped.length === 0) throw new Error(`instruct: key lora.targets ${JSON.stringify(cfg.lora.targets)} wrapped no layer`);
   net.projector.requiresGrad_(true);
   const model = new InstructModel(scorer.model.net, net.projector, net.gpt, tokenizer, alignCfg.data.imageSize, cfg.model.imagePool);
+  model.questionFirst = cfg.model.questionFirst ?? false;
   const tokens = cfg.lora.trainTokens ?? [];
   const ids = tokens.map((tk) => {
     const id = tokenizer.tokenToId(tk);
@@ -244,7 +245,7 @@ function gather(table: Float32Array, rows: number[], N: number, Wv: number): ml.
 export function answerExamples(model: InstructModel, examples: InstructExample[], table: Float32Array, opts: AnswerOptions = {}, chunk = 64): string[] {
   const tok = model.tokenizer;
   const Wv = model.encoder.config.visionWidth;
-  const prompts = examples.map((ex) => encodeExample(tok, ex.question, ex.images.length, null, model.N)!);
+  const prompts = examples.map((ex) => encodeExample(tok, ex.question, ex.images.length, null, model.N, Infinity, model.questionFirst)!);
   const byLen = new Map<number, number[]>();
   prompts.forEach((p, i) => byLen.set(p.ids.length, [...(byLen.get(p.ids.length) ?? []), i]));
   const out = new Array<string>(examples.length).fill('');
@@ -553,7 +554,7 @@ function makeLoaded(model: InstructModel, cfg: InstructConfig, transform: ImageT
       // Placeholders in the question: the user turn is that text as written (encodeExample adds none).
       if (marks > 0) numImages = 0;
       const tok = model.tokenizer;
-      const enc = encodeExampleWith(tok, text, numImages, model.N, marks);
+      const enc = encodeExampleWith(tok, text, numImages, model.N, marks, model.questionFirst);
       if (enc.ids.length > model.gpt.config.contextLength) {
         throw new Error(`instruct answer: the prompt takes ${enc.ids.length} positions (with ${images.length} images of ${model.N}); the model has ${model.gpt.config.contextLength}`);
       }
@@ -574,8 +575,8 @@ function makeLoaded(model: InstructModel, cfg: InstructConfig, transform: ImageT
 }
 
 /** A prompt whose `<image>` marks are written in the text (marks > 0) or put first (numImages). */
-function encodeExampleWith(tok: Tokenizer, text: string, numImages: number, N: number, marks: number): SpliceRow {
-  if (marks === 0) return encodeExample(tok, text, numImages, null, N)!;
+function encodeExampleWith(tok: Tokenizer, text: string, numImages: number, N: number, marks: number, questionFirst: boolean): SpliceRow {
+  if (marks === 0) return encodeExample(tok, text, numImages, null, N, Infinity, questionFirst)!;
   const enc = tok.chat([{ role: 'user', content: text }], { bos: true, addGenerationPrompt: true });
   const ids: number[] = [];
   const slots: number[] = [];
@@ -621,6 +622,7 @@ function loadMerged(file: string, md: Record<string, string>): LoadedInstruct {
     for (const t of Object.values(loaded.tensors)) t.dispose();
   }
   const model = new InstructModel(scorer.model.net, net.projector, net.gpt, tokenizer, scorer.config.data.imageSize, info.config.model.imagePool);
+  model.questionFirst = info.config.model.questionFirst ?? false;
   model.projector.eval();
   model.gpt.eval();
   return makeLoaded(model, info.config, alignTransform(scorer.config));
