@@ -23,7 +23,7 @@ import { vqaAccuracy } from '../../eval/vqa';
 import { generateScenes, renderPng } from '../../data/shapes';
 import { InstructConfig, resolveInstructConfig } from './config';
 import { buildInstructModel, captionExtra, exportMerged, loadInstruct, trainInstruct } from './train';
-import { InstructExample, prepareInstructData, selectVqa, vqaPoolSize } from './data';
+import { InstructExample, encodeExample, prepareInstructData, selectVqa, vqaPoolSize } from './data';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-instruct-'));
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
@@ -130,6 +130,14 @@ test('splice, masked loss, and only LoRA + projector change (encoder and base GP
     const table = model.featureTable(data.trainImages, data.numTrainImages);
     const Wv = model.encoder.config.visionWidth;
     const N = model.N;
+    // questionFirst: the same tokens, the image block moved from before the question to right after it.
+    const tok = model.tokenizer;
+    const before = encodeExample(tok, 'what colour is the star?', 1, 'red', N)!;
+    const after = encodeExample(tok, 'what colour is the star?', 1, 'red', N, Infinity, true)!;
+    assert.deepEqual([...after.ids].sort((x, y) => x - y), [...before.ids].sort((x, y) => x - y));
+    assert.deepEqual([...after.mask].sort(), [...before.mask].sort());
+    assert.ok(after.slots[0] > before.slots[0] + 3, 'the image comes after the question');
+    assert.equal(after.ids[after.slots[0] + N], tok.tokenToId('<|end|>'), 'the user turn ends right after the image');
     // A one-image row and a two-image row.
     const pick = [data.train.images.findIndex((im) => im.length === 1), data.train.images.findIndex((im) => im.length === 2)];
     assert.ok(pick.every((i) => i >= 0), 'the tiny set has one- and two-image rows');
