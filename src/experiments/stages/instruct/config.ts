@@ -5,7 +5,7 @@
  * const cfg = resolveInstructConfig('quick', { caption: { checkpoint: 'runs/caption-3/last.safetensors' } });
  * ```
  */
-import { JsonObject, checkInt, checkOneOf, checkRange, resolveStageConfig } from '../config';
+import { JsonObject, checkInt, checkOneOf, checkRange, checkTrainSection, resolveStageConfig } from '../config';
 import { QA_TYPES } from '../../data/shapes';
 
 export type InstructTaskName = 'caption' | 'vqa' | 'difference' | 'match';
@@ -187,19 +187,6 @@ export function validateInstructConfig(c: InstructConfig): void {
     throw new Error(`${w}: key lora.trainTokens must be a list of token strings, got ${JSON.stringify(l.trainTokens)}`);
   }
   const t = c.train;
-  checkInt(w, 'train.steps', t.steps, 1);
-  checkInt(w, 'train.batchSize', t.batchSize, 1, 4096);
-  checkRange(w, 'train.lr', t.lr, 0, 10, true);
-  checkRange(w, 'train.minLrRatio', t.minLrRatio, 0, 1);
-  checkInt(w, 'train.warmupSteps', t.warmupSteps, 0, t.steps);
-  checkRange(w, 'train.weightDecay', t.weightDecay, 0, 10);
-  if (t.betas.length !== 2 || t.betas.some((b) => typeof b !== 'number' || !(b >= 0 && b < 1))) {
-    throw new Error(`${w}: key train.betas must be [beta1, beta2] in [0, 1), got ${JSON.stringify(t.betas)}`);
-  }
-  checkRange(w, 'train.eps', t.eps, 0, 1, true);
-  checkRange(w, 'train.gradClip', t.gradClip, 0, 1e9);
-  checkInt(w, 'train.evalEvery', t.evalEvery, 0);
-  checkInt(w, 'train.checkpointEvery', t.checkpointEvery, 0);
-  checkInt(w, 'train.logEvery', t.logEvery, 1);
+  checkTrainSection(w, t);
   checkInt(w, 'generate.maxNewTokens', c.generate.maxNewTokens, 1, 1024);
 }

@@ -24,12 +24,11 @@ import { Tokenizer } from '../../tokenizer';
 import type { ImageRef } from '../../data/types';
 import { decodeImage, encodePng, type ImageTransform } from '../../data/image';
 import { readCheckpointState, type TrainingState } from '../checkpoint';
-import { resolveResume, writeAtomic } from '../align/train';
+import { StageRunOptions, findStageCheckpoint, resolveResume, writeAtomic } from '../run';
 import { loadScorer } from '../align/filter';
 import { AlignConfig } from '../align/config';
 import { CaptionConfig } from '../caption/config';
 import { CaptionNet } from '../caption/model';
-import { findStageCheckpoint } from '../caption/train';
 import { loadCheckpoint } from '../checkpoint';
 import { InstructConfig, validateInstructConfig } from './config';
 import { InstructData, InstructExample, alignTransform, cacheKey, encodeExample, instructBatchRows, prepareInstructData } from './data';
@@ -45,23 +44,7 @@ export interface InstructStepInfo {
   etaS: number;
 }
 
-export interface TrainInstructOptions {
-  /** The SQLite file (default runs/modalab.db); or an open tracker. */
-  db?: string;
-  tracker?: Tracker;
-  /** Directory for this run's checkpoint, config and samples (default runs/instruct-<run id>; on resume, the checkpoint's). */
-  outDir?: string;
-  /** Continue a stopped run: its id or the path of its checkpoint. The config comes from the checkpoint. */
-  resume?: number | string;
-  /** Stop cleanly at the next step boundary (checkpoint written, status killed). */
-  signal?: AbortSignal;
-  /** Stop after this many steps of this call (for tests of resume); the run is left 'killed' and resumable. */
-  stopAfter?: number;
-  onStep?: (s: InstructStepInfo) => void;
-  onEval?: (step: number, metrics: Record<string, number>) => void;
-  /** Messages such as "preparing data" and warnings (default: none). */
-  onStatus?: (msg: string) => void;
-}
+export type TrainInstructOptions = StageRunOptions<InstructStepInfo>;
 
 export interface InstructSample {
   /** Base64 PNG of the input image at the model's image size. */
