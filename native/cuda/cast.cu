@@ -13,26 +13,12 @@
 #include <cuda_fp16.h>
 
 #include "common.cuh"
+#include "half.cuh"
 
 namespace modalab {
 namespace cuda {
 namespace {
 
-__device__ __forceinline__ uint16_t f32_to_f16(float f) {
-  const uint32_t x = __float_as_uint(f), ax = x & 0x7FFFFFFFu;
-  if (ax > 0x7F800000u) return static_cast<uint16_t>(((x >> 16) & 0x8000) | 0x7E00 | ((ax >> 13) & 0x3FF));
-  return __half_as_ushort(__float2half_rn(f));
-}
-__device__ __forceinline__ float f16_to_f32(uint16_t h) {
-  const uint32_t e = (h >> 10) & 0x1F, m = h & 0x3FF;
-  if (e == 31 && m) return __uint_as_float((static_cast<uint32_t>(h & 0x8000) << 16) | 0x7FC00000u | (m << 13));
-  return __half2float(__ushort_as_half(h));
-}
-__device__ __forceinline__ uint16_t f32_to_bf16(float f) {
-  if ((__float_as_uint(f) & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;   // PyTorch's canonical bf16 NaN
-  return __bfloat16_as_ushort(__float2bfloat16_rn(f));
-}
-__device__ __forceinline__ float bf16_to_f32(uint16_t h) { return __uint_as_float(static_cast<uint32_t>(h) << 16); }
 __device__ __forceinline__ int32_t f32_to_i32(float f) {
   if (!(f > -2147483649.0f && f < 2147483648.0f)) return INT32_MIN;   // NaN and out of range, as the CPU
   return static_cast<int32_t>(f);
@@ -46,18 +32,18 @@ template <DType O, DType I> struct Conv;
     using In = InT;                                                              \
     __device__ __forceinline__ Out operator()(In v) const { return expr; }      \
   };
-MODALAB_CONV(F32, F16, float, uint16_t, f16_to_f32(v))
-MODALAB_CONV(F32, BF16, float, uint16_t, bf16_to_f32(v))
+MODALAB_CONV(F32, F16, float, uint16_t, h_f16_to_f32(v))
+MODALAB_CONV(F32, BF16, float, uint16_t, h_bf16_to_f32(v))
 MODALAB_CONV(F32, I32, float, int32_t, static_cast<float>(v))
-MODALAB_CONV(F16, F32, uint16_t, float, f32_to_f16(v))
-MODALAB_CONV(F16, BF16, uint16_t, uint16_t, f32_to_f16(bf16_to_f32(v)))
-MODALAB_CONV(F16, I32, uint16_t, int32_t, f32_to_f16(static_cast<float>(v)))
-MODALAB_CONV(BF16, F32, uint16_t, float, f32_to_bf16(v))
-MODALAB_CONV(BF16, F16, uint16_t, uint16_t, f32_to_bf16(f16_to_f32(v)))
-MODALAB_CONV(BF16, I32, uint16_t, int32_t, f32_to_bf16(static_cast<float>(v)))
+MODALAB_CONV(F16, F32, uint16_t, float, h_f32_to_f16(v))
+MODALAB_CONV(F16, BF16, uint16_t, uint16_t, h_f32_to_f16(h_bf16_to_f32(v)))
+MODALAB_CONV(F16, I32, uint16_t, int32_t, h_f32_to_f16(static_cast<float>(v)))
+MODALAB_CONV(BF16, F32, uint16_t, float, h_f32_to_bf16(v))
+MODALAB_CONV(BF16, F16, uint16_t, uint16_t, h_f32_to_bf16(h_f16_to_f32(v)))
+MODALAB_CONV(BF16, I32, uint16_t, int32_t, h_f32_to_bf16(static_cast<float>(v)))
 MODALAB_CONV(I32, F32, int32_t, float, f32_to_i32(v))
-MODALAB_CONV(I32, F16, int32_t, uint16_t, f32_to_i32(f16_to_f32(v)))
-MODALAB_CONV(I32, BF16, int32_t, uint16_t, f32_to_i32(bf16_to_f32(v)))
+MODALAB_CONV(I32, F16, int32_t, uint16_t, f32_to_i32(h_f16_to_f32(v)))
+MODALAB_CONV(I32, BF16, int32_t, uint16_t, f32_to_i32(h_bf16_to_f32(v)))
 #undef MODALAB_CONV
 
 constexpr int kPack = 8;

@@ -1,6 +1,6 @@
 // f16 / bf16 <-> f32 on the device with the CPU's rules (cpu::cast: round to nearest even, PyTorch's canonical
-// NaNs 0x7E00 | sign | payload for f16 and 0x7FC0 for bf16), shared by the fused kernels (attention). cast.cu
-// keeps its own copy of the same functions.
+// NaNs 0x7E00 | sign | payload for f16 and 0x7FC0 for bf16), shared by the casts (cast.cu) and the fused
+// kernels (attention).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
