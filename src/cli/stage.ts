@@ -8,9 +8,8 @@ import * as path from 'path';
 import type { TrainArgs } from './train';
 import type { JsonObject } from '../experiments/stages/config';
 
-export function fmtS(s: number): string {
-  return s >= 60 ? `${Math.floor(s / 60)}m${Math.round(s % 60).toString().padStart(2, '0')}s` : `${s.toFixed(1)}s`;
-}
+/** A duration for people (the stages' own formatter). */
+export { fmtDuration as fmtS } from '../experiments/stages/run';
 
 /**
  * The overrides a stage's resolver takes after its preset: the --config file's object, then every --set.

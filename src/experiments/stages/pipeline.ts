@@ -14,6 +14,7 @@
  * top of the preset and of the pipeline's own patches (`PIPELINE_PATCHES`), which are how the stages are tied
  * together. An abort stops the running stage cleanly (checkpoint written, run killed) and skips the rest.
  */
+import * as path from 'path';
 import { Tracker } from '../tracking';
 import { JsonObject, mergePatches } from './config';
 import { resolveAlignConfig } from './align/config';
@@ -24,6 +25,7 @@ import { resolveCaptionConfig } from './caption/config';
 import { trainCaption, type CaptionResult } from './caption/train';
 import { resolveInstructConfig } from './instruct/config';
 import { trainInstruct, type InstructResult } from './instruct/train';
+import { fmtDuration } from './run';
 
 export const PIPELINE_STAGES = ['align', 'lm', 'caption', 'instruct'] as const;
 export type PipelineStage = (typeof PIPELINE_STAGES)[number];
@@ -172,7 +174,7 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
         const cfg = cfgs.lm;
         // One tokenizer for the whole recipe: the align run's, when this pipeline trained it.
         const al = done.get('align');
-        if (al && !user('lm', 'tokenizer', 'path')) cfg.tokenizer.path = `${al.outDir}/tokenizer.json`;
+        if (al && !user('lm', 'tokenizer', 'path')) cfg.tokenizer.path = path.join(al.outDir, 'tokenizer.json');
         res = outcome(stage, await trainLm(cfg, {
           ...common, onStep: (s) => opts.onStep?.(stage, { step: s.step, steps: s.steps, loss: s.loss, rate: s.tokensPerS, rateUnit: 'tokens/s', etaS: s.etaS }),
         }));
@@ -207,10 +209,6 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
 
 function pct(v: number | undefined): string {
   return v === undefined || !Number.isFinite(v) ? '-' : (100 * v).toFixed(1);
-}
-
-function fmtWall(s: number): string {
-  return s >= 60 ? `${Math.floor(s / 60)}m${Math.round(s % 60).toString().padStart(2, '0')}s` : `${s.toFixed(1)}s`;
 }
 
 /** The headline figure of each stage, as `label value` pairs. */
@@ -248,7 +246,7 @@ export function stageHeadline(o: StageOutcome): Array<[string, string]> {
  * the four figures the recipe is judged by on one line.
  */
 export function pipelineTable(res: PipelineResult): string {
-  const rows = res.stages.map((o) => [o.stage, String(o.runId), o.status, fmtWall(o.wallS),
+  const rows = res.stages.map((o) => [o.stage, String(o.runId), o.status, fmtDuration(o.wallS),
     stageHeadline(o).map(([k, v]) => `${k} ${v}`).join(', ')]);
   const head = ['stage', 'run', 'status', 'wall', 'result (%; instruct: accuracy (majority baseline))'];
   const w = head.map((h, j) => Math.max(h.length, ...rows.map((r) => r[j].length)));
@@ -258,6 +256,6 @@ export function pipelineTable(res: PipelineResult): string {
   const al = get('align')?.metrics ?? {};
   const cap = get('caption')?.metrics ?? {};
   const ins = get('instruct')?.metrics ?? {};
-  lines.push('', `R@1 (t2i) ${pct(al['test/t2i/r@1'] ?? al['val/t2i/r@1'])}  BLEU-4 ${pct(cap['val/bleu4'])}  ROUGE-L ${pct(cap['val/rougeL'])}  VQA accuracy ${pct(ins['val/vqa_acc'])}  (total ${fmtWall(res.wallS)})`);
+  lines.push('', `R@1 (t2i) ${pct(al['test/t2i/r@1'] ?? al['val/t2i/r@1'])}  BLEU-4 ${pct(cap['val/bleu4'])}  ROUGE-L ${pct(cap['val/rougeL'])}  VQA accuracy ${pct(ins['val/vqa_acc'])}  (total ${fmtDuration(res.wallS)})`);
   return lines.join('\n') + '\n';
 }

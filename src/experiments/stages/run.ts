@@ -63,3 +63,8 @@ export function writeAtomic(file: string, text: string): void {
   fs.writeFileSync(tmp, text);
   fs.renameSync(tmp, file);
 }
+
+/** A duration for people: `42.0s`, `3m07s`. */
+export function fmtDuration(s: number): string {
+  return s >= 60 ? `${Math.floor(s / 60)}m${Math.round(s % 60).toString().padStart(2, '0')}s` : `${s.toFixed(1)}s`;
+}
