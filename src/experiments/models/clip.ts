@@ -68,6 +68,8 @@ export abstract class AlignModel extends ml.nn.Module {
   // ----------------------------------------------------------------------------------------- tower hooks
   /** images [B, C, H, W] -> tokens [B, 1 + P, visionWidth] (the class token first). */
   abstract imageTokens(images: ml.Tensor, masking?: PatchMasking): ml.Tensor<'f32'>;
+  /** The transformer blocks images run through (what adapters on the image path wrap; shared: the one stack). */
+  abstract imageBlocks(): ml.nn.ModuleList;
   /** tokens -> [B, E], not normalised. */
   abstract poolImage(imageTokens: ml.Tensor): ml.Tensor<'f32'>;
   /** tokens [B, T] -> hidden states [B, T, textWidth]. */
@@ -181,6 +183,7 @@ export class DualEncoder extends AlignModel {
   }
 
   imageTokens(images: ml.Tensor, masking?: PatchMasking): ml.Tensor<'f32'> { return this.visual.forwardTokens(images, masking); }
+  imageBlocks(): ml.nn.ModuleList { return this.visual.blocks; }
   poolImage(tokens: ml.Tensor): ml.Tensor<'f32'> { return this.visual.pool(tokens); }
   textHidden(tokens: ml.Tensor, lengths: ml.Tensor, masking?: TokenMasking): ml.Tensor<'f32'> { return this.text.forwardTokens(tokens, lengths, masking); }
   poolText(hidden: ml.Tensor, lengths: ml.Tensor): ml.Tensor<'f32'> { return this.text.pool(hidden, lengths); }

@@ -65,6 +65,8 @@ export class SharedEncoder extends AlignModel {
     });
   }
 
+  imageBlocks(): ml.nn.ModuleList { return this.blocks; }
+
   poolImage(tokens: ml.Tensor): ml.Tensor<'f32'> {
     const [B, , W] = tokens.shape;
     return ml.tidy(() => this.visualProj.forward(tokens.slice(1, 0, 1).reshape([B, W])));

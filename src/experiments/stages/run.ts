@@ -1,12 +1,15 @@
 /**
  * What every stage trainer (align, lm, caption, instruct) shares: the options a caller passes (db or tracker,
- * output folder, resume target, abort signal, callbacks), finding the checkpoint to resume or to start from, and
- * writing a small file atomically.
+ * output folder, resume target, abort signal, callbacks), finding the checkpoint to resume or to start from,
+ * the optimizer and its schedule from the `train` section, one optimizer update, the pace behind the progress
+ * bar's time left, the eval / checkpoint cadence, and writing a small file atomically.
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import * as ml from '../../index';
 import type { Tracker } from '../tracking';
 import { readCheckpointState } from './checkpoint';
+import type { TrainSection } from './config';
 
 /** The options of every `train<Stage>(config, opts)`; `S` is the stage's per-step progress record. */
 export interface StageRunOptions<S> {
@@ -67,4 +70,42 @@ export function writeAtomic(file: string, text: string): void {
 /** A duration for people: `42.0s`, `3m07s`. */
 export function fmtDuration(s: number): string {
   return s >= 60 ? `${Math.floor(s / 60)}m${Math.round(s % 60).toString().padStart(2, '0')}s` : `${s.toFixed(1)}s`;
+}
+
+/** AdamW with the section's betas, eps and weight decay (groups may override it), on a cosine schedule with warmup. */
+export function makeOptimizer(params: ml.optim.Params<ml.optim.AdamWHyper>, t: TrainSection): { opt: ml.optim.AdamW; sched: ml.optim.LRScheduler } {
+  const opt = new ml.optim.AdamW(params, { lr: t.lr, betas: t.betas, eps: t.eps, weightDecay: t.weightDecay });
+  const sched = new ml.optim.LRScheduler(opt, ml.optim.cosineWithWarmup({ warmupSteps: t.warmupSteps, totalSteps: t.steps, minLrRatio: t.minLrRatio }));
+  return { opt, sched };
+}
+
+/**
+ * One update after backward: clip the gradients of `params` to `gradClip` (0: no clipping, the norm is still
+ * measured), step the optimizer, advance the schedule. Returns the norm before clipping and the lr the step used.
+ */
+export function optimizerStep(opt: ml.optim.AdamW, sched: ml.optim.LRScheduler, params: ml.Tensor[], gradClip: number): { gradNorm: number; lr: number } {
+  const gradNorm = ml.optim.clipGradNorm(params, gradClip > 0 ? gradClip : Infinity);
+  const lr = opt.paramGroups[0].lr;
+  opt.step();
+  sched.step();
+  return { gradNorm, lr };
+}
+
+/** The recent pace of a training loop (the last 20 steps), for the time left on the progress bar. */
+export class StepPace {
+  private recent: Array<[number, number]> = [];
+
+  /** Step `step` just ended (it began at `tStep`, performance.now() ms): ms per step, and ms this step took. */
+  tick(step: number, tStep: number): { msPerStep: number; stepMs: number } {
+    const now = performance.now();
+    this.recent.push([now, step]);
+    if (this.recent.length > 20) this.recent = this.recent.slice(-20);
+    const [tA, sA] = this.recent[0];
+    return { msPerStep: this.recent.length > 1 ? (now - tA) / (step - sA) : now - tStep, stepMs: now - tStep };
+  }
+}
+
+/** A periodic action (every `every` steps; 0: never) due after `step`; not at the last step, which the end handles. */
+export function due(every: number, step: number, steps: number): boolean {
+  return every > 0 && step % every === 0 && step < steps;
 }

@@ -15,7 +15,7 @@ import { AlignConfig, validateAlignConfig } from './config';
 import { AlignData, Batch, BatchStream, SplitData, makeBatchStream, prepareAlignData } from './data';
 import { AlignModel, buildAlignModel, evaluateRetrieval } from './model';
 import { loadCheckpoint, readCheckpointState, saveCheckpoint } from '../checkpoint';
-import { StageRunOptions, resolveResume, writeAtomic } from '../run';
+import { StageRunOptions, StepPace, due, makeOptimizer, optimizerStep, resolveResume, writeAtomic } from '../run';
 
 export interface StepInfo {
   step: number;
@@ -91,10 +91,7 @@ export async function trainAlign(config: AlignConfig, opts: TrainAlignOptions = 
     model = buildAlignModel(cfg, data.tokenizer.vocabSize);
     const params = model.parameters();
     const t = cfg.train;
-    const opt = new ml.optim.AdamW(params, { lr: t.lr, betas: t.betas, eps: t.eps, weightDecay: t.weightDecay });
-    const sched = new ml.optim.LRScheduler(opt, ml.optim.cosineWithWarmup({
-      warmupSteps: t.warmupSteps, totalSteps: t.steps, minLrRatio: t.minLrRatio,
-    }));
+    const { opt, sched } = makeOptimizer(params, t);
     let step = 0;
     if (resumeFile) {
       const st = loadCheckpoint(resumeFile, model.net, opt);
@@ -113,7 +110,7 @@ export async function trainAlign(config: AlignConfig, opts: TrainAlignOptions = 
     const losses: number[] = [];
     let metrics: Record<string, number> = {};
     const startStep = step;
-    let recent: Array<[number, number]> = []; // [time ms, step] for the pace
+    const paceOf = new StepPace();
     let stopped = false;
     const evalNow = (split: SplitData, prefix: string): Record<string, number> => {
       const m = evaluateRetrieval(model!, split, prefix);
@@ -145,18 +142,11 @@ export async function trainAlign(config: AlignConfig, opts: TrainAlignOptions = 
           for (const [k, v] of Object.entries(out.parts)) parts[k] = (parts[k] ?? 0) + v / t.accumulate;
         });
       }
-      const gradNorm = ml.optim.clipGradNorm(params, t.gradClip > 0 ? t.gradClip : Infinity);
-      const lr = opt.paramGroups[0].lr;
-      opt.step();
-      sched.step();
+      const { gradNorm, lr } = optimizerStep(opt, sched, params, t.gradClip);
       step++;
       losses.push(loss);
-      const now = performance.now();
-      recent.push([now, step]);
-      if (recent.length > 20) recent = recent.slice(-20);
-      const [tA, sA] = recent[0];
-      const pace = recent.length > 1 ? (now - tA) / (step - sA) : now - tStep; // ms per step
-      const samplesPerS = (t.batchSize * 1000) / (now - tStep);
+      const { msPerStep: pace, stepMs } = paceOf.tick(step, tStep);
+      const samplesPerS = (t.batchSize * 1000) / stepMs;
       if (step % t.logEvery === 0 || step === t.steps) {
         const mem = ml.memory();
         run.log({
@@ -165,8 +155,8 @@ export async function trainAlign(config: AlignConfig, opts: TrainAlignOptions = 
         }, step);
       }
       opts.onStep?.({ step, steps: t.steps, loss, lr, samplesPerS, etaS: ((t.steps - step) * pace) / 1000 });
-      if (t.evalEvery > 0 && step % t.evalEvery === 0 && step < t.steps) metrics = evalNow(data.val, 'val/');
-      if (t.checkpointEvery > 0 && step % t.checkpointEvery === 0 && step < t.steps) save();
+      if (due(t.evalEvery, step, t.steps)) metrics = evalNow(data.val, 'val/');
+      if (due(t.checkpointEvery, step, t.steps)) save();
     }
     save();
     if (!stopped) {

@@ -18,7 +18,7 @@ import { GPT, GPTConfig } from '../../models/gpt';
 import { corpusBleu, rougeL } from '../../eval/text';
 import { Tokenizer } from '../../tokenizer';
 import { loadCheckpoint, readCheckpointState, saveCheckpoint } from '../checkpoint';
-import { StageRunOptions, findStageCheckpoint, resolveResume, writeAtomic } from '../run';
+import { StageRunOptions, StepPace, due, findStageCheckpoint, makeOptimizer, optimizerStep, resolveResume, writeAtomic } from '../run';
 import { loadScorer } from '../align/filter';
 import { AlignConfig } from '../align/config';
 import { loadLm } from '../lm/train';
@@ -253,10 +253,7 @@ export async function trainCaption(config: CaptionConfig, opts: TrainCaptionOpti
 
     const params = net.parameters();
     const t = cfg.train;
-    const opt = new ml.optim.AdamW(params, { lr: t.lr, betas: t.betas, eps: t.eps, weightDecay: t.weightDecay });
-    const sched = new ml.optim.LRScheduler(opt, ml.optim.cosineWithWarmup({
-      warmupSteps: t.warmupSteps, totalSteps: t.steps, minLrRatio: t.minLrRatio,
-    }));
+    const { opt, sched } = makeOptimizer(params, t);
     let step = 0;
     if (resumeFile) {
       const st = loadCheckpoint(resumeFile, net, opt);
@@ -276,7 +273,7 @@ export async function trainCaption(config: CaptionConfig, opts: TrainCaptionOpti
     let metrics: Record<string, number> = {};
     let generated: string[] = [];
     const startStep = step;
-    let recent: Array<[number, number]> = [];
+    const paceOf = new StepPace();
     let stopped = false;
     const evalNow = (): Record<string, number> => {
       const e = evaluateCaptions(model!, data, cfg);
@@ -307,24 +304,17 @@ export async function trainCaption(config: CaptionConfig, opts: TrainCaptionOpti
         l.backward();
         loss = l.item();
       });
-      const gradNorm = ml.optim.clipGradNorm(params, t.gradClip > 0 ? t.gradClip : Infinity);
-      const lr = opt.paramGroups[0].lr;
-      opt.step();
-      sched.step();
+      const { gradNorm, lr } = optimizerStep(opt, sched, params, t.gradClip);
       step++;
       losses.push(loss);
-      const now = performance.now();
-      recent.push([now, step]);
-      if (recent.length > 20) recent = recent.slice(-20);
-      const [tA, sA] = recent[0];
-      const pace = recent.length > 1 ? (now - tA) / (step - sA) : now - tStep;
-      const samplesPerS = (B * 1000) / (now - tStep);
+      const { msPerStep: pace, stepMs } = paceOf.tick(step, tStep);
+      const samplesPerS = (B * 1000) / stepMs;
       if (step % t.logEvery === 0 || step === t.steps) {
         run.log({ loss, lr, grad_norm: gradNorm, samples_per_s: samplesPerS, ...(ref ? { 'loss/kl': kl } : {}) }, step);
       }
       opts.onStep?.({ step, steps: t.steps, loss, lr, samplesPerS, etaS: ((t.steps - step) * pace) / 1000 });
-      if (t.evalEvery > 0 && step % t.evalEvery === 0 && step < t.steps) metrics = evalNow();
-      if (t.checkpointEvery > 0 && step % t.checkpointEvery === 0 && step < t.steps) save();
+      if (due(t.evalEvery, step, t.steps)) metrics = evalNow();
+      if (due(t.checkpointEvery, step, t.steps)) save();
       await new Promise<void>((r) => setImmediate(r));
     }
     save();

@@ -76,6 +76,12 @@ export interface InstructConfig {
     /** Module names (suffixes of GPT.namedModules() names) that get adapters. */
     targets: string[];
     /**
+     * Module names (suffixes of names inside the align encoder's image blocks, e.g. `attn.qkv`, `mlp.layers.0`)
+     * that get adapters too, same rank and alpha; [] (default): the encoder stays exactly frozen and its features
+     * are computed once and cached. Base encoder weights never train either way.
+     */
+    encoderTargets: string[];
+    /**
      * Tokens whose embedding rows also train (every other row stays frozen): the chat template's tokens, which
      * the lm never saw. The head is tied to the embedding, so without this `<|end|>` keeps its random init row
      * and is hard to predict. [] = the base GPT entirely frozen.
@@ -114,7 +120,7 @@ export const INSTRUCT_DEFAULTS: InstructConfig = {
     vqaTypes: { colour: 1, shape: 1, count: 1, position: 1, yesno: 1 }, answerCap: 1, evalScenes: 200, evalQuestionsPerScene: 5, evalRecords: 32, maxTextLen: 72, jsonl: '', samples: 16, cacheDir: '',
   },
   model: { imagePool: 2, questionFirst: false },
-  lora: { rank: 8, alpha: 16, dropout: 0.05, targets: ['attn.qkv', 'attn.proj', 'mlp.layers.0', 'mlp.layers.1'],
+  lora: { rank: 8, alpha: 16, dropout: 0.05, targets: ['attn.qkv', 'attn.proj', 'mlp.layers.0', 'mlp.layers.1'], encoderTargets: [],
     trainTokens: ['<image>', '<|user|>', '<|assistant|>', '<|end|>'] },
   train: {
     steps: 2000,
@@ -182,6 +188,9 @@ export function validateInstructConfig(c: InstructConfig): void {
   checkRange(w, 'lora.dropout', l.dropout, 0, 0.99);
   if (!Array.isArray(l.targets) || l.targets.length === 0 || l.targets.some((t) => typeof t !== 'string' || t.trim() === '')) {
     throw new Error(`${w}: key lora.targets must be a non-empty list of module names, got ${JSON.stringify(l.targets)}`);
+  }
+  if (!Array.isArray(l.encoderTargets) || l.encoderTargets.some((t) => typeof t !== 'string' || t.trim() === '')) {
+    throw new Error(`${w}: key lora.encoderTargets must be a list of module names inside the encoder's image blocks (e.g. ["attn.qkv"]; [] = frozen encoder), got ${JSON.stringify(l.encoderTargets)}`);
   }
   if (!Array.isArray(l.trainTokens) || l.trainTokens.some((t) => typeof t !== 'string' || t === '')) {
     throw new Error(`${w}: key lora.trainTokens must be a list of token strings, got ${JSON.stringify(l.trainTokens)}`);

@@ -95,10 +95,27 @@ export class InstructModel {
     g.dispose();
   }
 
-  /** The trainable parameters: the projector's, then the LoRA adapters' (in tree order); not the embedding. */
+  /**
+   * Adapters on the encoder's image blocks (`lora.encoderTargets`): base weights stay frozen; features then depend
+   * on training and are computed per batch with a graph (`encode`). The encoder stays in eval mode, so its
+   * adapters run without dropout. Returns the wrapped names.
+   */
+  adaptEncoder(targets: string[], rank: number, alpha: number): string[] {
+    if (targets.length === 0) return [];
+    const names = ml.nn.applyLora(this.encoder.imageBlocks(), { rank, alpha, dropout: 0, targets, freezeBase: true });
+    this.encoder.eval();
+    this.encoderAdapted = names.length > 0;
+    return names;
+  }
+
+  /** True once the encoder has adapters: its features are no longer fixed. */
+  encoderAdapted = false;
+
+  /** The trainable parameters: the projector's, the GPT's LoRA adapters', the encoder's (in tree order); not the embedding. */
   trainableParameters(): ml.Tensor[] {
     const E = this.gpt.tokenEmbed.weight;
-    return [...this.projector.parameters(), ...this.gpt.parameters().filter((p) => p.requiresGrad && p !== E)];
+    return [...this.projector.parameters(), ...this.gpt.parameters().filter((p) => p.requiresGrad && p !== E),
+      ...this.encoder.imageBlocks().parameters().filter((p) => p.requiresGrad)];
   }
 
   /** The trained token rows [k, W] (a copy). */
@@ -127,10 +144,15 @@ export class InstructModel {
     old.dispose();
   }
 
-  /** images f32 [n * 3 * S * S] -> frozen, pooled image features [n, N, Wv] (no graph). */
+  /** images f32 [n * 3 * S * S] -> pooled image features [n, N, Wv] (no graph). */
   features(images: Float32Array, n: number): ml.Tensor<'f32'> {
+    return ml.noGrad(() => this.encode(images, n));
+  }
+
+  /** images f32 [n * 3 * S * S] -> pooled image features [n, N, Wv], with a graph when grad is on (adapted encoder). */
+  encode(images: Float32Array, n: number): ml.Tensor<'f32'> {
     const S = this.imageSize;
-    return ml.noGrad(() => ml.tidy(() => {
+    return ml.tidy(() => {
       const tok = this.encoder.imageTokens(ml.tensor(images, [n, 3, S, S]));
       if (this.imagePool === 1) return tok;
       const [, L, W] = tok.shape;
@@ -141,7 +163,7 @@ export class InstructModel {
       const grid = ml.reshape(ml.slice(tok, 1, 1, L), [n, g / k, k, g / k, k, W]);
       const pooled = ml.mean(grid, [2, 4]);
       return ml.concat([cls, ml.reshape(pooled, [n, (g / k) ** 2, W])], 1);
-    }));
+    });
   }
 
   /** Features of a table of images, computed in chunks: f32 [n * N * Wv]. */

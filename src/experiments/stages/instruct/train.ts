@@ -24,7 +24,7 @@ import { Tokenizer } from '../../tokenizer';
 import type { ImageRef } from '../../data/types';
 import { decodeImage, encodePng, type ImageTransform } from '../../data/image';
 import { readCheckpointState, type TrainingState } from '../checkpoint';
-import { StageRunOptions, findStageCheckpoint, resolveResume, writeAtomic } from '../run';
+import { StageRunOptions, StepPace, due, findStageCheckpoint, makeOptimizer, optimizerStep, resolveResume, writeAtomic } from '../run';
 import { loadScorer } from '../align/filter';
 import { AlignConfig } from '../align/config';
 import { CaptionConfig } from '../caption/config';
@@ -108,6 +108,15 @@ export function buildInstructModel(cfg: InstructConfig, extra: InstructExtra, st
   net.projector.requiresGrad_(true);
   const model = new InstructModel(scorer.model.net, net.projector, net.gpt, tokenizer, alignCfg.data.imageSize, cfg.model.imagePool);
   model.questionFirst = cfg.model.questionFirst ?? false;
+  const encTargets = cfg.lora.encoderTargets ?? [];
+  if (encTargets.length > 0) {
+    try {
+      model.adaptEncoder(encTargets, cfg.lora.rank, cfg.lora.alpha);
+    } catch (e) {
+      model.dispose();
+      throw new Error(`instruct: key lora.encoderTargets: ${(e as Error).message}`);
+    }
+  }
   const tokens = cfg.lora.trainTokens ?? [];
   const ids = tokens.map((tk) => {
     const id = tokenizer.tokenToId(tk);
@@ -136,6 +145,7 @@ function saveInstructCheckpoint(file: string, model: InstructModel, opt: ml.opti
   const tensors: Record<string, ml.Tensor> = {};
   for (const [k, v] of Object.entries(model.projector.stateDict())) tensors[`model.projector.${k}`] = v;
   for (const [k, v] of Object.entries(ml.nn.loraStateDict(model.gpt))) tensors[`model.gpt.${k}`] = v;
+  if (model.encoderAdapted) for (const [k, v] of Object.entries(ml.nn.loraStateDict(model.encoder.imageBlocks()))) tensors[`model.encoder.blocks.${k}`] = v;
   const rows = model.tokenRows();
   if (rows) tensors['model.tokens'] = rows;
   try {
@@ -164,12 +174,16 @@ function loadInstructWeights(file: string, model: InstructModel): void {
   try {
     const proj: Record<string, ml.Tensor> = {};
     const lora: Record<string, ml.Tensor> = {};
+    const enc: Record<string, ml.Tensor> = {};
     for (const [k, v] of Object.entries(loaded.tensors)) {
       if (k.startsWith('model.projector.')) proj[k.slice('model.projector.'.length)] = v;
       else if (k.startsWith('model.gpt.')) lora[k.slice('model.gpt.'.length)] = v;
+      else if (k.startsWith('model.encoder.blocks.')) enc[k.slice('model.encoder.blocks.'.length)] = v;
     }
     model.projector.loadStateDict(proj);
     ml.nn.loadLoraStateDict(model.gpt, lora);
+    if (model.encoderAdapted) ml.nn.loadLoraStateDict(model.encoder.imageBlocks(), enc);
+    else if (Object.keys(enc).length > 0) throw new Error(`instruct: ${file} has encoder adapters but its config names no lora.encoderTargets`);
     const rows = loaded.tensors['model.tokens'];
     if (model.trainTokenIds.length > 0) {
       if (!rows) throw new Error(`instruct: ${file} has no model.tokens (the trained token rows its config names)`);
@@ -213,6 +227,14 @@ function cachedFeatures(model: InstructModel, alignCheckpoint: string, dir: stri
 }
 
 // ------------------------------------------------------------------------------------------ evaluation
+
+/** Gathers images of an image table (f32 [n * 3 * S * S]) into one f32 [K * 3 * S * S]. */
+function gatherImages(table: Float32Array, rows: number[], S: number): Float32Array {
+  const px = 3 * S * S;
+  const out = new Float32Array(rows.length * px);
+  rows.forEach((r, j) => out.set(table.subarray(r * px, (r + 1) * px), j * px));
+  return out;
+}
 
 /** Gathers rows of a feature table [n, N, Wv] into a tensor [K, N, Wv]. */
 function gather(table: Float32Array, rows: number[], N: number, Wv: number): ml.Tensor<'f32'> {
@@ -355,8 +377,11 @@ export async function trainInstruct(config: InstructConfig, opts: TrainInstructO
 
     status('preparing data');
     const data = await prepareInstructData(cfg, built.alignCfg, model.tokenizer, N, { onStatus: status, contextLength: ctx });
-    const trainTable = cachedFeatures(model, extra.alignCheckpoint, data.cache.dir, data.cache.train, data.trainImages, data.numTrainImages, status);
-    const evalTable = cachedFeatures(model, extra.alignCheckpoint, data.cache.dir, data.cache.eval, data.evalImages, data.numEvalImages, status);
+    // A frozen encoder's features are fixed: computed once (and cached on disk). An adapted one's change every
+    // step: training encodes each batch's images, evaluation re-encodes the eval images.
+    const adapted = model.encoderAdapted;
+    const trainTable = adapted ? null : cachedFeatures(model, extra.alignCheckpoint, data.cache.dir, data.cache.train, data.trainImages, data.numTrainImages, status);
+    let evalTable = adapted ? null : cachedFeatures(model, extra.alignCheckpoint, data.cache.dir, data.cache.eval, data.evalImages, data.numEvalImages, status);
     if (!fs.existsSync(path.join(outDir, 'config.json'))) {
       const cfgPath = path.join(outDir, 'config.json');
       writeAtomic(cfgPath, JSON.stringify(cfg, null, 2) + '\n');
@@ -382,9 +407,7 @@ export async function trainInstruct(config: InstructConfig, opts: TrainInstructO
     const tokensTrain = model.trainTokenIds.length > 0;
     const params = tokensTrain ? [...main, E] : main;
     const t = cfg.train;
-    const opt = new ml.optim.AdamW(tokensTrain ? [{ params: main }, { params: [E], weightDecay: 0 }] : main,
-      { lr: t.lr, betas: t.betas, eps: t.eps, weightDecay: t.weightDecay });
-    const sched = new ml.optim.LRScheduler(opt, ml.optim.cosineWithWarmup({ warmupSteps: t.warmupSteps, totalSteps: t.steps, minLrRatio: t.minLrRatio }));
+    const { opt, sched } = makeOptimizer(tokensTrain ? [{ params: main }, { params: [E], weightDecay: 0 }] : main, t);
     let step = 0;
     if (resumeFile) {
       const st = readCheckpointState(resumeFile);
@@ -405,10 +428,11 @@ export async function trainInstruct(config: InstructConfig, opts: TrainInstructO
     let metrics: Record<string, number> = {};
     let predictions: string[] = [];
     const startStep = step;
-    let recent: Array<[number, number]> = [];
+    const paceOf = new StepPace();
     let stopped = false;
     const evalNow = (): Record<string, number> => {
-      const e = evaluateInstruct(model!, data, evalTable, cfg);
+      if (adapted) evalTable = model!.featureTable(data.evalImages, data.numEvalImages);
+      const e = evaluateInstruct(model!, data, evalTable!, cfg);
       predictions = e.predictions;
       run!.log(e.metrics, step);
       opts.onEval?.(step, e.metrics);
@@ -429,31 +453,25 @@ export async function trainInstruct(config: InstructConfig, opts: TrainInstructO
       opt.zeroGrad();
       let loss = 0;
       ml.tidy(() => {
-        const l = model!.loss(rows, gather(trainTable, imgs, N, Wv));
+        const feats = trainTable ? gather(trainTable, imgs, N, Wv) : model!.encode(gatherImages(data.trainImages, imgs, data.imageSize), imgs.length);
+        const l = model!.loss(rows, feats);
         l.backward();
         loss = l.item();
       });
       model.maskTokenGrad();
-      const gradNorm = ml.optim.clipGradNorm(params, t.gradClip > 0 ? t.gradClip : Infinity);
-      const lr = opt.paramGroups[0].lr;
-      opt.step();
-      sched.step();
+      const { gradNorm, lr } = optimizerStep(opt, sched, params, t.gradClip);
       step++;
       losses.push(loss);
-      const now = performance.now();
-      recent.push([now, step]);
-      if (recent.length > 20) recent = recent.slice(-20);
-      const [tA, sA] = recent[0];
-      const pace = recent.length > 1 ? (now - tA) / (step - sA) : now - tStep;
-      const samplesPerS = (B * 1000) / (now - tStep);
+      const { msPerStep: pace, stepMs } = paceOf.tick(step, tStep);
+      const samplesPerS = (B * 1000) / stepMs;
       if (step % t.logEvery === 0 || step === t.steps) run.log({ loss, lr, grad_norm: gradNorm, samples_per_s: samplesPerS }, step);
       opts.onStep?.({ step, steps: t.steps, loss, lr, samplesPerS, etaS: ((t.steps - step) * pace) / 1000 });
-      if (t.evalEvery > 0 && step % t.evalEvery === 0 && step < t.steps) {
+      if (due(t.evalEvery, step, t.steps)) {
         metrics = evalNow();
         model.projector.train();
         gpt.train();
       }
-      if (t.checkpointEvery > 0 && step % t.checkpointEvery === 0 && step < t.steps) save();
+      if (due(t.checkpointEvery, step, t.steps)) save();
       await new Promise<void>((r) => setImmediate(r));
     }
     save();
@@ -600,7 +618,15 @@ function loadMerged(file: string, md: Record<string, string>): LoadedInstruct {
   const net = new CaptionNet(scorer.config.model.visionWidth, info.extra.projectorHidden, new GPT(info.extra.gpt));
   const loaded = ml.load(file);
   try {
-    net.loadStateDict(loaded.tensors);
+    const enc: Record<string, ml.Tensor> = {};
+    const rest: Record<string, ml.Tensor> = {};
+    for (const [k, v] of Object.entries(loaded.tensors)) {
+      if (k.startsWith('encoder.blocks.')) enc[k.slice('encoder.blocks.'.length)] = v;
+      else rest[k] = v;
+    }
+    net.loadStateDict(rest);
+    // Encoder adapters were merged into the image blocks: those weights replace the align checkpoint's.
+    if (Object.keys(enc).length > 0) scorer.model.net.imageBlocks().loadStateDict(enc);
   } finally {
     for (const t of Object.values(loaded.tensors)) t.dispose();
   }
@@ -612,9 +638,9 @@ function loadMerged(file: string, md: Record<string, string>): LoadedInstruct {
 }
 
 /**
- * Folds the adapters into the GPT (mergeLora) and writes the merged GPT and the projector as one safetensors
- * file (`gpt.*`, `projector.*`; written to a temporary file and renamed), with what loadInstruct needs in its
- * metadata. The base names stay (a merged model has the caption GPT's parameter names).
+ * Folds the adapters into the GPT (and into the encoder's image blocks, when adapted) and writes the merged GPT,
+ * the projector and those blocks as one safetensors file (`gpt.*`, `projector.*`, `encoder.blocks.*`; written to
+ * a temporary file and renamed), with what loadInstruct needs in its metadata. The base names stay (a merged model has the caption GPT's parameter names).
  */
 export function exportMerged(checkpoint: string, outFile: string): { file: string; merged: string[] } {
   const st = readCheckpointState(checkpoint);
@@ -625,6 +651,11 @@ export function exportMerged(checkpoint: string, outFile: string): { file: strin
     const tensors: Record<string, ml.Tensor> = {};
     for (const [k, v] of Object.entries(loaded.model.gpt.stateDict())) tensors[`gpt.${k}`] = v;
     for (const [k, v] of Object.entries(loaded.model.projector.stateDict())) tensors[`projector.${k}`] = v;
+    if (loaded.model.encoderAdapted) {
+      const blocks = loaded.model.encoder.imageBlocks();
+      merged.push(...ml.nn.mergeLora(blocks).map((n) => `encoder.blocks.${n}`));
+      for (const [k, v] of Object.entries(blocks.stateDict())) tensors[`encoder.blocks.${k}`] = v;
+    }
     fs.mkdirSync(path.dirname(path.resolve(outFile)), { recursive: true });
     ml.save(outFile, tensors, {
       'modalab.format': MERGED_FORMAT,

@@ -15,7 +15,7 @@ import { Tracker, Run } from '../../tracking';
 import { GPT } from '../../models/gpt';
 import { generate } from '../../models/generate';
 import { loadCheckpoint, readCheckpointState, saveCheckpoint } from '../checkpoint';
-import { StageRunOptions, resolveResume, writeAtomic } from '../run';
+import { StageRunOptions, StepPace, due, makeOptimizer, optimizerStep, resolveResume, writeAtomic } from '../run';
 import { LmConfig, validateLmConfig } from './config';
 import { LmData, batchRows, gatherRows, prepareLmData } from './data';
 
@@ -127,10 +127,7 @@ export async function trainLm(config: LmConfig, opts: TrainLmOptions = {}): Prom
     model = buildLmModel(cfg, data.tokenizer.vocabSize);
     const params = model.parameters();
     const t = cfg.train;
-    const opt = new ml.optim.AdamW(params, { lr: t.lr, betas: t.betas, eps: t.eps, weightDecay: t.weightDecay });
-    const sched = new ml.optim.LRScheduler(opt, ml.optim.cosineWithWarmup({
-      warmupSteps: t.warmupSteps, totalSteps: t.steps, minLrRatio: t.minLrRatio,
-    }));
+    const { opt, sched } = makeOptimizer(params, t);
     let step = 0;
     if (resumeFile) {
       const st = loadCheckpoint(resumeFile, model, opt);
@@ -148,7 +145,7 @@ export async function trainLm(config: LmConfig, opts: TrainLmOptions = {}): Prom
     const losses: number[] = [];
     let metrics: Record<string, number> = {};
     const startStep = step;
-    let recent: Array<[number, number]> = []; // [time ms, step] for the pace
+    const paceOf = new StepPace();
     let stopped = false;
     const evalNow = (): Record<string, number> => {
       const e = evaluateLm(model!, data, cfg.data.evalSequences, t.batchSize);
@@ -175,24 +172,17 @@ export async function trainLm(config: LmConfig, opts: TrainLmOptions = {}): Prom
         l.backward();
         loss = l.item();
       });
-      const gradNorm = ml.optim.clipGradNorm(params, t.gradClip > 0 ? t.gradClip : Infinity);
-      const lr = opt.paramGroups[0].lr;
-      opt.step();
-      sched.step();
+      const { gradNorm, lr } = optimizerStep(opt, sched, params, t.gradClip);
       step++;
       losses.push(loss);
-      const now = performance.now();
-      recent.push([now, step]);
-      if (recent.length > 20) recent = recent.slice(-20);
-      const [tA, sA] = recent[0];
-      const pace = recent.length > 1 ? (now - tA) / (step - sA) : now - tStep; // ms per step
-      const tokensPerS = (t.batchSize * T * 1000) / (now - tStep);
+      const { msPerStep: pace, stepMs } = paceOf.tick(step, tStep);
+      const tokensPerS = (t.batchSize * T * 1000) / stepMs;
       if (step % t.logEvery === 0 || step === t.steps) {
         run.log({ loss, lr, grad_norm: gradNorm, tokens_per_s: tokensPerS, peak_mb: ml.memory().peakBytes / 2 ** 20 }, step);
       }
       opts.onStep?.({ step, steps: t.steps, loss, lr, tokensPerS, etaS: ((t.steps - step) * pace) / 1000 });
-      if (t.evalEvery > 0 && step % t.evalEvery === 0 && step < t.steps) metrics = evalNow();
-      if (t.checkpointEvery > 0 && step % t.checkpointEvery === 0 && step < t.steps) save();
+      if (due(t.evalEvery, step, t.steps)) metrics = evalNow();
+      if (due(t.checkpointEvery, step, t.steps)) save();
       // Let an abort signal (or a notebook interrupt) land between steps.
       await new Promise<void>((r) => setImmediate(r));
     }
