@@ -43,18 +43,6 @@ class CaptionNet(nn.Module):
         self.gpt = gpt
 
 
-def load_exact(module, tensors, prefix, what):
-    want = module.state_dict()
-    got = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    if set(want) != set(got):
-        raise SystemExit(f"caption.py: {what}: parameter names differ from modalab's: "
-                         f"missing {sorted(set(want) - set(got))[:5]}, extra {sorted(set(got) - set(want))[:5]}")
-    for k, v in want.items():
-        if tuple(v.shape) != tuple(got[k].shape):
-            raise SystemExit(f"caption.py: {what}: {k} has shape {tuple(got[k].shape)} in the init file, {tuple(v.shape)} here")
-    module.load_state_dict(got)
-
-
 def shifted_targets(tokens, lengths):
     """Position t < length - 1 predicts tokens[t + 1]; the rest are -100 (ignored), as GPT.loss with lengths."""
     B, T = tokens.shape
@@ -71,9 +59,9 @@ def main():
     encoder = Encoder(c)
     net = CaptionNet(c["visionWidth"], cfg["projectorHidden"], GPT(**cfg["gpt"]))
     tensors, _ = st.load(cfg["init"])
-    load_exact(encoder.visual, tensors, "visual.", "image encoder")
-    load_exact(net.projector, tensors, "projector.", "projector")
-    load_exact(net.gpt, tensors, "gpt.", "GPT")
+    st.load_exact(encoder.visual, tensors, "caption.py: image encoder", "visual.")
+    st.load_exact(net.projector, tensors, "caption.py: projector", "projector.")
+    st.load_exact(net.gpt, tensors, "caption.py: GPT", "gpt.")
     encoder.requires_grad_(False)
     encoder.eval()
     net.train()

@@ -58,3 +58,18 @@ def save(path, tensors, metadata=None):
         for b in blobs:
             f.write(b)
     os.replace(tmp, path)
+
+
+def load_exact(module, tensors, what, prefix=""):
+    """Loads the tensors named `prefix` + a parameter name into `module`; exits naming the difference when the
+    names or shapes are not exactly the module's own (modalab and torch must hold the same parameters)."""
+    want = module.state_dict()
+    got = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if set(want) != set(got):
+        raise SystemExit(f"{what}: parameter names differ from modalab's: missing {sorted(set(want) - set(got))[:5]}, "
+                         f"not in the torch model {sorted(set(got) - set(want))[:5]}")
+    for k, v in want.items():
+        if tuple(v.shape) != tuple(got[k].shape):
+            raise SystemExit(f"{what}: {k} has shape {tuple(got[k].shape)} in the file, {tuple(v.shape)} in torch")
+    module.load_state_dict(got)
+    return len(got)

@@ -77,17 +77,7 @@ def cosine_with_warmup(W, T, r):
 
 def load_init(model, path):
     weights, _ = st.load(path)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    if missing or unexpected:
-        raise SystemExit(f"train_align.py: {path}: names differ from clip_model's state_dict: missing {missing}, "
-                         f"not in the torch model {unexpected}")
-    for k, v in weights.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise SystemExit(f"train_align.py: {path}: {k}: shape {tuple(v.shape)} in the file, {tuple(own[k].shape)} in torch")
-    model.load_state_dict(weights)
-    return len(weights)
+    return st.load_exact(model, weights, f"train_align.py: {path}")
 
 
 @torch.no_grad()

@@ -170,6 +170,7 @@ export function resolveStageConfig<T extends object>(where: string, defaults: T,
 /** The optimizer, schedule and bookkeeping keys every stage's `train` section has. */
 export interface TrainSection {
   steps: number;
+  /** Examples per step (lm: sequences). */
   batchSize: number;
   lr: number;
   minLrRatio: number;
@@ -177,8 +178,11 @@ export interface TrainSection {
   weightDecay: number;
   betas: [number, number];
   eps: number;
+  /** Max global gradient norm (0: no clipping). */
   gradClip: number;
+  /** Evaluate every N steps (0: only at the end): retrieval, perplexity, BLEU-4 / ROUGE-L or VQA by stage. */
   evalEvery: number;
+  /** Write a resumable checkpoint every N steps (0: only at the end). */
   checkpointEvery: number;
   logEvery: number;
 }

@@ -5,7 +5,7 @@
  * const cfg = resolveAlignConfig('quick', { train: { lr: 3e-4 } });      // or parseOverrides(['train.lr=3e-4'])
  * ```
  */
-import { JsonObject, checkInt, checkOneOf, checkRange, checkTrainSection, resolveStageConfig } from '../config';
+import { JsonObject, TrainSection, checkInt, checkOneOf, checkRange, checkTrainSection, resolveStageConfig } from '../config';
 
 export const ARCHS = ['dual', 'shared', 'fusion'] as const;
 export type Arch = (typeof ARCHS)[number];
@@ -82,27 +82,12 @@ export interface AlignConfig {
     maskRatio: number;
     maskedWeight: number;
   };
-  train: {
-    steps: number;
-    batchSize: number;
+  train: TrainSection & {
     /** Micro-batches accumulated per optimizer step (batchSize is split into this many). */
     accumulate: number;
-    lr: number;
-    minLrRatio: number;
-    warmupSteps: number;
-    weightDecay: number;
-    betas: [number, number];
-    eps: number;
-    /** Max global gradient norm (0: no clipping). */
-    gradClip: number;
     amp: 'none' | 'bf16';
     /** Recompute each transformer block in backward instead of storing its activations. */
     checkpointing: boolean;
-    /** Evaluate retrieval every N steps (0: only at the end). */
-    evalEvery: number;
-    /** Write a resumable checkpoint every N steps (0: only at the end). */
-    checkpointEvery: number;
-    logEvery: number;
   };
 }
 

@@ -5,7 +5,7 @@
  * const cfg = resolveCaptionConfig('quick', { align: { checkpoint: 'runs/align-3/last.safetensors' } });
  * ```
  */
-import { JsonObject, checkInt, checkOneOf, checkRange, checkTrainSection, resolveStageConfig } from '../config';
+import { JsonObject, TrainSection, checkInt, checkOneOf, checkRange, checkTrainSection, resolveStageConfig } from '../config';
 
 export interface CaptionConfig {
   /** The experiment (a group of runs) this run is filed under. */
@@ -44,27 +44,12 @@ export interface CaptionConfig {
      */
     prefix: 'tokens' | 'pooled' | 'cls';
   };
-  train: {
-    steps: number;
-    batchSize: number;
-    lr: number;
-    minLrRatio: number;
-    warmupSteps: number;
-    weightDecay: number;
-    betas: [number, number];
-    eps: number;
-    /** Max global gradient norm (0: no clipping). */
-    gradClip: number;
+  train: TrainSection & {
     /**
      * Weight of KL(p_lm || p_model) on text-only batches (the caption tokens without the image), against the
      * frozen lm checkpoint's distribution; 0 = off. Needs an lm checkpoint.
      */
     klWeight: number;
-    /** Evaluate (generate + BLEU-4 / ROUGE-L) every N steps (0: only at the end). */
-    evalEvery: number;
-    /** Write a resumable checkpoint every N steps (0: only at the end). */
-    checkpointEvery: number;
-    logEvery: number;
   };
   generate: {
     greedy: boolean;

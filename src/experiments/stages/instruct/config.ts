@@ -5,7 +5,7 @@
  * const cfg = resolveInstructConfig('quick', { caption: { checkpoint: 'runs/caption-3/last.safetensors' } });
  * ```
  */
-import { JsonObject, checkInt, checkOneOf, checkRange, checkTrainSection, resolveStageConfig } from '../config';
+import { JsonObject, TrainSection, checkInt, checkOneOf, checkRange, checkTrainSection, resolveStageConfig } from '../config';
 import { QA_TYPES } from '../../data/shapes';
 
 export type InstructTaskName = 'caption' | 'vqa' | 'difference' | 'match';
@@ -88,23 +88,7 @@ export interface InstructConfig {
      */
     trainTokens: string[];
   };
-  train: {
-    steps: number;
-    batchSize: number;
-    lr: number;
-    minLrRatio: number;
-    warmupSteps: number;
-    weightDecay: number;
-    betas: [number, number];
-    eps: number;
-    /** Max global gradient norm (0: no clipping). */
-    gradClip: number;
-    /** Evaluate (generate + VQA accuracy) every N steps (0: only at the end). */
-    evalEvery: number;
-    /** Write a resumable checkpoint every N steps (0: only at the end). */
-    checkpointEvery: number;
-    logEvery: number;
-  };
+  train: TrainSection;
   generate: {
     maxNewTokens: number;
   };

@@ -5,7 +5,7 @@
  * const cfg = resolveLmConfig('quick', { train: { lr: 1e-3 } });      // or parseOverrides(['train.lr=1e-3'], ...)
  * ```
  */
-import { JsonObject, checkInt, checkOneOf, checkRange, checkTrainSection, resolveStageConfig } from '../config';
+import { JsonObject, TrainSection, checkInt, checkOneOf, checkRange, checkTrainSection, resolveStageConfig } from '../config';
 
 export interface LmConfig {
   /** The experiment (a group of runs) this run is filed under. */
@@ -49,26 +49,10 @@ export interface LmConfig {
     mlpRatio: number;
     dropout: number;
   };
-  train: {
-    steps: number;
-    /** Sequences per step. */
-    batchSize: number;
-    lr: number;
-    minLrRatio: number;
-    warmupSteps: number;
-    weightDecay: number;
-    betas: [number, number];
-    eps: number;
-    /** Max global gradient norm (0: no clipping). */
-    gradClip: number;
+  train: TrainSection & {
     amp: 'none' | 'bf16';
     /** Recompute each block in backward instead of storing its activations. */
     checkpointing: boolean;
-    /** Validation loss and perplexity every N steps (0: only at the end). */
-    evalEvery: number;
-    /** Write a resumable checkpoint every N steps (0: only at the end). */
-    checkpointEvery: number;
-    logEvery: number;
     /** Texts generated from <bos> at the end of a finished run (written to samples.txt; 0: none). */
     samples: number;
   };
