@@ -9,7 +9,10 @@
  *   node /tmp/ref-build/bench/align_results.js --preset quick [--threads 2] [--set train.steps=20] [--out DIR]
  *
  * Options: --threads N (both sides; alias --torch-threads; default 2), --set key=value (config overrides, as the
- * CLI's), --out DIR (default runs/bench-align/<preset>), --skip modalab|torch (reuse that side's saved result).
+ * CLI's), --out DIR (default runs/bench-align/<preset>), --skip modalab|torch (reuse that side's saved result),
+ * --only modalab|torch (run that side alone, save its result and stop: a long comparison in two sittings),
+ * --resume (the PyTorch side continues from DIR/torch_ckpt.pt, written every --torch-checkpoint-every N steps,
+ * default 100, and at the end of a sitting; the losses continue exactly as an uninterrupted run's).
  * Writes DIR/init.safetensors, DIR/modalab.json, DIR/torch_train.json, DIR/torch_embeddings.safetensors,
  * DIR/result.json, and prints the tables as Markdown.
  */
@@ -35,13 +38,16 @@ function findRoot(): string {
 const ROOT = findRoot();
 const PY = process.env.MODALAB_PYTHON ?? '/usr/bin/python3';
 
-interface Args { preset: string; threads: number; sets: string[]; out: string; skip: Set<string>; stopAfter: number }
+interface Args { preset: string; threads: number; sets: string[]; out: string; skip: Set<string>; only: string; stopAfter: number; resume: boolean; torchCheckpointEvery: number }
 
 function parseArgs(argv: string[]): Args {
   let preset = '';
   let threads = 2;
   let out = '';
   let stopAfter = 0;
+  let only = '';
+  let resume = false;
+  let torchCheckpointEvery = 100;
   const sets: string[] = [];
   const skip = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
@@ -65,10 +71,18 @@ function parseArgs(argv: string[]): Args {
       const s = val();
       if (s !== 'modalab' && s !== 'torch') throw new Error(`align_results: --skip takes modalab or torch, got ${JSON.stringify(s)}`);
       skip.add(s);
-    } else throw new Error(`align_results: unknown argument ${JSON.stringify(a)} (--preset quick|small, --threads N, --set k=v, --out DIR, --skip modalab|torch, --stop-after N)`);
+    } else if (a === '--resume') resume = true;
+    else if (a === '--torch-checkpoint-every') {
+      torchCheckpointEvery = Number(val());
+      if (!Number.isInteger(torchCheckpointEvery) || torchCheckpointEvery < 0) throw new Error(`align_results: ${a} must be a non-negative integer (0: no checkpoints)`);
+    } else if (a === '--only') {
+      only = val();
+      if (only !== 'modalab' && only !== 'torch') throw new Error(`align_results: --only takes modalab or torch, got ${JSON.stringify(only)}`);
+    } else throw new Error(`align_results: unknown argument ${JSON.stringify(a)} (--preset quick|small, --threads N, --set k=v, --out DIR, --skip modalab|torch, --only modalab|torch, --resume, --torch-checkpoint-every N, --stop-after N)`);
   }
   if (!preset) throw new Error('align_results: --preset quick|small is required');
-  return { preset, threads, sets, out: path.resolve(out || path.join(ROOT, 'runs', 'bench-align', preset)), skip, stopAfter };
+  if (only && skip.has(only)) throw new Error(`align_results: --only ${only} and --skip ${only} contradict each other`);
+  return { preset, threads, sets, out: path.resolve(out || path.join(ROOT, 'runs', 'bench-align', preset)), skip, only, stopAfter, resume, torchCheckpointEvery };
 }
 
 function writeJson(file: string, v: unknown): void {
@@ -136,12 +150,27 @@ function header(kind: number, a: number, b: number, c: number): Buffer {
   return bytesOf(Int32Array.from([kind, a, b, c]));
 }
 
-async function runTorch(cfg: AlignConfig, data: AlignData, modelConfig: unknown, out: string, threads: number, stopAfter: number): Promise<SideResult> {
+/** The step DIR/torch_ckpt.json names, and the wall time before it (written by train_align.py after its checkpoint), or an error saying what is missing. */
+function torchCheckpoint(out: string): { step: number; wallS: number } {
+  const f = path.join(out, 'torch_ckpt.json');
+  if (!fs.existsSync(f)) throw new Error(`align_results: --resume, but ${f} does not exist (no PyTorch checkpoint in ${out}; run without --resume)`);
+  const step = JSON.parse(fs.readFileSync(f, 'utf8')).step;
+  if (!Number.isInteger(step) || step < 1) throw new Error(`align_results: ${f} names no step (${JSON.stringify(step)})`);
+  return { step, wallS: Number(JSON.parse(fs.readFileSync(f, 'utf8')).wallS) || 0 };
+}
+
+async function runTorch(cfg: AlignConfig, data: AlignData, modelConfig: unknown, out: string, threads: number, stopAfter: number,
+  resume: boolean, checkpointEvery: number): Promise<SideResult> {
   const loadBefore = loadAvg();
   const t0 = performance.now();
   const t = cfg.train;
   const runSteps = stopAfter > 0 ? Math.min(stopAfter, t.steps) : t.steps;
+  const ckpt = resume ? torchCheckpoint(out) : { step: 0, wallS: 0 };
+  const startStep = ckpt.step;
+  if (startStep > runSteps) throw new Error(`align_results: the PyTorch checkpoint is at step ${startStep}, past the ${runSteps} steps this run stops at`);
+  if (resume) process.stderr.write(`torch: resuming at step ${startStep} of ${runSteps}\n`);
   const pyCfg = {
+    startStep, checkpointEvery,
     model: modelConfig, init: path.join(out, 'init.safetensors'), out, threads, steps: t.steps, runSteps, lr: t.lr, betas: t.betas,
     eps: t.eps, weightDecay: t.weightDecay, warmupSteps: t.warmupSteps, minLrRatio: t.minLrRatio, gradClip: t.gradClip,
   };
@@ -164,9 +193,9 @@ async function runTorch(cfg: AlignConfig, data: AlignData, modelConfig: unknown,
   };
   const S = cfg.data.imageSize;
   const T = cfg.tokenizer.contextLength;
-  const stream = makeBatchStream(cfg, data, 0);
+  const stream = makeBatchStream(cfg, data, startStep);
   try {
-    for (let i = 0; i < runSteps; i++) {
+    for (let i = startStep; i < runSteps; i++) {
       const b = await stream.next();
       const B = b.indices.length;
       await write(header(1, B, S, T));
@@ -190,7 +219,8 @@ async function runTorch(cfg: AlignConfig, data: AlignData, modelConfig: unknown,
   child.stdin.end();
   const code = await exited;
   if (code !== 0) throw new Error(`align_results: train_align.py failed with exit code ${code}`);
-  const wallS = (performance.now() - t0) / 1000;
+  // A resumed run's wall time: this sitting's, plus the python process time of the sittings before it.
+  const wallS = (performance.now() - t0) / 1000 + ckpt.wallS;
   const rep = JSON.parse(fs.readFileSync(path.join(out, 'torch_train.json'), 'utf8'));
   const emb = ml.load(path.join(out, 'torch_embeddings.safetensors')).tensors;
   const metrics: Record<string, number> = {};
@@ -203,7 +233,7 @@ async function runTorch(cfg: AlignConfig, data: AlignData, modelConfig: unknown,
   for (const x of Object.values(emb)) x.dispose();
   return {
     losses: rep.losses, stepS: rep.stepS, extraSteps: [], trainS: rep.trainS, wallS, metrics, loadBefore, loadAfter: loadAvg(),
-    info: { cpuS: rep.cpuS, trainCpuS: rep.trainCpuS, torch: rep.torch, threads: rep.threads, processWallS: rep.wallS, evalS: rep.evalS, dataWaitS: rep.waitS.reduce((a: number, b: number) => a + b, 0), gradNorms: rep.gradNorms.slice(0, 20), lrs: rep.lrs.slice(0, 5) },
+    info: { cpuS: rep.cpuS, trainCpuS: rep.trainCpuS, sittings: rep.sittings, startStep: rep.startStep, torch: rep.torch, threads: rep.threads, processWallS: rep.wallS, evalS: rep.evalS, dataWaitS: rep.waitS.reduce((a: number, b: number) => a + b, 0), gradNorms: rep.gradNorms.slice(0, 20), lrs: rep.lrs.slice(0, 5) },
   };
 }
 
@@ -292,16 +322,20 @@ async function main(): Promise<void> {
 
   const mFile = path.join(args.out, 'modalab.json');
   let modalab: SideResult;
-  if (args.skip.has('modalab')) modalab = JSON.parse(fs.readFileSync(mFile, 'utf8'));
+  if (args.skip.has('modalab') || args.only === 'torch') modalab = JSON.parse(fs.readFileSync(mFile, 'utf8'));
   else {
     modalab = await runModalab(cfg, args.out, args.threads, args.stopAfter);
     writeJson(mFile, modalab);
+    if (args.only === 'modalab') {
+      console.log(`wrote ${mFile}; run again with --skip modalab (or --only torch) for the PyTorch side`);
+      return;
+    }
   }
   const tFile = path.join(args.out, 'torch.json');
   let torch: SideResult;
   if (args.skip.has('torch')) torch = JSON.parse(fs.readFileSync(tFile, 'utf8'));
   else {
-    torch = await runTorch(cfg, data, modelConfig, args.out, args.threads, args.stopAfter);
+    torch = await runTorch(cfg, data, modelConfig, args.out, args.threads, args.stopAfter, args.resume, args.torchCheckpointEvery);
     writeJson(tFile, torch);
   }
   const n = Math.min(modalab.losses.length, torch.losses.length);

@@ -5,7 +5,12 @@ Run by the driver (not by hand) as
     /usr/bin/python3 bench/torch/train_align.py '<json config>'  < batches
 
 The config: {"model": AlignModelConfig, "init": modalab's initial weights (safetensors), "out": a directory,
-"threads": N, "steps", "runSteps" (optional: stop after this many), "lr", "betas", "eps", "weightDecay", "warmupSteps", "minLrRatio", "gradClip"}.
+"threads": N, "steps", "runSteps" (optional: stop after this many), "lr", "betas", "eps", "weightDecay", "warmupSteps", "minLrRatio", "gradClip",
+"checkpointEvery" (optional: every this many steps, and at the last step of the sitting, write <out>/torch_ckpt.pt,
+then <out>/torch_ckpt.json {"step": k, "wallS": the process wall time so far}, each through a temporary file and a rename), "startStep" (optional: resume
+from <out>/torch_ckpt.pt, which must hold that step; the driver then sends batches from that step on)}.
+A resumed run continues exactly: model, AdamW moments, schedule, RNG, and the per-step records so far all come
+from the checkpoint, and its timings add to the earlier sittings'.
 
 stdin carries messages, each a header of four little-endian int32 [kind, a, b, c] and a raw little-endian payload:
   kind 1, a training batch: [1, B, S, T], then images f32 [B, 3, S, S], tokens i32 [B, T], lengths i32 [B];
@@ -75,6 +80,28 @@ def cosine_with_warmup(W, T, r):
     return f
 
 
+def save_checkpoint(out, state):
+    """<out>/torch_ckpt.pt, then <out>/torch_ckpt.json naming its step; both written whole or not at all."""
+    os.makedirs(out, exist_ok=True)
+    pt = os.path.join(out, "torch_ckpt.pt")
+    torch.save(state, pt + ".tmp")
+    os.replace(pt + ".tmp", pt)
+    js = os.path.join(out, "torch_ckpt.json")
+    with open(js + ".tmp", "w") as f:
+        json.dump({"step": state["step"], "wallS": state["records"]["wallS"]}, f)
+    os.replace(js + ".tmp", js)
+
+
+def load_checkpoint(out, step):
+    pt = os.path.join(out, "torch_ckpt.pt")
+    if not os.path.exists(pt):
+        raise SystemExit(f"train_align.py: startStep {step} but there is no checkpoint {pt} to resume from")
+    state = torch.load(pt)
+    if state["step"] != step:
+        raise SystemExit(f"train_align.py: {pt} holds step {state['step']}, not the startStep {step} the driver asked for")
+    return state
+
+
 def load_init(model, path):
     weights, _ = st.load(path)
     return st.load_exact(model, weights, f"train_align.py: {path}")
@@ -108,11 +135,34 @@ def main():
         opt, cosine_with_warmup(int(cfg["warmupSteps"]), int(cfg["steps"]), float(cfg["minLrRatio"])))
     clip = float(cfg["gradClip"]) if cfg["gradClip"] > 0 else float("inf")
     rd = Reader(sys.stdin.buffer)
-    losses, norms, lrs, step_s, wait_s = [], [], [], [], []
+    rec = {"losses": [], "gradNorms": [], "lrs": [], "stepS": [], "waitS": [], "trainS": 0.0, "trainCpuS": 0.0,
+           "cpuS": 0.0, "wallS": 0.0, "sittings": 0}
+    start = int(cfg.get("startStep", 0))
+    if start > 0:
+        state = load_checkpoint(cfg["out"], start)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        torch.set_rng_state(state["rng"])
+        rec = state["records"]
+        print(f"torch: resumed at step {start} from {os.path.join(cfg['out'], 'torch_ckpt.pt')}", file=sys.stderr, flush=True)
+    losses, norms, lrs, step_s, wait_s = rec["losses"], rec["gradNorms"], rec["lrs"], rec["stepS"], rec["waitS"]
     steps = int(cfg.get("runSteps", cfg["steps"]))  # runSteps < steps: stop early, on the full run's schedule
+    every = int(cfg.get("checkpointEvery", 0))
     t_train = time.perf_counter()
     c_train = time.process_time()
-    for i in range(steps):
+
+    def checkpoint(step):
+        state = {"step": step, "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                 "rng": torch.get_rng_state(), "records": {
+                     **rec, "trainS": rec["trainS"] + time.perf_counter() - t_train,
+                     "trainCpuS": rec["trainCpuS"] + time.process_time() - c_train,
+                     "cpuS": rec["cpuS"] + time.process_time(), "wallS": rec["wallS"] + time.perf_counter() - t_start,
+                     "sittings": rec["sittings"] + 1}}
+        save_checkpoint(cfg["out"], state)
+        print(f"torch: checkpoint at step {step}", file=sys.stderr, flush=True)
+
+    for i in range(start, steps):
         t0 = time.perf_counter()
         w0 = rd.wait
         kind, B, s, t = rd.header()
@@ -133,8 +183,10 @@ def main():
         wait_s.append(rd.wait - w0)
         if (i + 1) % 50 == 0 or i + 1 == steps:
             print(f"torch step {i + 1}/{steps} loss {losses[-1]:.4f} {step_s[-1] * 1e3:.0f} ms/step", file=sys.stderr, flush=True)
-    train_s = time.perf_counter() - t_train
-    train_cpu_s = time.process_time() - c_train
+        if every > 0 and ((i + 1) % every == 0 or i + 1 == steps):
+            checkpoint(i + 1)
+    train_s = rec["trainS"] + time.perf_counter() - t_train
+    train_cpu_s = rec["trainCpuS"] + time.process_time() - c_train
     model.eval()
     t_eval = time.perf_counter()
     emb = {}
@@ -155,7 +207,8 @@ def main():
     report = {
         "torch": torch.__version__, "threads": torch.get_num_threads(), "tensors": n_tensors,
         "losses": losses, "gradNorms": norms, "lrs": lrs, "stepS": step_s, "waitS": wait_s,
-        "trainS": train_s, "trainCpuS": train_cpu_s, "cpuS": time.process_time(), "evalS": eval_s, "wallS": time.perf_counter() - t_start,
+        "trainS": train_s, "trainCpuS": train_cpu_s, "cpuS": rec["cpuS"] + time.process_time(), "evalS": eval_s,
+        "wallS": rec["wallS"] + time.perf_counter() - t_start, "sittings": rec["sittings"] + 1, "startStep": start,
     }
     tmp = os.path.join(cfg["out"], "torch_train.json.tmp")
     with open(tmp, "w") as f:
