@@ -150,13 +150,16 @@ function header(kind: number, a: number, b: number, c: number): Buffer {
   return bytesOf(Int32Array.from([kind, a, b, c]));
 }
 
-/** The step DIR/torch_ckpt.json names, and the wall time before it (written by train_align.py after its checkpoint), or an error saying what is missing. */
+/**
+ * The step DIR/torch_ckpt.json names and the python wall time up to it (train_align.py writes the file after its
+ * checkpoint), or an error saying what is missing.
+ */
 function torchCheckpoint(out: string): { step: number; wallS: number } {
   const f = path.join(out, 'torch_ckpt.json');
   if (!fs.existsSync(f)) throw new Error(`align_results: --resume, but ${f} does not exist (no PyTorch checkpoint in ${out}; run without --resume)`);
-  const step = JSON.parse(fs.readFileSync(f, 'utf8')).step;
+  const { step, wallS } = JSON.parse(fs.readFileSync(f, 'utf8'));
   if (!Number.isInteger(step) || step < 1) throw new Error(`align_results: ${f} names no step (${JSON.stringify(step)})`);
-  return { step, wallS: Number(JSON.parse(fs.readFileSync(f, 'utf8')).wallS) || 0 };
+  return { step, wallS: Number(wallS) || 0 };
 }
 
 async function runTorch(cfg: AlignConfig, data: AlignData, modelConfig: unknown, out: string, threads: number, stopAfter: number,
@@ -341,7 +344,7 @@ async function main(): Promise<void> {
   const n = Math.min(modalab.losses.length, torch.losses.length);
   const rel = Array.from({ length: n }, (_, i) => relDiff(modalab.losses[i], torch.losses[i]));
   const res = {
-    date: new Date().toISOString(), command: `node bench/align_results.js --preset ${args.preset} --threads ${args.threads}${args.stopAfter ? ` --stop-after ${args.stopAfter}` : ''}${args.sets.map((s) => ` --set ${s}`).join('')}`,
+    date: new Date().toISOString(), command: `node bench/align_results.js --preset ${args.preset} --threads ${args.threads}${args.stopAfter ? ` --stop-after ${args.stopAfter}` : ''}${args.only ? ` --only ${args.only}` : ''}${args.resume ? ' --resume' : ''}${args.sets.map((s) => ` --set ${s}`).join('')}`,
     preset: args.preset, threads: args.threads, cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, dataPrepS: prepS,
     sizes: {
       train: data.train.numTexts, test: data.test ? [data.test.numImages, data.test.numTexts] : null,

@@ -5,10 +5,11 @@ Run by the driver (not by hand) as
     /usr/bin/python3 bench/torch/train_align.py '<json config>'  < batches
 
 The config: {"model": AlignModelConfig, "init": modalab's initial weights (safetensors), "out": a directory,
-"threads": N, "steps", "runSteps" (optional: stop after this many), "lr", "betas", "eps", "weightDecay", "warmupSteps", "minLrRatio", "gradClip",
-"checkpointEvery" (optional: every this many steps, and at the last step of the sitting, write <out>/torch_ckpt.pt,
-then <out>/torch_ckpt.json {"step": k, "wallS": the process wall time so far}, each through a temporary file and a rename), "startStep" (optional: resume
-from <out>/torch_ckpt.pt, which must hold that step; the driver then sends batches from that step on)}.
+"threads": N, "steps", "runSteps" (optional: stop after this many), "lr", "betas", "eps", "weightDecay",
+"warmupSteps", "minLrRatio", "gradClip", "checkpointEvery" (optional: every this many steps, and at the last step
+of the sitting, write <out>/torch_ckpt.pt, then <out>/torch_ckpt.json {"step": k, "wallS": the process wall time
+so far}, each through a temporary file and a rename), "startStep" (optional: resume from <out>/torch_ckpt.pt,
+which must hold that step; the driver then sends batches from that step on)}.
 A resumed run continues exactly: model, AdamW moments, schedule, RNG, and the per-step records so far all come
 from the checkpoint, and its timings add to the earlier sittings'.
 
