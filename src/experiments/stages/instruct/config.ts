@@ -68,6 +68,13 @@ export interface InstructConfig {
      * causal, so only then can the image positions attend to the question (what to look for).
      */
     questionFirst: boolean;
+    /**
+     * 'none': image tokens carry only what the frozen encoder put in them (and the GPT's frozen, text-trained
+     * position table). '2d': a trainable table of per-cell positions, initialised to a 2-D sine-cosine code, is
+     * added to the projected tokens (`ImagePositions`), so the relation questions ("is X left of Y?") can read
+     * where each token is.
+     */
+    imagePositions: 'none' | '2d';
   };
   lora: {
     rank: number;
@@ -103,7 +110,7 @@ export const INSTRUCT_DEFAULTS: InstructConfig = {
     source: 'shapes', trainRecords: 8000, tasks: ['caption', 'vqa', 'vqa', 'vqa', 'difference', 'match'],
     vqaTypes: { colour: 1, shape: 1, count: 1, position: 1, yesno: 1 }, answerCap: 1, evalScenes: 200, evalQuestionsPerScene: 5, evalRecords: 32, maxTextLen: 72, jsonl: '', samples: 16, cacheDir: '',
   },
-  model: { imagePool: 2, questionFirst: false },
+  model: { imagePool: 2, questionFirst: false, imagePositions: 'none' },
   lora: { rank: 8, alpha: 16, dropout: 0.05, targets: ['attn.qkv', 'attn.proj', 'mlp.layers.0', 'mlp.layers.1'], encoderTargets: [],
     trainTokens: ['<image>', '<|user|>', '<|assistant|>', '<|end|>'] },
   train: {
@@ -168,6 +175,7 @@ export function validateInstructConfig(c: InstructConfig): void {
   checkInt(w, 'data.maxTextLen', d.maxTextLen, 8, 4096);
   checkInt(w, 'data.samples', d.samples, 0, 256);
   checkInt(w, 'model.imagePool', c.model.imagePool, 1, 64);
+  checkOneOf(w, 'model.imagePositions', c.model.imagePositions, ['none', '2d'] as const);
   const l = c.lora;
   checkInt(w, 'lora.rank', l.rank, 1, 1024);
   checkRange(w, 'lora.alpha', l.alpha, 0, 1e6, true);

@@ -5,5 +5,5 @@ export { trainInstruct, buildInstructModel, captionExtra, evaluateInstruct, answ
 export type { TrainInstructOptions, InstructResult, InstructStepInfo, InstructSample, InstructExtra, LoadedInstruct } from './train';
 export { prepareInstructData, encodeExample, buildRows, taskCounts, alignTransform, userContent, instructBatchRows } from './data';
 export type { InstructData, InstructExample, RowSet } from './data';
-export { InstructModel, imageLength } from './model';
+export { InstructModel, ImagePositions, addImagePositions, imageLength } from './model';
 export type { AnswerOptions, SpliceRow } from './model';

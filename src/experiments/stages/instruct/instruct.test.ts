@@ -24,6 +24,7 @@ import { generateScenes, renderPng } from '../../data/shapes';
 import { InstructConfig, resolveInstructConfig } from './config';
 import { buildInstructModel, captionExtra, exportMerged, loadInstruct, trainInstruct } from './train';
 import { InstructExample, encodeExample, prepareInstructData, selectVqa, vqaPoolSize } from './data';
+import { ImagePositions } from './model';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-instruct-'));
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
@@ -422,4 +423,66 @@ test('encoder adapters (lora.encoderTargets): they train, move the features, res
     merged?.dispose();
   }
   await assert.rejects(trainInstruct(tiny({ lora: { encoderTargets: ['attn.nope'] } }), { db, outDir: path.join(dir, 'enc-bad') }), /key lora.encoderTargets: .*attn\.nope/);
+});
+
+test("model.imagePositions '2d': a 2-D sine-cosine table after the projector that trains, resumes exactly and merges", async () => {
+  // The table itself: CLS row zero, grid rows at the given RMS, every cell coded differently, added to each image.
+  const pe = new ImagePositions(3, 8, 0.5);
+  try {
+    const t = pe.table.toArray() as Float32Array;
+    assert.deepEqual([...pe.table.shape], [10, 8]);
+    assert.ok(t.subarray(0, 8).every((v) => v === 0), 'the CLS row starts at zero');
+    const rows = Array.from({ length: 9 }, (_, i) => [...t.subarray((i + 1) * 8, (i + 2) * 8)]);
+    for (const r of rows) assert.ok(Math.abs(Math.sqrt(r.reduce((s, v) => s + v * v, 0) / 8) - 0.5) < 1e-6);
+    assert.equal(new Set(rows.map((r) => r.map((v) => v.toFixed(5)).join(','))).size, 9, 'nine distinct cell codes');
+    // Cells of one column share the column half of the code; cells of one row the row half.
+    assert.deepEqual(rows[0].slice(0, 4), rows[3].slice(0, 4));
+    assert.deepEqual(rows[0].slice(4), rows[1].slice(4));
+    const x = ml.randn([2, 10, 8]);
+    const y = pe.forward(x);
+    const xs = x.toArray() as Float32Array, ys = y.toArray() as Float32Array;
+    for (let i = 0; i < xs.length; i++) assert.ok(Math.abs(ys[i] - (xs[i] + t[i % 80])) < 1e-6);
+    x.dispose();
+    y.dispose();
+  } finally {
+    pe.dispose();
+  }
+  assert.throws(() => new ImagePositions(2, 6, 1), /GPT width divisible by 4, got 6/);
+  assert.throws(() => resolveInstructConfig(null, { model: { imagePositions: 'learned' } }), /key model.imagePositions/);
+
+  // In the stage: the table is the projector's 4th layer, trains, is checkpointed, resumes and merges.
+  const p = await prepare();
+  const cfg = tiny({ model: { imagePositions: '2d' }, train: { steps: 4, evalEvery: 2, lr: 2e-2 }, data: { samples: 0 } });
+  const built = buildInstructModel(cfg, captionExtra(p.caption, p.captionRunId)).model;
+  const t0 = (built.projector.stateDict()['3.table'].toArray() as Float32Array).slice();
+  assert.ok(built.trainableParameters().some((q) => q.shape.length === 2 && q.shape[0] === built.N), 'the table is trainable');
+  built.dispose();
+  const full = await trainInstruct(cfg, { db, outDir: path.join(dir, 'pos-full') });
+  assert.equal(full.status, 'finished');
+  const saved = ml.load(full.checkpoint);
+  try {
+    const t1 = saved.tensors['model.projector.3.table'].toArray() as Float32Array;
+    assert.ok(t1.some((v, i) => Math.abs(v - t0[i]) > 1e-6), 'the table trained');
+  } finally {
+    for (const t of Object.values(saved.tensors)) t.dispose();
+  }
+  const part = await trainInstruct(cfg, { db, outDir: path.join(dir, 'pos-part'), stopAfter: 1 });
+  const rest = await trainInstruct(cfg, { db, resume: part.runId });
+  assert.deepEqual([...part.losses, ...rest.losses].map((x) => Math.fround(x)), full.losses.map((x) => Math.fround(x)));
+
+  const scene = generateScenes({ seed: 11, n: 1, stream: 'pos-test', size: 16 })[0];
+  const file = path.join(dir, 'pos-scene.png');
+  fs.writeFileSync(file, await renderPng(scene, 16));
+  const m = loadInstruct(full.checkpoint);
+  let merged: ReturnType<typeof loadInstruct> | null = null;
+  try {
+    merged = loadInstruct(exportMerged(full.checkpoint, path.join(dir, 'pos-merged.safetensors')).file);
+    const img = { kind: 'file' as const, path: file };
+    for (const q of ['is the circle left of the square?', 'what colour is the star?']) {
+      assert.equal(await merged.answer([img], q, { maxNewTokens: 6 }), await m.answer([img], q, { maxNewTokens: 6 }));
+    }
+  } finally {
+    m.dispose();
+    merged?.dispose();
+  }
 });

@@ -26,6 +26,51 @@ export function imageLength(imageSize: number, patchSize: number, pool: number):
   return 1 + (g / pool) ** 2;
 }
 
+/**
+ * 2-D positions for one image's projected tokens, added after the projector: a trainable table [N, W] whose CLS
+ * row starts at zero and whose grid rows start as the fixed 2-D sine-cosine code of their cell (half the width for
+ * the column, half for the row, as in MAE), scaled to `rms`. The GPT's own position table is frozen under LoRA and
+ * was learnt on text, so without this nothing trainable tells the GPT which cell an image token came from.
+ * Parameter: `table` (in the projector's state dict as `projector.3.table`).
+ */
+export class ImagePositions extends ml.nn.Module {
+  table: ml.Tensor<'f32'>;
+
+  constructor(readonly grid: number, readonly width: number, rms: number) {
+    super();
+    if (width % 4 !== 0) throw new Error(`instruct: model.imagePositions '2d' needs a GPT width divisible by 4, got ${width}`);
+    const N = 1 + grid * grid;
+    const t = new Float32Array(N * width);
+    const q = width / 4;
+    // sin/cos pairs have RMS 1/sqrt(2); scale so every entry of the grid rows has RMS `rms`.
+    const s = rms * Math.SQRT2;
+    for (let r = 0; r < grid; r++) {
+      for (let c = 0; c < grid; c++) {
+        const row = (1 + r * grid + c) * width;
+        for (let k = 0; k < q; k++) {
+          const f = 1 / 10000 ** (k / q);
+          t[row + k] = s * Math.sin(c * f);
+          t[row + q + k] = s * Math.cos(c * f);
+          t[row + 2 * q + k] = s * Math.sin(r * f);
+          t[row + 3 * q + k] = s * Math.cos(r * f);
+        }
+      }
+    }
+    this.table = this.registerParameter('table', ml.tensor(t, [N, width]));
+  }
+
+  /** [K, N, W] -> [K, N, W] + table. */
+  forward(x: ml.Tensor): ml.Tensor<'f32'> {
+    return ml.add(x, this.table);
+  }
+}
+
+/** Adds `ImagePositions` to a caption projector (Linear-GELU-Linear) for `grid` x `grid` pooled cells of GPT width `width`. */
+export function addImagePositions(projector: ml.nn.Sequential, grid: number, width: number, rms: number): void {
+  if (projector.length !== 3) throw new Error(`instruct: model.imagePositions expects the caption projector's 3 layers, found ${projector.length}`);
+  projector.push(new ImagePositions(grid, width, rms));
+}
+
 export interface AnswerOptions {
   maxNewTokens?: number;
   /** Default true. */

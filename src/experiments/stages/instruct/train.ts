@@ -32,7 +32,7 @@ import { CaptionNet } from '../caption/model';
 import { loadCheckpoint } from '../checkpoint';
 import { InstructConfig, validateInstructConfig } from './config';
 import { InstructData, InstructExample, alignTransform, cacheKey, encodeExample, instructBatchRows, prepareInstructData } from './data';
-import { AnswerOptions, InstructModel, SpliceRow } from './model';
+import { AnswerOptions, InstructModel, SpliceRow, addImagePositions } from './model';
 
 export interface InstructStepInfo {
   step: number;
@@ -90,6 +90,11 @@ const MERGED_FORMAT = 'modalab.instruct-merged.v1';
 
 // ------------------------------------------------------------------------------------------ building the model
 
+/** Side of the pooled patch grid an image becomes (imageSize / patchSize / pool). */
+function imageGrid(alignCfg: AlignConfig, pool: number): number {
+  return alignCfg.data.imageSize / alignCfg.model.patchSize / pool;
+}
+
 /** The caption checkpoint's parts (encoder, projector, GPT) with LoRA on the GPT, as an InstructModel. */
 export function buildInstructModel(cfg: InstructConfig, extra: InstructExtra, status: (m: string) => void = () => {}): { model: InstructModel; alignCfg: AlignConfig } {
   status(`image encoder from ${extra.alignCheckpoint}; projector and GPT from ${extra.captionCheckpoint}`);
@@ -102,6 +107,13 @@ export function buildInstructModel(cfg: InstructConfig, extra: InstructExtra, st
   }
   const net = new CaptionNet(alignCfg.model.visionWidth, extra.projectorHidden, new GPT(extra.gpt));
   loadCheckpoint(extra.captionCheckpoint, net, null);
+  if ((cfg.model.imagePositions ?? 'none') === '2d') {
+    // Scaled like the GPT's own position table, the signal it already reads positions from.
+    const pe = net.gpt.posEmbed.toArray() as Float32Array;
+    let ss = 0;
+    for (const v of pe) ss += v * v;
+    addImagePositions(net.projector, imageGrid(alignCfg, cfg.model.imagePool), net.gpt.config.width, Math.sqrt(ss / pe.length));
+  }
   ml.manualSeed(cfg.seed);
   const wrapped = ml.nn.applyLora(net.gpt, { rank: cfg.lora.rank, alpha: cfg.lora.alpha, dropout: cfg.lora.dropout, targets: cfg.lora.targets, freezeBase: true });
   if (wrapped.length === 0) throw new Error(`instruct: key lora.targets ${JSON.stringify(cfg.lora.targets)} wrapped no layer`);
@@ -616,6 +628,8 @@ function loadMerged(file: string, md: Record<string, string>): LoadedInstruct {
   const scorer = loadScorer(info.extra.alignCheckpoint);
   const tokenizer = Tokenizer.fromFile(info.extra.tokenizer);
   const net = new CaptionNet(scorer.config.model.visionWidth, info.extra.projectorHidden, new GPT(info.extra.gpt));
+  // The table's values come from the file; the scale given here is only its placeholder's.
+  if ((info.config.model.imagePositions ?? 'none') === '2d') addImagePositions(net.projector, imageGrid(scorer.config, info.config.model.imagePool), info.extra.gpt.width, 1);
   const loaded = ml.load(file);
   try {
     const enc: Record<string, ml.Tensor> = {};
