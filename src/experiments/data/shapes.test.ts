@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import sharp from 'sharp';
-import { COLOURS, SHAPES, QA_TYPES, generateScenes, majorityBaseline, renderPng, shapesDataset, type Scene, type SceneObject } from './shapes';
+import { COLOURS, SHAPES, QA_TYPES, generateScenes, majorityBaseline, renderPng, reverseRelation, shapesDataset, type Scene, type SceneObject } from './shapes';
 
 const SIZES = ['small', 'large'];
 const PLURALS: Record<string, string> = { circles: 'circle', squares: 'square', triangles: 'triangle', stars: 'star', crosses: 'cross' };
@@ -126,6 +126,32 @@ test('yes/no answers are balanced: exactly for yesno, within 45-55% for position
   const pos = tally('position');
   assert.ok(pos.all > 400, `${pos.all} position yes/no questions`);
   assert.ok(Math.abs(pos.yes / pos.all - 0.5) < 0.05, `position yes share ${pos.yes}/${pos.all}`);
+});
+
+test('reverseRelation: the same caption with its relation reversed, which is false; null without a relation', () => {
+  assert.equal(reverseRelation('a large red circle left of a small blue square'), 'a large red circle right of a small blue square');
+  assert.equal(reverseRelation('a red star, a blue cross and a green circle, with the star below the cross'), 'a red star, a blue cross and a green circle, with the star above the cross');
+  assert.equal(reverseRelation('a large red circle'), null);
+  assert.equal(reverseRelation('grinning face'), null);
+  let checked = 0;
+  for (const s of many) {
+    for (const c of s.captions) {
+      const r = reverseRelation(c);
+      if (s.objects.length === 1) { assert.equal(r, null, c); continue; }
+      assert.ok(r !== null && r !== c, c);
+      const rel = (x: string) => x.match(/\b(left of|right of|above|below)\b/)![1];
+      assert.equal(r.replace(rel(r), rel(c)), c, 'only the relation changes');
+      const obj = '(?:small|large) \\w+ \\w+';
+      const m = s.objects.length === 2
+        ? r.match(new RegExp(`^a (${obj}) (left of|right of|above|below) a (${obj})$`))
+        : r.match(new RegExp(`, with (the .+?) (left of|right of|above|below) (the .+)$`));
+      assert.ok(m, r);
+      const find = (d: string) => (s.objects.length === 2 ? s.objects.find((o) => `${o.size} ${o.colour} ${o.shape}` === d)! : resolve(d, s.objects, r));
+      assert.ok(offset(m[2], find(m[1]), find(m[3])) <= -CLEAR, `the reversed caption "${r}" is false`);
+      checked++;
+    }
+  }
+  assert.ok(checked > 500, `${checked} captions checked`);
 });
 
 test('captions name every object by size, colour and shape and state a true relation', () => {

@@ -296,6 +296,18 @@ export function captionsFor(objects: readonly SceneObject[]): string[] {
   return [`${names}, with ${ra} ${rel} ${rb}`, `${names}, with ${rb} ${OPPOSITE[rel]} ${ra}`];
 }
 
+/**
+ * The caption with its spatial relation reversed ("a red circle left of a blue square" -> "... right of ..."): a
+ * false caption of the same scene that differs only in the relation, the hard negative that makes a contrastive
+ * encoder represent where things are. null when the caption states no relation (one object, or not a shapes
+ * caption).
+ */
+export function reverseRelation(caption: string): string | null {
+  const m = /\b(left of|right of|above|below)\b/.exec(caption);
+  if (!m) return null;
+  return caption.slice(0, m.index) + OPPOSITE[m[1] as Relation] + caption.slice(m.index + m[1].length);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Questions
 

@@ -26,6 +26,11 @@ export interface AlignBatch {
   tokens: ml.Tensor;
   /** [B] i32: real tokens per caption, the end-of-text token last */
   lengths: ml.Tensor;
+  /**
+   * Hard negative captions for some rows: tokens [K, T] i32, lengths [K] i32, and rows [K] i32 (the batch row each
+   * belongs to). Adds the `hardneg` term (AlignModelConfig.hardNegativeWeight).
+   */
+  negatives?: { tokens: ml.Tensor; lengths: ml.Tensor; rows: ml.Tensor };
 }
 
 export interface AlignLoss {
@@ -123,6 +128,7 @@ export abstract class AlignModel extends ml.nn.Module {
       parts.infonce = total.item();
       const extra = this.extraLosses(enc, batch);
       if (this.masked) extra.push({ name: 'masked', value: this.masked.loss(this, enc, batch), weight: this.config.maskedWeight });
+      if (batch.negatives && batch.negatives.rows.shape[0] > 0) extra.push({ name: 'hardneg', value: this.hardNegativeLoss(enc, batch.negatives), weight: this.config.hardNegativeWeight });
       for (const e of extra) {
         parts[e.name] = e.value.item();
         total = ml.add(total, ml.mul(e.value, e.weight));
@@ -130,6 +136,26 @@ export abstract class AlignModel extends ml.nn.Module {
       return total;
     });
     return { loss, parts, logitScale: Math.min(Math.exp(this.logitScale.item()), 100) };
+  }
+
+  /**
+   * The hard-negative term (NegCLIP's idea as a two-way choice): for each row with a negative caption, cross
+   * entropy of [s cos(image, caption), s cos(image, negative)] against the caption, s the InfoNCE logit scale
+   * (exp(logitScale), at most 100). Mean over those rows.
+   */
+  hardNegativeLoss(enc: Encoded, neg: { tokens: ml.Tensor; lengths: ml.Tensor; rows: ml.Tensor }): ml.Tensor<'f32'> {
+    return ml.tidy(() => {
+      const t = trimTokens(neg.tokens, neg.lengths, this.config.contextLength);
+      const negEmb = l2normalize(this.poolText(this.textHidden(t, neg.lengths), neg.lengths));
+      const rows = neg.rows as ml.Tensor<'i32'>;
+      const img = ml.indexSelect(enc.imageEmbeds, 0, rows);
+      const pos = ml.sum(ml.mul(img, ml.indexSelect(enc.textEmbeds, 0, rows)), 1);
+      const bad = ml.sum(ml.mul(img, negEmb), 1);
+      const scale = ml.minimum(ml.exp(this.logitScale), 100);
+      const logits = ml.mul(ml.stack([pos, bad], 1), scale);
+      const K = rows.shape[0];
+      return ml.crossEntropy(logits, ml.tensor(new Int32Array(K), [K], { dtype: 'i32' }));
+    });
   }
 
   /** Module.forward: the loss (so `model.call(batch)` trains). */

@@ -45,6 +45,11 @@ export interface AlignModelConfig {
   maskRatio: number;
   /** loss += maskedWeight * masked. */
   maskedWeight: number;
+  /**
+   * loss += hardNegativeWeight * hardneg, where a batch carries hard negative captions (AlignBatch.negatives):
+   * for each such row, the cross entropy of its image choosing its own caption over its negative.
+   */
+  hardNegativeWeight: number;
   /** Gradient checkpointing: every transformer block is recomputed in backward (ml.checkpoint). */
   checkpointing: boolean;
 }
@@ -71,6 +76,7 @@ export const DEFAULT_ALIGN_CONFIG: Readonly<AlignModelConfig> = Object.freeze({
   maskedObjective: 'none',
   maskRatio: 0.5,
   maskedWeight: 1,
+  hardNegativeWeight: 1,
   checkpointing: false,
 } as AlignModelConfig);
 
@@ -133,6 +139,7 @@ export function resolveAlignConfig(partial: Partial<AlignModelConfig> = {}): Ali
   num(r, 'maskRatio', 0, 1, true);
   if (c.maskRatio >= 1) fail('maskRatio', `must be below 1 (something must stay visible), got ${c.maskRatio}`);
   num(r, 'maskedWeight', 0, 1e6);
+  num(r, 'hardNegativeWeight', 0, 1e6);
   if (typeof c.checkpointing !== 'boolean') fail('checkpointing', `expected true or false, got ${JSON.stringify(c.checkpointing)}`);
   return c;
 }

@@ -13,6 +13,9 @@ import { trainAlign } from './train';
 import { addCaptionNoise, alignPairs, makeBatchStream, prepareAlignData } from './data';
 import { Tracker } from '../../tracking';
 import { readCheckpointState } from '../checkpoint';
+import { buildAlignModel } from './model';
+import { reverseRelation } from '../../data/shapes';
+import * as ml from '../../../index';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-align-'));
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
@@ -179,4 +182,97 @@ test('the mixed source: emoji + shapes split by split, meta.source on every pair
   const res = await trainAlign(cfg, { db: path.join(dir, 'm.db'), outDir: path.join(dir, 'mixed') });
   assert.equal(res.status, 'finished');
   for (const k of ['val/i2t/r@1', 'val/t2i/r@1']) assert.ok(Number.isFinite(res.metrics[k]), k);
+});
+
+test('hard negatives (data.hardNegatives relation): reversed captions per pair, in the batches, a hardneg term equal to its formula, the relation test', async () => {
+  assert.throws(() => tiny({ data: { hardNegatives: 'relation' } }), /key data.hardNegatives 'relation' needs shapes captions/);
+  assert.throws(() => tiny({ data: { hardNegatives: 'swap' } }), /key data.hardNegatives must be one of/);
+  assert.throws(() => tiny({ model: { hardNegativeWeight: -1 } }), /key model.hardNegativeWeight/);
+  const cfg = tiny({
+    data: { dataset: 'shapes', shapesScenes: 64, maxTrain: 64, evalSize: 16, workers: 0, hardNegatives: 'relation' },
+    train: { steps: 3, batchSize: 16, warmupSteps: 0, evalEvery: 3 },
+  });
+  const data = await prepareAlignData(cfg, { splits: ['train', 'val'] });
+  const T = cfg.tokenizer.contextLength;
+  const tr = data.train;
+  let withNeg = 0;
+  tr.pairs.forEach((p, i) => {
+    const r = reverseRelation(p.text);
+    if (r === null) { assert.equal(tr.negLengths[i], 0, p.text); return; }
+    withNeg++;
+    const want = data.tokenizer.encodeBatch([r], { maxLen: T, bos: true, eos: true, padTo: 'max' });
+    assert.deepEqual([...tr.negTokens.subarray(i * T, (i + 1) * T)], [...want.ids], r);
+    assert.equal(tr.negLengths[i], want.lengths[0]);
+  });
+  assert.ok(withNeg > tr.pairs.length / 2 && withNeg < tr.pairs.length, `${withNeg} of ${tr.pairs.length} captions state a relation`);
+
+  const stream = makeBatchStream(cfg, data, 0);
+  try {
+    const b = await stream.next();
+    const neg = b.negatives!;
+    assert.deepEqual([...neg.rows], [...b.indices].flatMap((j, r) => (tr.negLengths[j] > 0 ? [r] : [])));
+    neg.rows.forEach((r, k) => assert.deepEqual([...neg.tokens.subarray(k * T, (k + 1) * T)], [...tr.negTokens.subarray(b.indices[r] * T, (b.indices[r] + 1) * T)]));
+
+    // The term, against its formula on the model's own normalised embeddings.
+    const model = buildAlignModel(cfg, data.tokenizer.vocabSize);
+    try {
+      const S = cfg.data.imageSize;
+      const B = b.indices.length;
+      const images = ml.tensor(b.images, [B, 3, S, S]);
+      const tokens = ml.tensor(b.tokens, [B, T], { dtype: 'i32' });
+      const lengths = ml.tensor(b.lengths, [B], { dtype: 'i32' });
+      const K = neg.rows.length;
+      const negatives = { tokens: ml.tensor(neg.tokens, [K, T], { dtype: 'i32' }), lengths: ml.tensor(neg.lengths, [K], { dtype: 'i32' }), rows: ml.tensor(neg.rows, [K], { dtype: 'i32' }) };
+      const out = model.net.loss({ images, tokens, lengths, negatives });
+      const plain = model.net.loss({ images, tokens, lengths });
+      const img = model.net.encodeImage(images).toArray() as Float32Array;
+      const txt = model.net.encodeText(tokens, lengths).toArray() as Float32Array;
+      const ng = model.net.encodeText(negatives.tokens, negatives.lengths).toArray() as Float32Array;
+      const E = img.length / B;
+      const dot = (a: Float32Array, i: number, c: Float32Array, j: number) => { let s = 0; for (let e = 0; e < E; e++) s += a[i * E + e] * c[j * E + e]; return s; };
+      const s = Math.min(Math.exp(model.net.logitScale.item()), 100);
+      let want = 0;
+      neg.rows.forEach((r, k) => {
+        const p = s * dot(img, r, txt, r), q = s * dot(img, r, ng, k);
+        want += Math.log(Math.exp(p) + Math.exp(q)) - p;
+      });
+      want /= K;
+      assert.ok(Math.abs(out.parts.hardneg - want) < 1e-4, `hardneg ${out.parts.hardneg} vs ${want}`);
+      assert.equal(plain.parts.hardneg, undefined);
+      assert.ok(Math.abs(out.loss.item() - (plain.loss.item() + want)) < 1e-4, 'loss = infonce + 1 * hardneg');
+      const rel = model.relationAccuracy(data.val);
+      assert.ok(rel >= 0 && rel <= 1, `relation accuracy ${rel}`);
+      for (const t of [images, tokens, lengths, negatives.tokens, negatives.lengths, negatives.rows, out.loss, plain.loss]) t.dispose();
+    } finally {
+      model.dispose();
+    }
+  } finally {
+    await stream.close();
+  }
+
+  const res = await trainAlign(cfg, { db: path.join(dir, 'hn.db'), outDir: path.join(dir, 'hn') });
+  assert.equal(res.status, 'finished');
+  assert.ok(res.metrics['val/relation'] >= 0 && res.metrics['val/relation'] <= 1, 'val/relation is logged');
+  const t = Tracker.open(path.join(dir, 'hn.db'));
+  try {
+    assert.deepEqual(t.metricSeries(res.runId, 'loss/hardneg')[0].steps, [1, 2, 3]);
+  } finally {
+    t.close();
+  }
+
+  // init.checkpoint: a run starts from another's weights and tokenizer (stopped before its first step, its
+  // checkpoint holds exactly the weights it started from).
+  const from = await trainAlign(tiny({ data: { dataset: 'shapes', shapesScenes: 64, maxTrain: 64, evalSize: 16, workers: 0 }, train: { steps: 2, batchSize: 16, warmupSteps: 0, evalEvery: 0 } }), { db: path.join(dir, 'hn.db'), outDir: path.join(dir, 'from') });
+  const started = await trainAlign({ ...cfg, init: { checkpoint: from.checkpoint } }, { db: path.join(dir, 'hn.db'), outDir: path.join(dir, 'init'), stopAfter: 0 });
+  const a = ml.load(from.checkpoint), b2 = ml.load(started.checkpoint);
+  try {
+    const names = Object.keys(a.tensors).filter((k) => k.startsWith('model.'));
+    assert.ok(names.length > 10);
+    for (const k of names) assert.deepEqual(b2.tensors[k].toArray(), a.tensors[k].toArray(), k);
+  } finally {
+    for (const x of [...Object.values(a.tensors), ...Object.values(b2.tensors)]) x.dispose();
+  }
+  await assert.rejects(trainAlign({ ...cfg, init: { checkpoint: path.join(dir, 'nope.safetensors') } }, { db: path.join(dir, 'hn.db'), outDir: path.join(dir, 'bad') }), /key init.checkpoint: no such file/);
+  const wide = tiny({ data: { dataset: 'shapes', shapesScenes: 64, maxTrain: 64, evalSize: 16, workers: 0 }, model: { visionWidth: 64 }, init: { checkpoint: from.checkpoint } });
+  await assert.rejects(trainAlign(wide, { db: path.join(dir, 'hn.db'), outDir: path.join(dir, 'bad2') }), /key init.checkpoint [\s\S]*visual.posEmbed[\s\S]*model keys must match/);
 });

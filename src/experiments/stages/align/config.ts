@@ -16,6 +16,14 @@ export interface AlignConfig {
   /** The run's name; '' for the default `align-<id>`. */
   name: string;
   seed: number;
+  init: {
+    /**
+     * '' (default): start from random weights. Else an align checkpoint whose weights (and tokenizer) this run
+     * starts from: fine-tuning, e.g. continuing a trained encoder with data.hardNegatives. The architecture keys
+     * must match the checkpoint's; the optimizer and schedule start fresh.
+     */
+    checkpoint: string;
+  };
   data: {
     /**
      * 'emoji' (default), 'shapes' (synthetic scenes and their captions), or 'mixed': both, split by split (train =
@@ -52,6 +60,13 @@ export interface AlignConfig {
     noise: number;
     /** CLIP-score cleaning with a trained align checkpoint: keep pairs scoring >= threshold or the top keepFraction. */
     filter: { checkpoint: string; threshold?: number; keepFraction?: number } | null;
+    /**
+     * Hard negative captions for the training pairs: 'relation' gives every shapes caption that states a spatial
+     * relation a negative with the relation reversed ("left of" -> "right of"), scored against the image by the
+     * `hardneg` loss term (model.hardNegativeWeight). Without it nothing in a batch rewards an encoder for knowing
+     * where things are: captions differ in their objects long before they differ in a relation.
+     */
+    hardNegatives: 'none' | 'relation';
     /** Worker threads preparing batches (0: on the main thread). */
     workers: number;
     /** Where preprocessed images and the tokenizer are cached. */
@@ -81,6 +96,8 @@ export interface AlignConfig {
     maskedObjective: 'none' | 'image' | 'text';
     maskRatio: number;
     maskedWeight: number;
+    /** loss += hardNegativeWeight * hardneg (data.hardNegatives). */
+    hardNegativeWeight: number;
   };
   train: TrainSection & {
     /** Micro-batches accumulated per optimizer step (batchSize is split into this many). */
@@ -95,6 +112,7 @@ export const ALIGN_DEFAULTS: AlignConfig = {
   experiment: 'align',
   name: '',
   seed: 0,
+  init: { checkpoint: '' },
   data: {
     dataset: 'emoji',
     imageSize: 32,
@@ -112,6 +130,7 @@ export const ALIGN_DEFAULTS: AlignConfig = {
     longTail: 0,
     noise: 0,
     filter: null,
+    hardNegatives: 'none',
     workers: 1,
     cacheDir: 'runs/cache',
   },
@@ -134,6 +153,7 @@ export const ALIGN_DEFAULTS: AlignConfig = {
     maskedObjective: 'none',
     maskRatio: 0.5,
     maskedWeight: 0.5,
+    hardNegativeWeight: 1,
   },
   train: {
     steps: 2000,
@@ -177,6 +197,9 @@ export function validateAlignConfig(c: AlignConfig): void {
   const w = WHERE;
   if (c.experiment.trim() === '') throw new Error(`${w}: key experiment must not be empty`);
   checkInt(w, 'seed', c.seed, 0, 2 ** 31 - 1);
+  if (c.init === null || typeof c.init !== 'object' || typeof c.init.checkpoint !== 'string') {
+    throw new Error(`${w}: key init.checkpoint must be a path ('' for random initialisation), got ${JSON.stringify(c.init)}`);
+  }
   const d = c.data;
   checkOneOf(w, 'data.dataset', d.dataset, ['emoji', 'shapes', 'mixed'] as const);
   checkInt(w, 'data.imageSize', d.imageSize, 8, 512);
@@ -216,6 +239,10 @@ export function validateAlignConfig(c: AlignConfig): void {
       throw new Error(`${w}: key data.filter.threshold must be a number, got ${JSON.stringify(f.threshold)}`);
     }
   }
+  checkOneOf(w, 'data.hardNegatives', d.hardNegatives, ['none', 'relation'] as const);
+  if (d.hardNegatives === 'relation' && d.dataset === 'emoji') {
+    throw new Error(`${w}: key data.hardNegatives 'relation' needs shapes captions (data.dataset 'shapes' or 'mixed'); emoji captions state no relation`);
+  }
   checkInt(w, 'data.workers', d.workers, 0, 16);
   checkInt(w, 'tokenizer.vocabSize', c.tokenizer.vocabSize, 300, 65536);
   checkInt(w, 'tokenizer.contextLength', c.tokenizer.contextLength, 4, 1024);
@@ -237,6 +264,7 @@ export function validateAlignConfig(c: AlignConfig): void {
   checkOneOf(w, 'model.maskedObjective', m.maskedObjective, ['none', 'image', 'text'] as const);
   checkRange(w, 'model.maskRatio', m.maskRatio, 0, 1, true);
   checkRange(w, 'model.maskedWeight', m.maskedWeight, 0, 100);
+  checkRange(w, 'model.hardNegativeWeight', m.hardNegativeWeight, 0, 100);
   const t = c.train;
   checkTrainSection(w, t, { min: 2, max: Number.MAX_SAFE_INTEGER });
   checkInt(w, 'train.accumulate', t.accumulate, 1, t.batchSize);

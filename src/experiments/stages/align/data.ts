@@ -5,7 +5,7 @@
  */
 import * as path from 'path';
 import { loadEmoji } from '../../data/emoji';
-import { shapesDataset } from '../../data/shapes';
+import { reverseRelation, shapesDataset } from '../../data/shapes';
 import { preprocessSplit, PreprocessItem } from '../../data/cache';
 import { DataLoader, imageTextBatchTask } from '../../data/loader';
 import { ImageTextBatch } from '../../data/image-text-task';
@@ -31,6 +31,13 @@ export interface SplitData {
   /** For each text, the row of its own image. */
   pairImage: Int32Array;
   pairs: Pair[];
+  /**
+   * The caption of each pair with its relation reversed (shapes captions stating one; `reverseRelation`),
+   * tokenized like `tokens`; a row of length 0 where the pair has none. For data.hardNegatives and the relation
+   * test of evaluation.
+   */
+  negTokens: Int32Array;
+  negLengths: Int32Array;
 }
 
 export interface AlignData {
@@ -51,6 +58,8 @@ export interface Batch {
   lengths: Int32Array;
   /** Indices into data.train.pairs. */
   indices: Int32Array;
+  /** data.hardNegatives: negative captions [K, T] for the rows `rows` [K] (ascending) of this batch. */
+  negatives?: { tokens: Int32Array; lengths: Int32Array; rows: Int32Array };
 }
 
 export interface BatchStream {
@@ -179,10 +188,28 @@ export async function buildSplit(name: string, pairs: Pair[], tok: Tokenizer, cf
   const T = cfg.tokenizer.contextLength;
   const texts = pairs.map((p) => p.text);
   const enc = tok.encodeBatch(texts, { maxLen: T, bos: true, eos: true, padTo: 'max' });
+  const { negTokens, negLengths } = negativeTokens(pairs, tok, T);
   return {
     name, images: pre.data, numImages: items.length, imageGroups, tokens: enc.ids, lengths: enc.lengths,
-    numTexts: pairs.length, textGroups: pairs.map((p) => p.group), texts, pairImage, pairs,
+    numTexts: pairs.length, textGroups: pairs.map((p) => p.group), texts, pairImage, pairs, negTokens, negLengths,
   };
+}
+
+/** Relation-reversed captions of the shapes pairs, tokenized (length 0 where a pair has none). */
+function negativeTokens(pairs: Pair[], tok: Tokenizer, T: number): { negTokens: Int32Array; negLengths: Int32Array } {
+  const negTokens = new Int32Array(pairs.length * T);
+  const negLengths = new Int32Array(pairs.length);
+  const neg = pairs.map((p) => (p.meta.source === 'emoji' ? null : reverseRelation(p.text)));
+  const idx = neg.flatMap((n, i) => (n === null ? [] : [i]));
+  if (idx.length > 0) {
+    const enc = tok.encodeBatch(idx.map((i) => neg[i]!), { maxLen: T, bos: true, eos: true, padTo: 'max' });
+    const W = enc.ids.length / idx.length;
+    idx.forEach((i, k) => {
+      negTokens.set(enc.ids.subarray(k * W, k * W + Math.min(W, T)), i * T);
+      negLengths[i] = enc.lengths[k];
+    });
+  }
+  return { negTokens, negLengths };
 }
 
 export async function prepareAlignData(cfg: AlignConfig, opts: PrepareOptions = {}): Promise<AlignData> {
@@ -238,7 +265,7 @@ export async function prepareAlignData(cfg: AlignConfig, opts: PrepareOptions = 
 function emptySplit(name: string): SplitData {
   return {
     name, images: new Float32Array(0), numImages: 0, imageGroups: [], tokens: new Int32Array(0), lengths: new Int32Array(0),
-    numTexts: 0, textGroups: [], texts: [], pairImage: new Int32Array(0), pairs: [],
+    numTexts: 0, textGroups: [], texts: [], pairImage: new Int32Array(0), pairs: [], negTokens: new Int32Array(0), negLengths: new Int32Array(0),
   };
 }
 
@@ -278,7 +305,20 @@ export function makeBatchStream(cfg: AlignConfig, data: AlignData, fromStep: num
     }),
     finish: (b) => {
       const B = b.indices.length;
-      return { images: b.images, tokens: b.tokens!, lengths: lengthsOf(b.tokens!, B, T), indices: b.indices };
+      const out: Batch = { images: b.images, tokens: b.tokens!, lengths: lengthsOf(b.tokens!, B, T), indices: b.indices };
+      if (d.hardNegatives !== 'none') {
+        const rows: number[] = [];
+        for (let r = 0; r < B; r++) if (tr.negLengths[b.indices[r]] > 0) rows.push(r);
+        const tokens = new Int32Array(rows.length * T);
+        const lengths = new Int32Array(rows.length);
+        rows.forEach((r, k) => {
+          const i = b.indices[r];
+          tokens.set(tr.negTokens.subarray(i * T, (i + 1) * T), k * T);
+          lengths[k] = tr.negLengths[i];
+        });
+        out.negatives = { tokens, lengths, rows: Int32Array.from(rows) };
+      }
+      return out;
     },
   });
   const it = loader.batches(fromStep);

@@ -11,6 +11,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as ml from '../../../index';
 import { Tracker, Run } from '../../tracking';
+import { Tokenizer } from '../../tokenizer';
 import { AlignConfig, validateAlignConfig } from './config';
 import { AlignData, Batch, BatchStream, SplitData, makeBatchStream, prepareAlignData } from './data';
 import { AlignModel, buildAlignModel, evaluateRetrieval } from './model';
@@ -78,7 +79,11 @@ export async function trainAlign(config: AlignConfig, opts: TrainAlignOptions = 
   try {
     ml.manualSeed(cfg.seed);
     status('preparing data');
-    const data = await prepareAlignData(cfg, { onStatus: status });
+    // Fine-tuning (init.checkpoint) keeps the checkpoint's tokenizer: its text tower's embedding rows are its ids.
+    const initFile = cfg.init?.checkpoint ?? '';
+    const initTok = initFile ? initTokenizer(initFile) : undefined;
+    const init = resumeFile ? '' : initFile;
+    const data = await prepareAlignData(cfg, { onStatus: status, tokenizer: initTok });
     const tokPath = path.join(outDir, 'tokenizer.json');
     if (!fs.existsSync(tokPath)) {
       data.tokenizer.save(tokPath);
@@ -89,6 +94,14 @@ export async function trainAlign(config: AlignConfig, opts: TrainAlignOptions = 
     }
     ml.manualSeed(cfg.seed);
     model = buildAlignModel(cfg, data.tokenizer.vocabSize);
+    if (init) {
+      try {
+        loadCheckpoint(init, model.net, null);
+      } catch (e) {
+        throw new Error(`align: key init.checkpoint ${init}: ${(e as Error).message} (the model keys must match the checkpoint's)`);
+      }
+      status(`weights from ${init}`);
+    }
     const params = model.parameters();
     const t = cfg.train;
     const { opt, sched } = makeOptimizer(params, t);
@@ -180,6 +193,16 @@ export async function trainAlign(config: AlignConfig, opts: TrainAlignOptions = 
     model?.dispose();
     if (ownTracker) tracker.close();
   }
+}
+
+/** The tokenizer an align checkpoint was trained with (init.checkpoint), checked. */
+function initTokenizer(file: string): { tokenizer: Tokenizer; path: string } {
+  if (!fs.existsSync(file)) throw new Error(`align: key init.checkpoint: no such file ${file}`);
+  const st = readCheckpointState(file);
+  if (st.stage !== 'align') throw new Error(`align: key init.checkpoint: ${file} is a ${st.stage} checkpoint, not align`);
+  const tokPath = (st.extra as { tokenizer?: string } | undefined)?.tokenizer;
+  if (!tokPath || !fs.existsSync(tokPath)) throw new Error(`align: key init.checkpoint: the tokenizer of ${file} (${tokPath ?? 'not recorded'}) is missing`);
+  return { tokenizer: Tokenizer.fromFile(tokPath), path: tokPath };
 }
 
 function prefixed(o: Record<string, number>, p: string): Record<string, number> {
