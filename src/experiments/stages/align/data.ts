@@ -306,7 +306,7 @@ export function makeBatchStream(cfg: AlignConfig, data: AlignData, fromStep: num
     finish: (b) => {
       const B = b.indices.length;
       const out: Batch = { images: b.images, tokens: b.tokens!, lengths: lengthsOf(b.tokens!, B, T), indices: b.indices };
-      if (d.hardNegatives !== 'none') {
+      if (d.hardNegatives === 'relation') {
         const rows: number[] = [];
         for (let r = 0; r < B; r++) if (tr.negLengths[b.indices[r]] > 0) rows.push(r);
         const tokens = new Int32Array(rows.length * T);
