@@ -188,8 +188,19 @@ test('hard negatives (data.hardNegatives relation): reversed captions per pair, 
   assert.throws(() => tiny({ data: { hardNegatives: 'relation' } }), /key data.hardNegatives 'relation' needs shapes captions/);
   assert.throws(() => tiny({ data: { hardNegatives: 'swap' } }), /key data.hardNegatives must be one of/);
   assert.throws(() => tiny({ model: { hardNegativeWeight: -1 } }), /key model.hardNegativeWeight/);
+  // A caption cut before its relation word has no negative (its reversed tokens would be its own).
+  const cut = await prepareAlignData(tiny({ data: { dataset: 'shapes', shapesScenes: 64, maxTrain: 64, evalSize: 16, workers: 0, hardNegatives: 'relation' } }), { splits: ['train'] });
+  const L = cut.train.tokens.length / cut.train.numTexts;
+  cut.train.pairs.forEach((p, i) => {
+    const r = reverseRelation(p.text);
+    const rt = r === null ? null : cut.tokenizer.encodeBatch([r], { maxLen: L, bos: true, eos: true, padTo: 'max' }).ids;
+    const same = rt === null || rt.every((v, t) => v === cut.train.tokens[i * L + t]);
+    assert.equal(cut.train.negLengths[i] > 0, !same, p.text);
+  });
+  assert.ok(cut.train.pairs.some((p, i) => reverseRelation(p.text) !== null && cut.train.negLengths[i] === 0), 'context 12 cuts some relations off');
   const cfg = tiny({
     data: { dataset: 'shapes', shapesScenes: 64, maxTrain: 64, evalSize: 16, workers: 0, hardNegatives: 'relation' },
+    tokenizer: { contextLength: 40 },
     train: { steps: 3, batchSize: 16, warmupSteps: 0, evalEvery: 3 },
   });
   const data = await prepareAlignData(cfg, { splits: ['train', 'val'] });
@@ -201,6 +212,7 @@ test('hard negatives (data.hardNegatives relation): reversed captions per pair, 
     if (r === null) { assert.equal(tr.negLengths[i], 0, p.text); return; }
     withNeg++;
     const want = data.tokenizer.encodeBatch([r], { maxLen: T, bos: true, eos: true, padTo: 'max' });
+    if (want.ids.every((v, t) => v === tr.tokens[i * T + t])) { assert.equal(tr.negLengths[i], 0, `cut before the relation: ${p.text}`); return; }
     assert.deepEqual([...tr.negTokens.subarray(i * T, (i + 1) * T)], [...want.ids], r);
     assert.equal(tr.negLengths[i], want.lengths[0]);
   });
@@ -240,8 +252,23 @@ test('hard negatives (data.hardNegatives relation): reversed captions per pair, 
       assert.ok(Math.abs(out.parts.hardneg - want) < 1e-4, `hardneg ${out.parts.hardneg} vs ${want}`);
       assert.equal(plain.parts.hardneg, undefined);
       assert.ok(Math.abs(out.loss.item() - (plain.loss.item() + want)) < 1e-4, 'loss = infonce + 1 * hardneg');
-      const rel = model.relationAccuracy(data.val);
-      assert.ok(rel >= 0 && rel <= 1, `relation accuracy ${rel}`);
+      // The relation test against the same count done by hand from model.embed and the reversed captions' embeddings.
+      const v = data.val;
+      const e = model.embed(v);
+      let right = 0, n = 0;
+      for (let i = 0; i < v.numTexts; i++) {
+        if (v.negLengths[i] === 0) continue;
+        const ne = model.net.encodeText(ml.tensor(v.negTokens.subarray(i * T, (i + 1) * T), [1, T], { dtype: 'i32' }), ml.tensor([v.negLengths[i]], [1], { dtype: 'i32' }));
+        const nv = ne.toArray() as Float32Array;
+        ne.dispose();
+        const im = v.pairImage[i];
+        let sp = 0, sn = 0;
+        for (let k = 0; k < e.dim; k++) { sp += e.img[im * e.dim + k] * e.txt[i * e.dim + k]; sn += e.img[im * e.dim + k] * nv[k]; }
+        n++;
+        if (sp > sn) right++;
+      }
+      assert.ok(n > 0, 'the val split has captions stating a relation');
+      assert.equal(model.relationAccuracy(v), right / n);
       for (const t of [images, tokens, lengths, negatives.tokens, negatives.lengths, negatives.rows, out.loss, plain.loss]) t.dispose();
     } finally {
       model.dispose();
@@ -262,7 +289,7 @@ test('hard negatives (data.hardNegatives relation): reversed captions per pair, 
 
   // init.checkpoint: a run starts from another's weights and tokenizer (stopped before its first step, its
   // checkpoint holds exactly the weights it started from).
-  const from = await trainAlign(tiny({ data: { dataset: 'shapes', shapesScenes: 64, maxTrain: 64, evalSize: 16, workers: 0 }, train: { steps: 2, batchSize: 16, warmupSteps: 0, evalEvery: 0 } }), { db: path.join(dir, 'hn.db'), outDir: path.join(dir, 'from') });
+  const from = await trainAlign(tiny({ data: { dataset: 'shapes', shapesScenes: 64, maxTrain: 64, evalSize: 16, workers: 0 }, tokenizer: { contextLength: 40 }, train: { steps: 2, batchSize: 16, warmupSteps: 0, evalEvery: 0 } }), { db: path.join(dir, 'hn.db'), outDir: path.join(dir, 'from') });
   const started = await trainAlign({ ...cfg, init: { checkpoint: from.checkpoint } }, { db: path.join(dir, 'hn.db'), outDir: path.join(dir, 'init'), stopAfter: 0 });
   const a = ml.load(from.checkpoint), b2 = ml.load(started.checkpoint);
   try {
@@ -273,6 +300,6 @@ test('hard negatives (data.hardNegatives relation): reversed captions per pair, 
     for (const x of [...Object.values(a.tensors), ...Object.values(b2.tensors)]) x.dispose();
   }
   await assert.rejects(trainAlign({ ...cfg, init: { checkpoint: path.join(dir, 'nope.safetensors') } }, { db: path.join(dir, 'hn.db'), outDir: path.join(dir, 'bad') }), /key init.checkpoint: no such file/);
-  const wide = tiny({ data: { dataset: 'shapes', shapesScenes: 64, maxTrain: 64, evalSize: 16, workers: 0 }, model: { visionWidth: 64 }, init: { checkpoint: from.checkpoint } });
+  const wide = tiny({ data: { dataset: 'shapes', shapesScenes: 64, maxTrain: 64, evalSize: 16, workers: 0 }, tokenizer: { contextLength: 40 }, model: { visionWidth: 64 }, init: { checkpoint: from.checkpoint } });
   await assert.rejects(trainAlign(wide, { db: path.join(dir, 'hn.db'), outDir: path.join(dir, 'bad2') }), /key init.checkpoint [\s\S]*visual.posEmbed[\s\S]*model keys must match/);
 });

@@ -188,15 +188,18 @@ export async function buildSplit(name: string, pairs: Pair[], tok: Tokenizer, cf
   const T = cfg.tokenizer.contextLength;
   const texts = pairs.map((p) => p.text);
   const enc = tok.encodeBatch(texts, { maxLen: T, bos: true, eos: true, padTo: 'max' });
-  const { negTokens, negLengths } = negativeTokens(pairs, tok, T);
+  const { negTokens, negLengths } = negativeTokens(pairs, tok, T, enc.ids);
   return {
     name, images: pre.data, numImages: items.length, imageGroups, tokens: enc.ids, lengths: enc.lengths,
     numTexts: pairs.length, textGroups: pairs.map((p) => p.group), texts, pairImage, pairs, negTokens, negLengths,
   };
 }
 
-/** Relation-reversed captions of the shapes pairs, tokenized (length 0 where a pair has none). */
-function negativeTokens(pairs: Pair[], tok: Tokenizer, T: number): { negTokens: Int32Array; negLengths: Int32Array } {
+/**
+ * Relation-reversed captions of the shapes pairs, tokenized (length 0 where a pair has none). A caption cut at
+ * tokenizer.contextLength before its relation word has none either: its reversed tokens would equal its own.
+ */
+function negativeTokens(pairs: Pair[], tok: Tokenizer, T: number, captionIds: Int32Array): { negTokens: Int32Array; negLengths: Int32Array } {
   const negTokens = new Int32Array(pairs.length * T);
   const negLengths = new Int32Array(pairs.length);
   const neg = pairs.map((p) => (p.meta.source === 'emoji' ? null : reverseRelation(p.text)));
@@ -205,7 +208,9 @@ function negativeTokens(pairs: Pair[], tok: Tokenizer, T: number): { negTokens: 
     const enc = tok.encodeBatch(idx.map((i) => neg[i]!), { maxLen: T, bos: true, eos: true, padTo: 'max' });
     const W = enc.ids.length / idx.length;
     idx.forEach((i, k) => {
-      negTokens.set(enc.ids.subarray(k * W, k * W + Math.min(W, T)), i * T);
+      const ids = enc.ids.subarray(k * W, k * W + Math.min(W, T));
+      if (ids.every((v, t) => v === captionIds[i * T + t])) return;
+      negTokens.set(ids, i * T);
       negLengths[i] = enc.lengths[k];
     });
   }

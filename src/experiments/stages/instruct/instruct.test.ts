@@ -75,6 +75,14 @@ function prepare(): Promise<{ caption: string; captionRunId: number }> {
 
 const bytesOf = (t: ml.Tensor): Buffer => Buffer.from((t.toArray() as Float32Array).slice().buffer);
 
+/** A 16 px shapes scene of `stream` written as a PNG file in the test folder; its path. */
+async function sceneFile(seed: number, stream: string, name: string): Promise<string> {
+  const scene = generateScenes({ seed, n: 1, stream, size: 16 })[0];
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, await renderPng(scene, 16));
+  return file;
+}
+
 test('instruct config: presets resolve; bad values and unknown keys name the key', () => {
   assert.equal(resolveInstructConfig('quick').experiment, 'instruct');
   assert.equal(resolveInstructConfig('small').train.steps, 2000);
@@ -321,9 +329,7 @@ test('abort (Ctrl-C) writes the checkpoint, marks the run killed, and it resumes
 test('loadInstruct answers about an image file; bad files and image counts are clear errors; merged export answers the same', async () => {
   await prepare();
   const r = await trainInstruct(tiny({ train: { steps: 3, evalEvery: 0, lr: 2e-2 }, data: { samples: 0 } }), { db, outDir: path.join(dir, 'chat') });
-  const scene = generateScenes({ seed: 9, n: 1, stream: 'chat-test', size: 16 })[0];
-  const file = path.join(dir, 'scene.png');
-  fs.writeFileSync(file, await renderPng(scene, 16));
+  const file = await sceneFile(9, 'chat-test', 'scene.png');
   const m = loadInstruct(r.checkpoint);
   let merged: ReturnType<typeof loadInstruct> | null = null;
   try {
@@ -393,9 +399,7 @@ test('encoder adapters (lora.encoderTargets): they train, move the features, res
   assert.deepEqual([...part.losses, ...rest.losses].map((x) => Math.fround(x)), full.losses.map((x) => Math.fround(x)));
   assert.deepEqual(rest.metrics, full.metrics);
 
-  const scene = generateScenes({ seed: 9, n: 1, stream: 'enc-test', size: 16 })[0];
-  const file = path.join(dir, 'enc-scene.png');
-  fs.writeFileSync(file, await renderPng(scene, 16));
+  const file = await sceneFile(9, 'enc-test', 'enc-scene.png');
   const m = loadInstruct(full.checkpoint);
   const frozen = buildInstructModel(tiny(), captionExtra(p.caption, p.captionRunId)).model;
   let merged: ReturnType<typeof loadInstruct> | null = null;
@@ -470,9 +474,7 @@ test("model.imagePositions '2d': a 2-D sine-cosine table after the projector tha
   const rest = await trainInstruct(cfg, { db, resume: part.runId });
   assert.deepEqual([...part.losses, ...rest.losses].map((x) => Math.fround(x)), full.losses.map((x) => Math.fround(x)));
 
-  const scene = generateScenes({ seed: 11, n: 1, stream: 'pos-test', size: 16 })[0];
-  const file = path.join(dir, 'pos-scene.png');
-  fs.writeFileSync(file, await renderPng(scene, 16));
+  const file = await sceneFile(11, 'pos-test', 'pos-scene.png');
   const m = loadInstruct(full.checkpoint);
   let merged: ReturnType<typeof loadInstruct> | null = null;
   try {
