@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 
@@ -37,6 +38,14 @@ inline unsigned grid_for(int64_t n, int threads) {
   int64_t cap = static_cast<int64_t>(sm_count()) * 32;
   if (want > cap) want = cap;
   return static_cast<unsigned>(want < 1 ? 1 : want);
+}
+
+// The widest unit (16, 8, 4 or 2 bytes) that divides every value given: byte counts, byte strides and addresses
+// of a copy of 2-byte-aligned elements, so that it can move uint4 / uint2 / uint32_t / uint16_t words.
+inline int copy_unit(std::initializer_list<int64_t> bytes) {
+  uint64_t all = 0;
+  for (int64_t b : bytes) all |= static_cast<uint64_t>(b);
+  return (all & 15) == 0 ? 16 : (all & 7) == 0 ? 8 : (all & 3) == 0 ? 4 : 2;
 }
 
 // A small device scratch value used by the kernels that report the first bad position: set to `init`,

@@ -4,31 +4,14 @@
 // computed on the host as the CPU does), dropped ones are 0: the same bits as cpu::dropout_forward. The mask is
 // never stored; forward and backward regenerate it.
 //
-// One thread per Philox block (four consecutive stream positions), so each block of words is computed once.
+// One thread per Philox block (four consecutive stream positions), so each block of words is computed once. The
+// generator itself is in philox.cuh, shared with rand_uniform / rand_normal (random.cu).
 #include "common.cuh"
+#include "philox.cuh"
 
 namespace modalab {
 namespace cuda {
 namespace {
-
-__device__ __forceinline__ uint4 philox4x32_10(uint64_t ctr, uint64_t seed) {
-  uint32_t c0 = static_cast<uint32_t>(ctr), c1 = static_cast<uint32_t>(ctr >> 32), c2 = 0, c3 = 0;
-  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-#pragma unroll
-  for (int r = 0; r < 10; r++) {
-    const uint32_t hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
-    const uint32_t hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
-    const uint32_t n0 = hi1 ^ c1 ^ k0;
-    const uint32_t n2 = hi0 ^ c3 ^ k1;
-    c1 = lo1;
-    c3 = lo0;
-    c0 = n0;
-    c2 = n2;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  return make_uint4(c0, c1, c2, c3);
-}
 
 // out (n) = keep_i ? in_i * scale : 0 for stream positions offset .. offset + n - 1.
 __global__ void dropout_kernel(float* __restrict__ out, const float* __restrict__ in, int64_t n, float p, float scale,
@@ -42,7 +25,7 @@ __global__ void dropout_kernel(float* __restrict__ out, const float* __restrict_
     for (int lane = 0; lane < 4; lane++) {
       const int64_t i = static_cast<int64_t>(ctr * 4 + lane - offset);   // wraps like the CPU's uint64 positions
       if (i < 0 || i >= n) continue;
-      const float u = static_cast<float>(static_cast<int32_t>(words[lane] >> 8)) * (1.0f / 16777216.0f);
+      const float u = philox_unit(words[lane]);
       const float v = __fmul_rn(in[i], scale);
       out[i] = u >= p ? v : 0.0f;
     }
@@ -60,7 +43,7 @@ void dropout_apply(float* out, const float* in, int64_t n, float p, uint64_t see
     return;
   }
   const float scale = 1.0f / (1.0f - p);
-  const int64_t nblocks = static_cast<int64_t>(((offset + static_cast<uint64_t>(n) - 1) >> 2) - (offset >> 2)) + 1;
+  const int64_t nblocks = philox_block_count(offset, n);
   dropout_kernel<<<grid_for(nblocks, 256), 256, 0, stream()>>>(out, in, n, p, scale, seed, offset, nblocks);
   CUDA_CHECK_LAUNCH("dropout");
 }

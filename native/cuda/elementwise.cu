@@ -1,5 +1,5 @@
-// Element-wise kernels: unary activations (forward beside backward), affine, and binary ops with NumPy
-// broadcasting by strides. The formulas are those of native/cpu/elementwise.cc (PyTorch's derivatives.yaml), so
+// Element-wise kernels: unary activations (forward beside backward), affine, pow by a scalar, and binary ops and
+// where() with NumPy broadcasting by strides. The formulas are those of native/cpu/elementwise.cc (PyTorch's derivatives.yaml), so
 // the two backends agree to the rounding of the math library.
 //
 // Backward kernels overwrite their gradient output (=).
@@ -8,6 +8,10 @@
 // diverges; these kernels are memory-bound. Broadcasting: before the launch, axes of size 1 are dropped and
 // neighbouring axes that are contiguous for both inputs are merged (as on the CPU), so most broadcasts reach the
 // kernel as one or two axes.
+//
+// pow_scalar takes the CPU's (PyTorch's) special cases for p in {1, 2, 3, 0.5, -0.5, -1, -2} with IEEE-rounded
+// sqrt and division intrinsics, so those match cpu::pow_scalar bit for bit; any other p is powf (the device's,
+// a few ulp from glibc's). where_forward is a pure selection (cond != 0, so NaN picks a, -0 picks b): exact.
 #include <utility>
 
 #include "common.cuh"
@@ -149,6 +153,58 @@ __global__ void binary_nd_kernel(float* __restrict__ out, const float* __restric
   }
 }
 
+// ------------------------------------------------------------------------------------------------ pow
+enum class PowKind : int { Identity, Square, Cube, Sqrt, Rsqrt, Reciprocal, ReciprocalSquare, General };
+
+__global__ void pow_scalar_kernel(float* __restrict__ y, const float* __restrict__ x, int64_t n, PowKind kind,
+                                  float p) {   // y (n), x (n)
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float v = x[i];
+    float o;
+    switch (kind) {
+      case PowKind::Identity: o = v; break;
+      case PowKind::Square: o = __fmul_rn(v, v); break;
+      case PowKind::Cube: o = __fmul_rn(__fmul_rn(v, v), v); break;
+      case PowKind::Sqrt: o = __fsqrt_rn(v); break;
+      case PowKind::Rsqrt: o = __fdiv_rn(1.0f, __fsqrt_rn(v)); break;
+      case PowKind::Reciprocal: o = __fdiv_rn(1.0f, v); break;
+      case PowKind::ReciprocalSquare: o = __fdiv_rn(1.0f, __fmul_rn(v, v)); break;
+      default: o = powf(v, p); break;
+    }
+    y[i] = o;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ where
+// out = cond != 0 ? a : b over up to kMaxDims axes, three strided inputs (2 KB of kernel parameters).
+struct WhereLayout {
+  int ndim;
+  int64_t shape[kMaxDims], cs[kMaxDims], as[kMaxDims], bs[kMaxDims];
+};
+
+template <typename C>
+__global__ void where_1d_kernel(float* __restrict__ out, const C* __restrict__ cond, const float* __restrict__ a,
+                                const float* __restrict__ b, int64_t n, int64_t cs, int64_t as, int64_t bs) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = cond[i * cs] != 0 ? a[i * as] : b[i * bs];
+}
+
+template <typename C>
+__global__ void where_nd_kernel(float* __restrict__ out, const C* __restrict__ cond, const float* __restrict__ a,
+                                const float* __restrict__ b, int64_t n, const WhereLayout L) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t r = i, co = 0, ao = 0, bo = 0;
+    for (int d = L.ndim - 1; d >= 0; d--) {
+      const int64_t c = r % L.shape[d];
+      r /= L.shape[d];
+      co += c * L.cs[d];
+      ao += c * L.as[d];
+      bo += c * L.bs[d];
+    }
+    out[i] = cond[co] != 0 ? a[ao] : b[bo];
+  }
+}
+
 }  // namespace
 
 // -------------------------------------------------------------------------------------------- launchers
@@ -207,6 +263,71 @@ void binary_forward(float* out, const float* a, const float* b, int ndim, const 
   }
   binary_nd_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(out, a, b, n, L, op);
   CUDA_CHECK_LAUNCH("binary_forward");
+}
+
+void pow_scalar(float* y, const float* x, int64_t n, float p) {   // y (n) = x (n) ^ p
+  if (n <= 0) return;
+  const PowKind kind = p == 1.0f    ? PowKind::Identity
+                       : p == 2.0f  ? PowKind::Square
+                       : p == 3.0f  ? PowKind::Cube
+                       : p == 0.5f  ? PowKind::Sqrt
+                       : p == -0.5f ? PowKind::Rsqrt
+                       : p == -1.0f ? PowKind::Reciprocal
+                       : p == -2.0f ? PowKind::ReciprocalSquare
+                                    : PowKind::General;
+  pow_scalar_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(y, x, n, kind, p);
+  CUDA_CHECK_LAUNCH("pow_scalar");
+}
+
+void where_forward(float* out, const void* cond, bool cond_i32, const float* a, const float* b, int ndim,
+                   const int64_t* shape, const int64_t* cstride, const int64_t* astride,
+                   const int64_t* bstride) {   // out (shape)
+  if (ndim < 0 || ndim > kMaxDims)
+    throw std::invalid_argument("modalab cuda: where_forward: " + std::to_string(ndim) + " axes (at most " +
+                                std::to_string(kMaxDims) + ")");
+  int64_t n = 1;
+  for (int d = 0; d < ndim; d++) n *= shape[d];
+  if (n <= 0) return;
+  // As binary_forward: drop size-1 axes, merge an axis into the one inside it when all three inputs step
+  // through them as one.
+  WhereLayout L{};
+  for (int d = ndim - 1; d >= 0; d--) {   // innermost first; reversed below
+    if (shape[d] == 1) continue;
+    if (L.ndim > 0) {
+      const int k = L.ndim - 1;
+      if (cstride[d] == L.cs[k] * L.shape[k] && astride[d] == L.as[k] * L.shape[k] &&
+          bstride[d] == L.bs[k] * L.shape[k]) {
+        L.shape[k] *= shape[d];
+        continue;
+      }
+    }
+    L.shape[L.ndim] = shape[d];
+    L.cs[L.ndim] = cstride[d];
+    L.as[L.ndim] = astride[d];
+    L.bs[L.ndim] = bstride[d];
+    L.ndim++;
+  }
+  const unsigned grid = grid_for(n, 256);
+  if (L.ndim <= 1) {
+    const int64_t cs = L.ndim ? L.cs[0] : 0, as = L.ndim ? L.as[0] : 0, bs = L.ndim ? L.bs[0] : 0;
+    if (cond_i32)
+      where_1d_kernel<int32_t><<<grid, 256, 0, stream()>>>(out, static_cast<const int32_t*>(cond), a, b, n, cs, as, bs);
+    else
+      where_1d_kernel<float><<<grid, 256, 0, stream()>>>(out, static_cast<const float*>(cond), a, b, n, cs, as, bs);
+    CUDA_CHECK_LAUNCH("where_forward");
+    return;
+  }
+  for (int i = 0, j = L.ndim - 1; i < j; i++, j--) {   // outermost first, as the kernel unravels
+    std::swap(L.shape[i], L.shape[j]);
+    std::swap(L.cs[i], L.cs[j]);
+    std::swap(L.as[i], L.as[j]);
+    std::swap(L.bs[i], L.bs[j]);
+  }
+  if (cond_i32)
+    where_nd_kernel<int32_t><<<grid, 256, 0, stream()>>>(out, static_cast<const int32_t*>(cond), a, b, n, L);
+  else
+    where_nd_kernel<float><<<grid, 256, 0, stream()>>>(out, static_cast<const float*>(cond), a, b, n, L);
+  CUDA_CHECK_LAUNCH("where_forward");
 }
 
 }  // namespace cuda

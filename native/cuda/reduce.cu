@@ -9,6 +9,15 @@
 // several blocks that write partial results, and a second small kernel combines them in split order.
 // inner > 1: one thread per output column, walking len; neighbouring threads read neighbouring columns, so the
 // loads coalesce.
+//
+// Also here: the reductions' backward helpers (broadcast_axis, scatter_arg: one thread per dx element, each written
+// once, no separate zero fill) and the two whole-tensor checks the optimizers need, which return a host value and
+// so synchronise:
+//   sum_squares: sum of x^2 in double, in an order fixed by n alone (not by the device): blocks of kSqChunk
+//                elements, each thread of a block summing its strided share in order, a fixed block tree, then
+//                one block combining the block sums the same way. Not the CPU's order (that one is 32768-element
+//                runs in 4 serial chains, which would leave the GPU idle), so the two agree to double rounding.
+//   all_finite:  false iff some element's exponent field is all ones (NaN or infinity), as on the CPU.
 #include <algorithm>
 #include <cfloat>
 #include <climits>
@@ -166,6 +175,65 @@ __global__ void fill_empty_kernel(float* out, int32_t* argidx, int64_t n, float 
   }
 }
 
+// ------------------------------------------------------------------------------------------ backward helpers
+// dx (outer, len, inner) = dy (outer, inner) broadcast along len, times scale (a plain copy when scale == 1).
+__global__ void broadcast_axis_kernel(float* __restrict__ dx, const float* __restrict__ dy, int64_t total,
+                                      int64_t len, int64_t inner, float scale) {
+  const bool copy = scale == 1.0f;
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < total; k += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = k % inner, o = k / inner / len;
+    const float v = dy[o * inner + i];
+    dx[k] = copy ? v : __fmul_rn(v, scale);
+  }
+}
+
+// dx (outer, len, inner) = dy[o, i] where j == argidx[o, i], else 0 (an index outside [0, len) matches no j).
+__global__ void scatter_arg_kernel(float* __restrict__ dx, const float* __restrict__ dy,
+                                   const int32_t* __restrict__ argidx, int64_t total, int64_t len, int64_t inner) {
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < total; k += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = k % inner, t = k / inner, j = t % len, o = t / len;
+    const int64_t col = o * inner + i;
+    dx[k] = static_cast<int64_t>(argidx[col]) == j ? dy[col] : 0.0f;
+  }
+}
+
+// ------------------------------------------------------------------------------------------ whole-tensor checks
+constexpr int kSqThreads = 256;
+constexpr int64_t kSqChunk = kSqThreads * 16;   // elements per block of the first pass
+constexpr int kSqFinal = 1024;                  // threads of the combining block
+
+// partial[b] = sum of x[b kSqChunk .. (b + 1) kSqChunk)^2 in double: thread t takes elements t, t + 256, ... in
+// order, then the block's fixed tree. Products of floats are exact in double.
+__global__ void sum_squares_kernel(double* __restrict__ partial, const float* __restrict__ x, int64_t n) {
+  __shared__ double scratch[32];
+  const int64_t base = blockIdx.x * kSqChunk;
+  const int64_t end = base + kSqChunk < n ? base + kSqChunk : n;
+  double s = 0;
+  for (int64_t j = base + threadIdx.x; j < end; j += kSqThreads) {
+    const double v = x[j];
+    s = __dadd_rn(s, __dmul_rn(v, v));
+  }
+  s = group_reduce<kSqThreads>(s, SumOp<double>(), scratch);
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+// out[0] = the nb partials summed: thread t takes t, t + 1024, ... in order, then the block's fixed tree.
+__global__ void sum_partials_kernel(double* __restrict__ out, const double* __restrict__ partial, int64_t nb) {
+  __shared__ double scratch[32];
+  double s = 0;
+  for (int64_t j = threadIdx.x; j < nb; j += kSqFinal) s = __dadd_rn(s, partial[j]);
+  s = group_reduce<kSqFinal>(s, SumOp<double>(), scratch);
+  if (threadIdx.x == 0) out[0] = s;
+}
+
+// *first_bad = 0 when an element is NaN or infinite (every writer stores the same value).
+__global__ void all_finite_kernel(unsigned long long* first_bad, const uint32_t* __restrict__ x, int64_t n) {
+  bool bad = false;
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x)
+    bad |= (x[k] & 0x7F800000u) == 0x7F800000u;
+  if (bad) *first_bad = 0;
+}
+
 }  // namespace
 
 void reduce(float* out, int32_t* argidx, const float* x, int64_t outer, int64_t len, int64_t inner, ReduceOp op) {
@@ -219,6 +287,48 @@ void reduce(float* out, int32_t* argidx, const float* x, int64_t outer, int64_t 
   }
   free(partial);   // stream-ordered: the block is only handed out again to work queued after these kernels
   if (err != cudaSuccess) throw_cuda_error(err, "reduce", __FILE__, __LINE__);
+}
+
+void broadcast_axis(float* dx, const float* dy, int64_t outer, int64_t len, int64_t inner, float scale) {
+  const int64_t total = outer * len * inner;   // dx (outer, len, inner) =; dy (outer, inner)
+  if (total <= 0) return;
+  broadcast_axis_kernel<<<grid_for(total, kBlock), kBlock, 0, stream()>>>(dx, dy, total, len, inner, scale);
+  CUDA_CHECK_LAUNCH("broadcast_axis");
+}
+
+void scatter_arg(float* dx, const float* dy, const int32_t* argidx, int64_t outer, int64_t len, int64_t inner) {
+  const int64_t total = outer * len * inner;   // dx (outer, len, inner) =; dy, argidx (outer, inner)
+  if (total <= 0) return;
+  scatter_arg_kernel<<<grid_for(total, kBlock), kBlock, 0, stream()>>>(dx, dy, argidx, total, len, inner);
+  CUDA_CHECK_LAUNCH("scatter_arg");
+}
+
+double sum_squares(const float* x, int64_t n) {   // x (n); synchronises
+  if (n <= 0) return 0.0;
+  const int64_t nb = (n + kSqChunk - 1) / kSqChunk;
+  if (nb > 0x7FFFFFFF) throw std::invalid_argument("modalab cuda: sum_squares: " + std::to_string(n) + " elements");
+  double* scratch = static_cast<double*>(malloc(static_cast<size_t>(nb + 1) * sizeof(double)));
+  double result = 0;
+  try {
+    sum_squares_kernel<<<static_cast<unsigned>(nb), kSqThreads, 0, stream()>>>(scratch + 1, x, n);
+    CUDA_CHECK_LAUNCH("sum_squares");
+    sum_partials_kernel<<<1, kSqFinal, 0, stream()>>>(scratch, scratch + 1, nb);
+    CUDA_CHECK_LAUNCH("sum_squares (combine)");
+    memcpy_d2h(&result, scratch, sizeof result);
+  } catch (...) {
+    free(scratch);
+    throw;
+  }
+  free(scratch);
+  return result;
+}
+
+bool all_finite(const float* x, int64_t n) {   // x (n); synchronises
+  if (n <= 0) return true;
+  unsigned long long* flag = bad_flag(static_cast<unsigned long long>(n));
+  all_finite_kernel<<<grid_for(n, kBlock), kBlock, 0, stream()>>>(flag, reinterpret_cast<const uint32_t*>(x), n);
+  CUDA_CHECK_LAUNCH("all_finite");
+  return read_first_bad(n) < 0;
 }
 
 }  // namespace cuda

@@ -1185,6 +1185,630 @@ void test_infonce() {
   });
 }
 
+// ---------------------------------------------------------------------------- kernels for the addon dispatch
+// fill_i32, arange, rand_*, pow_scalar, where, the reduction helpers, layout, index_select / gather, SGD and the
+// in-place helpers. Pure copies and selections are compared bit for bit; arithmetic that follows the CPU operation
+// by operation (SGD, scale/add, the column-walk scatter-adds) gets a tight tolerance, and the check line also
+// says how many elements were not bit-identical ("bits: k differ"), which should be 0.
+
+template <typename T>
+size_t count_bit_diffs(const T* x, const T* ref, size_t n) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) k += std::memcmp(&x[i], &ref[i], sizeof(T)) != 0;
+  return k;
+}
+
+void compare_scalar(Result& r, const char* what, double x, double ref, double rtol, double atol) {
+  const double err = std::fabs(x - ref);
+  if (err == 0) return;
+  double used = err / (atol + rtol * std::fabs(ref));
+  if (std::isnan(used)) used = INFINITY;
+  if (used > r.worst) {
+    r.worst = used;
+    r.max_abs = err;
+  }
+  if (used > 1.0 && r.note.empty()) {
+    char buf[200];
+    std::snprintf(buf, sizeof buf, "%s = %.17g, cpu %.17g", what, x, ref);
+    r.note = buf;
+  }
+}
+
+template <typename T>
+std::vector<T> random_bits(size_t n) {   // opaque words for the copies: every pattern (NaNs included)
+  std::uniform_int_distribution<uint32_t> d;
+  std::vector<T> v(n);
+  for (auto& x : v) {
+    const uint32_t b = d(g_rng);
+    std::memcpy(&x, &b, sizeof(T));
+  }
+  return v;
+}
+
+template <typename T>
+void expect_untouched(Result& r, const char* what, const std::vector<T>& got) {
+  const T s = sentinel<T>();
+  for (const T& v : got)
+    if (std::memcmp(&v, &s, sizeof(T)) != 0) {
+      r.fail(std::string(what) + " written despite a bad index");
+      return;
+    }
+}
+
+std::string bits_note(size_t differ) { return "; bits: " + std::to_string(differ) + " differ"; }
+
+const int64_t kFillSizes[] = {1, 7, 129, 1000, 4097, int64_t(1) << 20 | 3};
+
+void test_creation_more() {
+  check("fill_i32", [](Result& r) {
+    for (int64_t n : kFillSizes)
+      for (size_t shift : {size_t(0), size_t(1), size_t(3)}) {
+        const int32_t value = randint(1, INT32_MIN, INT32_MAX)[0];
+        std::vector<int32_t> ref(n);
+        cpu::fill_i32(ref.data(), n, value);
+        auto d = poisoned<int32_t>(n, shift);
+        cu::fill_i32(d.ptr(), n, value);
+        auto got = download(d, r, "out");
+        compare_exact(r, "out", got.data(), ref.data(), n);
+      }
+    return std::string("n=1 7 129 1000 4097 1M+3 x3 offsets");
+  });
+  check("arange_f32", [](Result& r) {
+    for (int64_t n : kFillSizes) {
+      const double ranges[][2] = {{0.0, 1.0}, {1e6 + 0.3, 0.1}, {-5.0, -0.37}, {double(randn(1)[0]), 1e-3},
+                                  {0.5, 1.0 / 3.0}};
+      for (auto& a : ranges) {
+        std::vector<float> ref(n);
+        cpu::arange_f32(ref.data(), n, a[0], a[1]);
+        auto d = poisoned<float>(n, n % 2);
+        cu::arange_f32(d.ptr(), n, a[0], a[1]);
+        auto got = download(d, r, "out");
+        compare_exact(r, "out", got.data(), ref.data(), n);
+      }
+    }
+    return std::string("n=1..1M+3, 5 (start, step)");
+  });
+  check("arange_i32", [](Result& r) {
+    for (int64_t n : kFillSizes) {
+      const int64_t ranges[][2] = {{0, 1}, {-1000, 7}, {INT32_MAX - 5, 1}, {int64_t(1) << 40, -3}, {17, 0}};
+      for (auto& a : ranges) {   // the third and fourth leave the i32 range: both wrap modulo 2^32
+        std::vector<int32_t> ref(n);
+        cpu::arange_i32(ref.data(), n, a[0], a[1]);
+        auto d = poisoned<int32_t>(n);
+        cu::arange_i32(d.ptr(), n, a[0], a[1]);
+        auto got = download(d, r, "out");
+        compare_exact(r, "out", got.data(), ref.data(), n);
+      }
+    }
+    return std::string("n=1..1M+3, 5 (start, step), wrapping");
+  });
+}
+
+void test_random() {
+  const int64_t ns[] = {1, 2, 7, 129, 1000, 4097, int64_t(1) << 20};
+  const uint64_t offsets[] = {0, 1, 2, 3, 5, (uint64_t(1) << 33) + 2, (uint64_t(1) << 40) + 1};
+  check("rand_uniform", [&](Result& r) {
+    for (int64_t n : ns)
+      for (uint64_t off : offsets) {
+        if (n > 4097 && off != 3) continue;
+        const uint64_t seed = g_rng();
+        const float lo = randn(1)[0], hi = lo + std::fabs(randn(1, 3.0f)[0]) + 0.01f;
+        std::vector<float> ref(n);
+        cpu::rand_uniform(ref.data(), n, seed, off, lo, hi);
+        auto d = poisoned<float>(n, off % 3);
+        cu::rand_uniform(d.ptr(), n, seed, off, lo, hi);
+        auto got = download(d, r, "out");
+        compare_exact(r, "out", got.data(), ref.data(), n);
+      }
+    {   // [0, 1): the raw stream
+      const int64_t n = 4097;
+      std::vector<float> ref(n);
+      cpu::rand_uniform(ref.data(), n, 0, 0, 0.0f, 1.0f);
+      auto d = poisoned<float>(n);
+      cu::rand_uniform(d.ptr(), n, 0, 0, 0.0f, 1.0f);
+      auto got = download(d, r, "out");
+      compare_exact(r, "out [0,1)", got.data(), ref.data(), n);
+    }
+    return std::string("n 1..1M, offsets 0..2^40+1, seeds random");
+  });
+  check("rand_normal", [&](Result& r) {
+    size_t differ = 0, total = 0;
+    for (int64_t n : ns)
+      for (uint64_t off : offsets) {
+        if (n > 4097 && off != 3) continue;
+        const uint64_t seed = g_rng();
+        const float mean = randn(1)[0], stddev = std::fabs(randn(1, 2.0f)[0]) + 0.05f;
+        std::vector<float> ref(n);
+        cpu::rand_normal(ref.data(), n, seed, off, mean, stddev);
+        auto d = poisoned<float>(n, off % 3);
+        cu::rand_normal(d.ptr(), n, seed, off, mean, stddev);
+        auto got = download(d, r, "out");
+        // The device's double log / sin / cos may move z = r cos(theta) by one f32 ulp (|z| < 6.8 < 8):
+        // stddev 2^-20 absolute, and the last rounding of mean + stddev z, 2^-22 relative.
+        compare(r, "out", got.data(), ref.data(), n, std::ldexp(1.0, -22), stddev * std::ldexp(1.0, -20));
+        differ += count_bit_diffs(got.data(), ref.data(), n);
+        total += n;
+      }
+    return "n 1..1M, offsets 0..2^40+1" + bits_note(differ) + " of " + std::to_string(total);
+  });
+}
+
+void test_pow_where() {
+  check("pow_scalar", [](Result& r) {
+    // The CPU's special cases are exact (IEEE sqrt and division on both sides); other p go through powf.
+    const float special[] = {1.0f, 2.0f, 3.0f, 0.5f, -0.5f, -1.0f, -2.0f};
+    const float general[] = {1.7f, -0.3f, 2.5f, 0.0f, 4.0f, -3.0f};
+    for (int64_t n : kElemSizes) {
+      for (float p : special) {
+        auto x = randn(n, 2.0f);   // negatives too: sqrt gives NaN on both sides
+        std::vector<float> ref(n);
+        cpu::pow_scalar(ref.data(), x.data(), n, p);
+        auto dx = upload(x);
+        auto dy = poisoned<float>(n);
+        cu::pow_scalar(dy.ptr(), dx.ptr(), n, p);
+        auto got = download(dy, r, "y");
+        // NaN payloads may differ between the CPU's and the device's sqrt of a negative: compare as floats.
+        compare(r, "y (special p)", got.data(), ref.data(), n, 0.0, 0.0);
+      }
+      for (float p : general) {
+        auto x = uniform(n, 0.05f, 3.0f);
+        std::vector<float> ref(n);
+        cpu::pow_scalar(ref.data(), x.data(), n, p);
+        auto dx = upload(x);
+        auto dy = poisoned<float>(n);
+        cu::pow_scalar(dy.ptr(), dx.ptr(), n, p);
+        auto got = download(dy, r, "y");
+        compare(r, "y", got.data(), ref.data(), n, 1e-5, 1e-6);
+      }
+    }
+    return std::string("n=1..100003, p 1 2 3 .5 -.5 -1 -2 exact; 6 others");
+  });
+  for (bool ci : {false, true}) {
+    check(std::string("where_forward (cond ") + (ci ? "i32)" : "f32)"), [&](Result& r) {
+      const int64_t shapes[][2] = {{1, 1}, {7, 33}, {129, 7}, {1000, 257}, {4097, 3}};
+      for (auto& s : shapes) {
+        const int64_t R = s[0], C = s[1];
+        struct Case {
+          std::vector<int64_t> shape, cs, as, bs;
+          int64_t nc, na, nb;
+        };
+        const std::vector<Case> cases = {
+            {{R, C}, {C, 1}, {C, 1}, {C, 1}, R * C, R * C, R * C},
+            {{R, C}, {0, 1}, {1, 0}, {0, 0}, C, R, 1},             // cond a row, a a column, b a scalar
+            {{R, C}, {1, R}, {C, 1}, {0, 1}, R * C, R * C, C},     // cond read transposed
+            {{3, R, C}, {R * C, C, 1}, {0, 1, 0}, {0, C, 1}, 3 * R * C, R, R * C},
+            {{2, 1, R, 1, C}, {0, 0, C, 0, 1}, {R * C, 0, C, 0, 1}, {1, 0, 0, 0, 0}, R * C, 2 * R * C, 2},
+        };
+        for (const Case& c : cases) {
+          int64_t n = 1;
+          for (auto d : c.shape) n *= d;
+          auto a = randn(c.na), b = randn(c.nb);
+          std::vector<float> condf(c.nc);
+          std::vector<int32_t> condi(c.nc);
+          const float fvals[] = {0.0f, 1.0f, -0.0f, NAN, 2.5f, -INFINITY};
+          const int32_t ivals[] = {0, 1, -7, 0, INT32_MIN};
+          for (int64_t k = 0; k < c.nc; k++) {
+            condf[k] = fvals[g_rng() % 6];
+            condi[k] = ivals[g_rng() % 5];
+          }
+          const void* hc = ci ? static_cast<const void*>(condi.data()) : condf.data();
+          const int nd = static_cast<int>(c.shape.size());
+          std::vector<float> ref(n);
+          cpu::where_forward(ref.data(), hc, ci, a.data(), b.data(), nd, c.shape.data(), c.cs.data(), c.as.data(),
+                             c.bs.data());
+          auto da = upload(a), db = upload(b);
+          auto dcf = upload(condf);
+          auto dci = upload(condi);
+          const void* gc = ci ? static_cast<const void*>(dci.ptr()) : dcf.ptr();
+          auto dout = poisoned<float>(n);
+          cu::where_forward(dout.ptr(), gc, ci, da.ptr(), db.ptr(), nd, c.shape.data(), c.cs.data(), c.as.data(),
+                            c.bs.data());
+          auto got = download(dout, r, "out");
+          compare_exact(r, "out", got.data(), ref.data(), n);
+        }
+      }
+      {   // no axes (one element) and an empty axis (nothing written)
+        auto a = randn(1), b = randn(1);
+        std::vector<float> condf = {1.0f};
+        std::vector<int32_t> condi = {0};
+        const void* hc = ci ? static_cast<const void*>(condi.data()) : condf.data();
+        float ref = 0;
+        cpu::where_forward(&ref, hc, ci, a.data(), b.data(), 0, nullptr, nullptr, nullptr, nullptr);
+        auto da = upload(a), db = upload(b);
+        auto dcf = upload(condf);
+        auto dci = upload(condi);
+        const void* gc = ci ? static_cast<const void*>(dci.ptr()) : dcf.ptr();
+        auto dout = poisoned<float>(1);
+        cu::where_forward(dout.ptr(), gc, ci, da.ptr(), db.ptr(), 0, nullptr, nullptr, nullptr, nullptr);
+        auto got = download(dout, r, "out (0-d)");
+        compare_exact(r, "out (0-d)", got.data(), &ref, 1);
+        const int64_t shape[] = {3, 0, 4}, st[] = {4, 4, 1};
+        auto dempty = poisoned<float>(0);
+        cu::where_forward(dempty.ptr(), gc, ci, da.ptr(), db.ptr(), 3, shape, st, st, st);
+        download(dempty, r, "out (empty)");
+      }
+      return std::string("(R,C)=1x1..4097x3, 5 broadcasts, 0-d, empty");
+    });
+  }
+}
+
+void test_reduce_helpers() {
+  const int64_t shapes[][3] = {{1, 1, 1}, {7, 129, 1}, {129, 1000, 1}, {1000, 7, 1}, {7, 129, 33},
+                               {2, 1000, 7}, {1, 4097, 3}, {4097, 2, 5}, {3, 0, 2}, {0, 5, 3}};
+  check("broadcast_axis", [&](Result& r) {
+    for (auto& s : shapes)
+      for (float scale : {1.0f, 0.37f, -3.0f}) {
+        const int64_t outer = s[0], len = s[1], inner = s[2];
+        auto dy = randn(outer * inner);
+        std::vector<float> ref(outer * len * inner);
+        cpu::broadcast_axis(ref.data(), dy.data(), outer, len, inner, scale);
+        auto ddy = upload(dy);
+        auto ddx = poisoned<float>(outer * len * inner);
+        cu::broadcast_axis(ddx.ptr(), ddy.ptr(), outer, len, inner, scale);
+        auto got = download(ddx, r, "dx");
+        compare_exact(r, "dx", got.data(), ref.data(), got.size());
+      }
+    return std::string("10 shapes, len 0..4097, scale 1 .37 -3");
+  });
+  check("scatter_arg", [&](Result& r) {
+    for (auto& s : shapes) {
+      const int64_t outer = s[0], len = s[1], inner = s[2];
+      auto dy = randn(outer * inner);
+      auto arg = randint(outer * inner, 0, static_cast<int32_t>(std::max<int64_t>(len - 1, 0)));
+      for (auto& a : arg)   // about one in ten outside [0, len): skipped
+        if (g_rng() % 10 == 0) a = (g_rng() & 1) ? -1 : static_cast<int32_t>(len);
+      std::vector<float> ref(outer * len * inner);
+      cpu::scatter_arg(ref.data(), dy.data(), arg.data(), outer, len, inner);
+      auto ddy = upload(dy);
+      auto darg = upload(arg);
+      auto ddx = poisoned<float>(outer * len * inner);
+      cu::scatter_arg(ddx.ptr(), ddy.ptr(), darg.ptr(), outer, len, inner);
+      auto got = download(ddx, r, "dx");
+      compare_exact(r, "dx", got.data(), ref.data(), got.size());
+    }
+    return std::string("10 shapes, len 0..4097, bad indices skipped");
+  });
+  check("sum_squares", [](Result& r) {
+    const int64_t ns[] = {0, 1, 7, 129, 4095, 4097, 1000003, int64_t(3) << 22};
+    for (int64_t n : ns)
+      for (size_t shift : {size_t(0), size_t(1)}) {
+        auto x = randn(n, 3.0f, 0.5f);
+        const double ref = cpu::sum_squares(x.data(), n);
+        auto dx = upload(x, n, shift);
+        const double got = cu::sum_squares(dx.ptr(), n);
+        // Both sum exact products in double, in different orders: n eps relative at worst.
+        compare_scalar(r, "sum", got, ref, 1e-15 * (static_cast<double>(n) + 1), 0.0);
+      }
+    return std::string("n=0 1 7 129 4095 4097 1M 12.6M x2 offsets");
+  });
+  check("all_finite", [](Result& r) {
+    const int64_t ns[] = {0, 1, 7, 129, 4097, 1000003};
+    const float bad[] = {NAN, INFINITY, -INFINITY};
+    for (int64_t n : ns)
+      for (int k = -1; k < 3; k++)
+        for (int where = 0; where < 3; where++) {
+          auto x = randn(n, 1e30f);   // large but finite
+          if (k >= 0 && n > 0) x[where == 0 ? 0 : where == 1 ? n - 1 : g_rng() % n] = bad[k];
+          const bool ref = cpu::all_finite(x.data(), n);
+          auto dx = upload(x, n, where);
+          const bool got = cu::all_finite(dx.ptr(), n);
+          if (got != ref)
+            r.fail("n=" + std::to_string(n) + ": " + (got ? "true" : "false") + ", cpu " + (ref ? "true" : "false"));
+        }
+    return std::string("n=0..1M, NaN/+inf/-inf first, last, anywhere");
+  });
+}
+
+// ------------------------------------------------------------------------------------------------ layout
+struct StridedCase {
+  const char* what;
+  std::vector<int64_t> shape, stride;
+};
+
+std::vector<StridedCase> strided_cases() {
+  std::vector<StridedCase> v;
+  const int64_t rc[][2] = {{1, 1}, {7, 33}, {8, 8}, {33, 65}, {129, 257}, {1000, 7}, {4097, 3}};
+  for (auto& s : rc) {
+    const int64_t R = s[0], C = s[1];
+    v.push_back({"contiguous", {R, C}, {C, 1}});
+    v.push_back({"transpose", {R, C}, {1, R}});              // x is (C, R)
+    v.push_back({"row broadcast", {R, C}, {0, 1}});
+    v.push_back({"column broadcast", {R, C}, {1, 0}});
+    v.push_back({"strided", {R, C}, {2 * C + 3, 2}});
+    v.push_back({"size-1 axes", {1, R, 1, C}, {999, C, 5, 1}});
+  }
+  v.push_back({"permute 0213", {2, 3, 37, 16}, {37 * 3 * 16, 16, 3 * 16, 1}});   // (B, N, H, D) -> (B, H, N, D)
+  v.push_back({"batched transpose", {5, 40, 70}, {2800, 1, 40}});
+  v.push_back({"batched transpose 2", {4, 3, 33, 17}, {3 * 33 * 17, 33 * 17, 1, 33}});
+  v.push_back({"permute 210", {3, 50, 20}, {1, 60, 3}});
+  v.push_back({"0-d", {}, {}});
+  v.push_back({"empty", {3, 0, 5}, {5, 5, 1}});
+  return v;
+}
+
+template <typename T>
+void strided_case(Result& r, const StridedCase& c, size_t oshift, size_t ishift) {
+  int64_t n = 1, nx = 1;
+  for (size_t d = 0; d < c.shape.size(); d++) {
+    n *= c.shape[d];
+    if (c.shape[d] > 0) nx += (c.shape[d] - 1) * c.stride[d];
+  }
+  if (n == 0) nx = 1;
+  auto x = random_bits<T>(nx);
+  std::vector<T> ref(n);
+  const int nd = static_cast<int>(c.shape.size());
+  cpu::copy_strided(ref.data(), x.data(), nd, c.shape.data(), c.stride.data(), sizeof(T));
+  auto dx = upload(x, 0, ishift);
+  auto dout = poisoned<T>(n, oshift);
+  cu::copy_strided(dout.ptr(), dx.ptr(), nd, c.shape.data(), c.stride.data(), sizeof(T));
+  auto got = download(dout, r, c.what);
+  compare_exact(r, c.what, got.data(), ref.data(), n);
+}
+
+struct SliceCase {
+  int64_t outer, xlen, inner, start, len;
+};
+const SliceCase kSlices[] = {{1, 1, 1, 0, 1},      {7, 10, 33, 3, 5},   {129, 20, 1, 7, 13}, {3, 4097, 3, 1, 4000},
+                             {1000, 7, 2, 6, 1},   {2, 5, 8, 0, 5},     {5, 9, 4, 2, 0},     {1, 100, 7, 3, 50},
+                             {33, 16, 4, 4, 8},    {0, 4, 4, 1, 2}};
+
+void test_layout() {
+  for (int es : {4, 2}) {
+    const std::string sz = es == 4 ? " (elsize 4)" : " (elsize 2)";
+    check("copy_strided" + sz, [&](Result& r) {
+      for (const StridedCase& c : strided_cases())
+        for (auto sh : {std::pair<size_t, size_t>{0, 0}, {1, 3}}) {
+          if (es == 4) strided_case<uint32_t>(r, c, sh.first, sh.second);
+          else strided_case<uint16_t>(r, c, sh.first, sh.second);
+        }
+      return std::string("7 (R,C) x 6 layouts, permutes, 0-d, empty");
+    });
+    check("slice_copy" + sz, [&](Result& r) {
+      for (const SliceCase& s : kSlices)
+        for (size_t shift : {size_t(0), size_t(1)}) {
+          const int64_t nx = s.outer * s.xlen * s.inner, n = s.outer * s.len * s.inner;
+          auto run = [&](auto tag) {
+            using T = decltype(tag);
+            auto x = random_bits<T>(nx);
+            std::vector<T> ref(n);
+            cpu::slice_copy(ref.data(), x.data(), s.outer, s.xlen, s.inner, s.start, s.len, es);
+            auto dx = upload(x, nx, shift);
+            auto dout = poisoned<T>(n, 1 - shift);
+            cu::slice_copy(dout.ptr(), dx.ptr(), s.outer, s.xlen, s.inner, s.start, s.len, es);
+            auto got = download(dout, r, "out");
+            compare_exact(r, "out", got.data(), ref.data(), n);
+          };
+          if (es == 4) run(uint32_t{}); else run(uint16_t{});
+        }
+      return std::string("10 (outer,xlen,inner,start,len), 2 alignments");
+    });
+    check("slice_assign" + sz, [&](Result& r) {
+      for (const SliceCase& s : kSlices)
+        for (size_t shift : {size_t(0), size_t(1)}) {
+          const int64_t nout = s.outer * s.xlen * s.inner, n = s.outer * s.len * s.inner;
+          auto run = [&](auto tag) {
+            using T = decltype(tag);
+            auto x = random_bits<T>(n), out0 = random_bits<T>(nout);
+            std::vector<T> ref = out0;
+            cpu::slice_assign(ref.data(), x.data(), s.outer, s.xlen, s.inner, s.start, s.len, es);
+            auto dx = upload(x, n, shift);
+            auto dout = upload(out0, nout, 1 - shift);
+            cu::slice_assign(dout.ptr(), dx.ptr(), s.outer, s.xlen, s.inner, s.start, s.len, es);
+            auto got = download(dout, r, "out");
+            compare_exact(r, "out", got.data(), ref.data(), nout);
+          };
+          if (es == 4) run(uint32_t{}); else run(uint16_t{});
+        }
+      return std::string("10 (outer,outlen,inner,start,len), 2 alignments");
+    });
+  }
+  check("layout (bad elsize throws)", [](Result& r) {
+    for (int64_t es : {int64_t(1), int64_t(8)}) {
+      bool threw = false;
+      try {
+        cu::slice_copy(nullptr, nullptr, 1, 1, 1, 0, 1, es);
+      } catch (const std::invalid_argument&) {
+        threw = true;
+      }
+      if (!threw) r.fail("slice_copy: no exception for elsize " + std::to_string(es));
+    }
+    return std::string("elsize 1, 8");
+  });
+  check("slice_add_backward", [](Result& r) {
+    size_t differ = 0;
+    for (const SliceCase& s : kSlices) {
+      const int64_t nx = s.outer * s.xlen * s.inner, n = s.outer * s.len * s.inner;
+      auto dx0 = randn(nx), dy = randn(n);
+      std::vector<float> ref = dx0;
+      cpu::slice_add_backward(ref.data(), dy.data(), s.outer, s.xlen, s.inner, s.start, s.len);
+      auto ddx = upload(dx0, nx), ddy = upload(dy, n);
+      cu::slice_add_backward(ddx.ptr(), ddy.ptr(), s.outer, s.xlen, s.inner, s.start, s.len);
+      auto got = download(ddx, r, "dx");
+      compare(r, "dx", got.data(), ref.data(), nx, 1e-6, 1e-7);   // one f32 addition: identical in practice
+      differ += count_bit_diffs(got.data(), ref.data(), nx);
+    }
+    return "10 (outer,xlen,inner,start,len)" + bits_note(differ);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------- indexing
+void test_index_ops() {
+  // (outer, xlen, inner, nidx): indices repeat (nidx > xlen); the backward's two paths both appear: the column
+  // walk (outer * inner >= 32768 or nidx <= 64) and atomics (the rest).
+  const int64_t sel[][4] = {{1, 1, 1, 1},     {7, 10, 33, 5},     {3, 50, 1, 129},  {129, 20, 768, 7},
+                            {1, 1000, 64, 4097}, {2, 7, 3, 0},    {64, 30, 600, 100}, {0, 5, 3, 4},
+                            {5, 3, 2, 1000}};
+  for (int es : {4, 2}) {
+    check(std::string("index_select (elsize ") + std::to_string(es) + ")", [&](Result& r) {
+      for (auto& s : sel)
+        for (size_t shift : {size_t(0), size_t(1)}) {
+          const int64_t outer = s[0], xlen = s[1], inner = s[2], nidx = s[3];
+          const int64_t nx = outer * xlen * inner, n = outer * nidx * inner;
+          auto idx = randint(nidx, 0, static_cast<int32_t>(xlen - 1));
+          auto run = [&](auto tag) {
+            using T = decltype(tag);
+            auto x = random_bits<T>(nx);
+            std::vector<T> ref(n);
+            const int64_t rbad = cpu::index_select(ref.data(), x.data(), idx.data(), outer, xlen, inner, nidx, es);
+            auto dx = upload(x, nx, shift);
+            auto di = upload(idx, nidx);
+            auto dout = poisoned<T>(n, shift);
+            const int64_t bad = cu::index_select(dout.ptr(), dx.ptr(), di.ptr(), outer, xlen, inner, nidx, es);
+            if (bad != rbad || bad != -1) r.fail("returned " + std::to_string(bad) + " for valid indices");
+            auto got = download(dout, r, "out");
+            compare_exact(r, "out", got.data(), ref.data(), n);
+          };
+          if (es == 4) run(uint32_t{}); else run(uint16_t{});
+        }
+      for (int64_t outer : {int64_t(3), int64_t(0)}) {   // bad indices: the first position, nothing written
+        const int64_t xlen = 20, inner = 7, nidx = 129, nx = outer * xlen * inner, n = outer * nidx * inner;
+        auto idx = randint(nidx, 0, static_cast<int32_t>(xlen - 1));
+        idx[40] = static_cast<int32_t>(xlen);
+        idx[77] = -1;
+        auto x = random_bits<uint32_t>(nx);
+        std::vector<uint32_t> ref(n);
+        const int64_t rbad = cpu::index_select(ref.data(), x.data(), idx.data(), outer, xlen, inner, nidx, 4);
+        auto dx = upload(x, nx);
+        auto di = upload(idx);
+        auto dout = poisoned<uint32_t>(n);
+        const int64_t bad = cu::index_select(dout.ptr(), dx.ptr(), di.ptr(), outer, xlen, inner, nidx, 4);
+        if (bad != rbad || bad != 40)
+          r.fail("bad index: returned " + std::to_string(bad) + ", cpu " + std::to_string(rbad) + ", want 40");
+        expect_untouched(r, "out", download(dout, r, "out"));
+      }
+      return std::string("9 (outer,xlen,inner,nidx), 2 alignments, bad");
+    });
+  }
+  check("index_select_backward", [&](Result& r) {
+    size_t differ = 0;
+    for (auto& s : sel) {
+      const int64_t outer = s[0], xlen = s[1], inner = s[2], nidx = s[3];
+      const int64_t nx = outer * xlen * inner, n = outer * nidx * inner;
+      const bool walk = outer * inner >= 32768 || nidx <= 64;
+      auto idx = randint(nidx, -1, static_cast<int32_t>(xlen));   // a few out of range: skipped
+      auto dx0 = randn(nx), dy = randn(n);
+      std::vector<float> ref = dx0;
+      cpu::index_select_backward(ref.data(), dy.data(), idx.data(), outer, xlen, inner, nidx);
+      auto ddx = upload(dx0, nx), ddy = upload(dy, n);
+      auto di = upload(idx, nidx);
+      cu::index_select_backward(ddx.ptr(), ddy.ptr(), di.ptr(), outer, xlen, inner, nidx);
+      auto got = download(ddx, r, "dx");
+      // The walk adds in the CPU's order (should be bit-identical); atomics in any order: about nidx / xlen terms
+      // per element, partial sums growing like their square root, so the rounding grows about linearly.
+      const double per_row = xlen > 0 ? double(nidx) / double(xlen) + 1 : 1;
+      compare(r, "dx", got.data(), ref.data(), nx, walk ? 1e-6 : 1e-5, 1e-6 * per_row);
+      if (walk) differ += count_bit_diffs(got.data(), ref.data(), nx);
+    }
+    return "9 shapes, walk + atomic" + bits_note(differ) + " (walk)";
+  });
+  // (outer, xlen, inner, glen)
+  const int64_t gat[][4] = {{1, 1, 1, 1},     {7, 10, 33, 5},  {129, 1000, 1, 3}, {4, 7, 3, 200},
+                            {1, 50000, 1, 4097}, {64, 30, 600, 7}, {3, 5, 0, 4},  {2, 9, 40000, 3}};
+  check("gather", [&](Result& r) {
+    for (auto& s : gat) {
+      const int64_t outer = s[0], xlen = s[1], inner = s[2], glen = s[3];
+      const int64_t nx = outer * xlen * inner, n = outer * glen * inner;
+      auto x = randn(nx);
+      auto idx = randint(n, 0, static_cast<int32_t>(xlen - 1));
+      std::vector<float> ref(n);
+      const int64_t rbad = cpu::gather(ref.data(), x.data(), idx.data(), outer, xlen, inner, glen);
+      auto dx = upload(x, nx);
+      auto di = upload(idx, n);
+      auto dout = poisoned<float>(n);
+      const int64_t bad = cu::gather(dout.ptr(), dx.ptr(), di.ptr(), outer, xlen, inner, glen);
+      if (bad != rbad || bad != -1) r.fail("returned " + std::to_string(bad) + " for valid indices");
+      auto got = download(dout, r, "out");
+      compare_exact(r, "out", got.data(), ref.data(), n);
+    }
+    {   // bad indices: the first flat position, nothing written
+      const int64_t outer = 4, xlen = 9, inner = 5, glen = 6, n = outer * glen * inner;
+      auto x = randn(outer * xlen * inner);
+      auto idx = randint(n, 0, static_cast<int32_t>(xlen - 1));
+      idx[33] = -2;
+      idx[90] = static_cast<int32_t>(xlen);
+      std::vector<float> ref(n);
+      const int64_t rbad = cpu::gather(ref.data(), x.data(), idx.data(), outer, xlen, inner, glen);
+      auto dx = upload(x);
+      auto di = upload(idx);
+      auto dout = poisoned<float>(n);
+      const int64_t bad = cu::gather(dout.ptr(), dx.ptr(), di.ptr(), outer, xlen, inner, glen);
+      if (bad != rbad || bad != 33)
+        r.fail("bad index: returned " + std::to_string(bad) + ", cpu " + std::to_string(rbad) + ", want 33");
+      expect_untouched(r, "out", download(dout, r, "out"));
+    }
+    return std::string("8 (outer,xlen,inner,glen), bad");
+  });
+  check("gather_backward", [&](Result& r) {
+    size_t differ = 0;
+    for (auto& s : gat) {
+      const int64_t outer = s[0], xlen = s[1], inner = s[2], glen = s[3];
+      const int64_t nx = outer * xlen * inner, n = outer * glen * inner;
+      const bool walk = outer * inner >= 32768 || glen <= 64;
+      auto idx = randint(n, -1, static_cast<int32_t>(xlen));   // a few out of range: skipped
+      auto dx0 = randn(nx), dy = randn(n);
+      std::vector<float> ref = dx0;
+      cpu::gather_backward(ref.data(), dy.data(), idx.data(), outer, xlen, inner, glen);
+      auto ddx = upload(dx0, nx), ddy = upload(dy, n);
+      auto di = upload(idx, n);
+      cu::gather_backward(ddx.ptr(), ddy.ptr(), di.ptr(), outer, xlen, inner, glen);
+      auto got = download(ddx, r, "dx");
+      const double per_row = double(glen) / double(xlen) + 1;
+      compare(r, "dx", got.data(), ref.data(), nx, walk ? 1e-6 : 1e-5, 1e-6 * per_row);
+      if (walk) differ += count_bit_diffs(got.data(), ref.data(), nx);
+    }
+    return "8 shapes, walk + atomic" + bits_note(differ) + " (walk)";
+  });
+}
+
+// ---------------------------------------------------------------------------------------------- optimizer
+void test_sgd_helpers() {
+  struct Sgd {
+    double lr, momentum, dampening, wd;
+    bool nesterov, first, buf;
+  };
+  const Sgd variants[] = {{0.1, 0.0, 0.0, 0.0, false, false, false},    // plain SGD, no buffer
+                          {0.05, 0.0, 0.3, 0.01, false, false, true},   // momentum 0: the buffer is untouched
+                          {1e-3, 0.9, 0.0, 0.0, false, true, true},     // first step: buf = g
+                          {1e-3, 0.9, 0.1, 0.01, false, false, true},
+                          {0.01, 0.95, 0.0, 5e-4, true, false, true}};  // nesterov
+  check("sgd_step", [&](Result& r) {
+    size_t differ = 0;
+    for (int64_t n : kElemSizes)
+      for (const Sgd& v : variants) {
+        auto p = randn(n), g = randn(n), buf = randn(n, 0.1f);
+        std::vector<float> rp = p, rb = buf;
+        cpu::sgd_step(rp.data(), v.buf ? rb.data() : nullptr, g.data(), n, v.lr, v.momentum, v.dampening, v.wd,
+                      v.nesterov, v.first);
+        auto dp = upload(p), dg = upload(g), db = upload(buf);
+        cu::sgd_step(dp.ptr(), v.buf ? db.ptr() : nullptr, dg.ptr(), n, v.lr, v.momentum, v.dampening, v.wd,
+                     v.nesterov, v.first);
+        auto gp = download(dp, r, "p"), gb = download(db, r, "buf");
+        compare(r, "p", gp.data(), rp.data(), n, 1e-6, 1e-7);
+        compare(r, "buf", gb.data(), rb.data(), n, 1e-6, 1e-7);
+        differ += count_bit_diffs(gp.data(), rp.data(), n) + count_bit_diffs(gb.data(), rb.data(), n);
+      }
+    return "n=1..100003, 5 variants" + bits_note(differ);
+  });
+  check("scale_inplace / add_inplace", [](Result& r) {
+    size_t differ = 0;
+    for (int64_t n : kElemSizes) {
+      auto x = randn(n), y = randn(n);
+      const float s = randn(1)[0], alpha = randn(1)[0];
+      std::vector<float> rs = x, ra = x;
+      cpu::scale_inplace(rs.data(), n, s);
+      cpu::add_inplace(ra.data(), y.data(), n, alpha);
+      auto dxs = upload(x), dxa = upload(x), dy = upload(y);
+      cu::scale_inplace(dxs.ptr(), n, s);
+      cu::add_inplace(dxa.ptr(), dy.ptr(), n, alpha);
+      auto gs = download(dxs, r, "x (scale)"), ga = download(dxa, r, "x (add)");
+      compare(r, "x (scale)", gs.data(), rs.data(), n, 1e-6, 1e-7);
+      compare(r, "x (add)", ga.data(), ra.data(), n, 1e-6, 1e-7);
+      differ += count_bit_diffs(gs.data(), rs.data(), n) + count_bit_diffs(ga.data(), ra.data(), n);
+    }
+    return "n=1..100003" + bits_note(differ);
+  });
+}
+
 // -------------------------------------------------------------------------------------------------- bench
 struct Dev {   // a plain device buffer for the benchmarks (random contents, written on the device)
   void* p = nullptr;
@@ -1379,6 +2003,13 @@ int main(int argc, char** argv) {
   test_dropout();
   test_attention();
   test_infonce();
+  test_creation_more();
+  test_random();
+  test_pow_where();
+  test_reduce_helpers();
+  test_layout();
+  test_index_ops();
+  test_sgd_helpers();
   try {
     cu::synchronize();
   } catch (const std::exception& e) {

@@ -9,8 +9,9 @@
 // Errors: every CUDA call is checked and a failure throws std::runtime_error naming the kernel or call and
 // cudaGetErrorString (never exit() or abort()); an allocation that fails even after emptying the cache throws
 // cuda::OutOfMemory, which names the requested size. Bad arguments (a dtype pair with no kernel) throw
-// std::invalid_argument. The functions that meet bad user data (cross_entropy_forward, embedding_forward)
-// return the first bad position like their CPU namesakes; they synchronise to read it back.
+// std::invalid_argument. The functions that meet bad user data (cross_entropy_forward, embedding_forward,
+// index_select, gather) return the first bad position like their CPU namesakes; they synchronise to read it back,
+// as do sum_squares and all_finite, which return a host value.
 //
 // This header includes no CUDA header: the bindings and the test program are plain C++ and link modalab_cuda.
 // Nothing here is usable unless the build defines MODALAB_HAVE_CUDA (CMake: check_language(CUDA)).
@@ -74,6 +75,15 @@ double time_ms(const std::function<void()>& body, int warmup, int iters);
 // ---------------------------------------------------------------------------------------------- kernels
 // Same contract as modalab::cpu (kernels.h); device pointers. One launcher per direction.
 void fill_f32(float* out, int64_t n, float value);   // out (n)
+void fill_i32(int32_t* out, int64_t n, int32_t value);   // out (n)
+// start + i * step in double, rounded once to f32 (product and sum unfused, as on the CPU): bit for bit.
+void arange_f32(float* out, int64_t n, double start, double step);   // out (n)
+void arange_i32(int32_t* out, int64_t n, int64_t start, int64_t step);   // out (n), wraps modulo 2^32
+// The CPU's Philox4x32-10 stream (element i at stream position offset + i). rand_uniform is bit for bit
+// cpu::rand_uniform; rand_normal is the CPU's Box-Muller in double with the device's log / sin / cos, so a value
+// can differ from the CPU's by one f32 ulp of the standard normal (rarely).
+void rand_uniform(float* out, int64_t n, uint64_t seed, uint64_t offset, float lo, float hi);   // out (n)
+void rand_normal(float* out, int64_t n, uint64_t seed, uint64_t offset, float mean, float stddev);   // out (n)
 
 // Every pair of F32, F16, BF16 and I32, bit-for-bit what cpu::cast gives (round to nearest even, NaN stays NaN
 // with the CPU's payload rules, overflow to infinity, subnormals exact). 16-byte accesses where aligned.
@@ -82,12 +92,25 @@ void cast(void* out, DType out_dtype, const void* x, DType x_dtype, int64_t n);
 void unary_forward(float* y, const float* x, int64_t n, UnaryOp op);   // y (n) = f(x (n))
 void unary_backward(float* dx, const float* dy, const float* x, const float* y, int64_t n, UnaryOp op);   // =
 void affine(float* y, const float* x, int64_t n, float scale, float shift);   // y (n) = x (n) * scale + shift
+// y (n) = x (n) ^ p; the CPU's special cases (p = 1, 2, 3, 0.5, -0.5, -1, -2) bit for bit, else the device's powf.
+void pow_scalar(float* y, const float* x, int64_t n, float p);
 // out (shape) = a op b, a and b laid over shape by element strides (0 on broadcast axes); shape/strides on host.
 void binary_forward(float* out, const float* a, const float* b, int ndim, const int64_t* shape,
                     const int64_t* astride, const int64_t* bstride, BinaryOp op);
+// out (shape) = cond != 0 ? a : b, all three laid over shape by strides (host arrays); cond f32 or i32 (cond_i32).
+void where_forward(float* out, const void* cond, bool cond_i32, const float* a, const float* b, int ndim,
+                   const int64_t* shape, const int64_t* cstride, const int64_t* astride, const int64_t* bstride);
 
 // x (outer, len, inner) -> out (outer, inner); argidx (outer, inner) for Max/Min, may be null.
 void reduce(float* out, int32_t* argidx, const float* x, int64_t outer, int64_t len, int64_t inner, ReduceOp op);
+// dx (outer, len, inner) = dy (outer, inner) broadcast along len, times scale. Overwrites.
+void broadcast_axis(float* dx, const float* dy, int64_t outer, int64_t len, int64_t inner, float scale);
+// dx (outer, len, inner) = 0 except dx[o, argidx[o, i], i] = dy[o, i] (indices outside [0, len) skipped). Overwrites.
+void scatter_arg(float* dx, const float* dy, const int32_t* argidx, int64_t outer, int64_t len, int64_t inner);
+// Sum of x (n)^2 in double, in a fixed order that depends on n only (not the CPU's order: equal to double
+// rounding). Returns a host value: synchronises.
+double sum_squares(const float* x, int64_t n);
+bool all_finite(const float* x, int64_t n);   // no NaN, no infinity in x (n); synchronises
 
 void softmax_forward(float* y, const float* x, int64_t outer, int64_t len, int64_t inner, bool log);
 void softmax_backward(float* dx, const float* dy, const float* y, int64_t outer, int64_t len, int64_t inner,
@@ -103,7 +126,36 @@ int64_t cross_entropy_forward(float* loss, float* lse, const float* logits, cons
 void cross_entropy_backward(float* dlogits, const float* dloss, const float* logits, const float* lse,
                             const int32_t* targets, int64_t N, int64_t C, int32_t ignore_index, float smoothing);
 
-// Checks every index first and writes nothing when one is bad (synchronises to read the check back).
+// Layout: elements are opaque 2- or 4-byte words (elsize; anything else throws std::invalid_argument), exact copies.
+// out (shape, contiguous) = x laid out by xstride (element strides, host array) over shape. Covers permute.
+void copy_strided(void* out, const void* x, int ndim, const int64_t* shape, const int64_t* xstride,
+                  int64_t elsize);
+// out (outer, len, inner) = x (outer, xlen, inner)[:, start:start+len, :]
+void slice_copy(void* out, const void* x, int64_t outer, int64_t xlen, int64_t inner, int64_t start,
+                int64_t len, int64_t elsize);
+// out (outer, outlen, inner)[:, start:start+len, :] = x (outer, len, inner)
+void slice_assign(void* out, const void* x, int64_t outer, int64_t outlen, int64_t inner, int64_t start,
+                  int64_t len, int64_t elsize);
+// dx (outer, xlen, inner)[:, start:start+len, :] += dy (outer, len, inner)
+void slice_add_backward(float* dx, const float* dy, int64_t outer, int64_t xlen, int64_t inner, int64_t start,
+                        int64_t len);
+
+// Indexing forwards check every index first and write nothing when one is bad (synchronises to read the check
+// back); they return -1 or the first bad position, as on the CPU. Backwards (+=) skip indices out of range.
+// out (outer, nidx, inner) = x (outer, xlen, inner)[:, idx, :]; elsize 2 or 4 (else std::invalid_argument).
+int64_t index_select(void* out, const void* x, const int32_t* idx, int64_t outer, int64_t xlen, int64_t inner,
+                     int64_t nidx, int64_t elsize);
+// dx (outer, xlen, inner)[:, idx[j], :] += dy (outer, nidx, inner)[:, j, :]. Deterministic and the CPU's bits
+// (one thread per (o, i) column adds in index order) when outer * inner >= 32768 or nidx <= 64; otherwise atomic
+// adds, whose order into one element (and so its last bit) can vary run to run.
+void index_select_backward(float* dx, const float* dy, const int32_t* idx, int64_t outer, int64_t xlen,
+                           int64_t inner, int64_t nidx);
+// out (outer, glen, inner)[o, j, i] = x (outer, xlen, inner)[o, idx[o, j, i], i]   (torch.gather)
+int64_t gather(float* out, const float* x, const int32_t* idx, int64_t outer, int64_t xlen, int64_t inner,
+               int64_t glen);
+// +=; deterministic under the same rule as index_select_backward (outer * inner >= 32768 or glen <= 64).
+void gather_backward(float* dx, const float* dy, const int32_t* idx, int64_t outer, int64_t xlen, int64_t inner,
+                     int64_t glen);
 int64_t embedding_forward(float* y, const float* table, const int32_t* idx, int64_t n, int64_t V, int64_t C);
 // dtable (V, C) += dy (n, C) scattered by idx; indices outside [0, V) are skipped. Atomic adds: the order of
 // the additions into one row (a token repeated in the batch) is not fixed, so the last bit may vary run to run.
@@ -111,6 +163,12 @@ void embedding_backward(float* dtable, const float* dy, const int32_t* idx, int6
 
 void adamw_step(float* p, float* m, float* v, const float* g, int64_t n, float lr, float beta1, float beta2,
                 float eps, float weight_decay, float bias_c1, float bias_c2);
+// SGD with momentum, cpu::sgd_step's contract and arithmetic (double hyperparameters rounded once to float; buf may
+// be null, and is untouched, when momentum == 0): bit for bit.
+void sgd_step(float* p, float* buf, const float* g, int64_t n, double lr, double momentum, double dampening,
+              double weight_decay, bool nesterov, bool first_step);
+void scale_inplace(float* x, int64_t n, float s);                     // x (n) *= s
+void add_inplace(float* x, const float* y, int64_t n, float alpha);   // x (n) += alpha * y (n)
 
 // c (batch..., M, N) = alpha * op(a) @ op(b) + beta * c, batch axes broadcast by strides (host arrays); beta = 0
 // never reads c. Goes through cuBLAS (plain f32, no TF32) when the build has it, else through matmul_tiled.
