@@ -115,6 +115,13 @@ if [ $BUILD_RC -eq 0 ]; then
     timeout "${BENCH_TIMEOUT:-150}" "./$BUILD_DIR/modalab_cuda_test" --bench 2>&1 | tee "$LOGS/cuda-bench.log"
     BENCH_RC=${PIPESTATUS[0]}
     row "bench" "rc $BENCH_RC, $(secs $T0) s"
+    # The same work in PyTorch on the same card, then the ratios (attention vs SDPA, InfoNCE vs logits + CE, casts
+    # vs the copy): scripts/gpu-bench-torch.py, scripts/gpu-compare.py.
+    echo "=== PyTorch, the same work"
+    T0=$(date +%s)
+    timeout "${TORCH_TIMEOUT:-150}" python3 scripts/gpu-bench-torch.py 2>&1 | tee "$LOGS/torch-bench.log"
+    row "torch bench" "rc ${PIPESTATUS[0]}, $(secs $T0) s"
+    python3 scripts/gpu-compare.py "$LOGS/cuda-bench.log" "$LOGS/torch-bench.log" > "$LOGS/compare.txt" 2>&1
   fi
 
   # Optional: SANITIZE="softmax layernorm" reruns those checks under compute-sanitizer's memcheck, which sees
@@ -130,21 +137,21 @@ if [ $BUILD_RC -eq 0 ]; then
 fi
 
 # ------------------------------------------------------------------------------------------------ Node
-# The Node parts (the addon on device 'cuda', the TypeScript tests, PyTorch side by side) come with the CUDA
-# backend issue. This machine has no Node.js; it runs them only when the caller carried one in .device/node.xz.
+# The Node parts (the addon built with CUDA, test/cuda.test.js, the src/api tests on device 'cuda'). This machine
+# has no Node.js; they run when the caller carried .device/ and .test-build/ (scripts/gpu-prep.sh).
 echo "=== node"
 if [ -f .device/node.xz ]; then
   xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node
   echo "node $(/tmp/node --version 2>&1)"
   if [ -x scripts/gpu-check-node.sh ]; then
-    PATH=/tmp:$PATH scripts/gpu-check-node.sh 2>&1 | tee "$LOGS/node.log"
+    PATH=/tmp:$PATH CUDA_ARCHS="$CUDA_ARCHS" JOBS="$JOBS" scripts/gpu-check-node.sh 2>&1 | tee "$LOGS/node.log"
     row "node" "rc ${PIPESTATUS[0]}: see node.log"
   else
     echo "node is here, but no Node GPU checks are wired yet (scripts/gpu-check-node.sh; the CUDA backend issue)"
     row "node" "carried, nothing to run yet"
   fi
 else
-  echo "Node parts skipped: this machine has no Node.js and no .device/node.xz was carried (shared/GPU.md)"
+  echo "Node parts skipped: this machine has no Node.js and no .device/node.xz was carried (scripts/gpu-prep.sh)"
   row "node" "skipped (no .device/node.xz)"
 fi
 
@@ -179,6 +186,10 @@ fi
 if [ -f "$LOGS/cuda-bench.log" ]; then
   echo "bench:"
   grep -E '^bench( |failed)' "$LOGS/cuda-bench.log" | sed 's/^bench /  /'
+fi
+if [ -s "$LOGS/compare.txt" ]; then
+  echo "against PyTorch (speed vs torch > 1: ours faster):"
+  sed 's/^/  /' "$LOGS/compare.txt"
 fi
 [ $BUILD_RC -eq 0 ] && { [ $TEST_RC -eq 0 ] || [ $TEST_RC -eq -1 ]; } && exit 0
 exit 1

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// npm test: compile src/, test/ and bench/ into .test-build/, then run every *.test.js with node's test runner.
+// npm test: compile src/, test/ and bench/ into .test-build/, then run every *.test.js with node's test runner
+// (and, where a GPU is usable, the src/api tests a second time on device cuda).
 // Extra arguments are substrings that select test files (npm test -- autograd safetensors).
 'use strict';
 const { execFileSync, spawnSync } = require('child_process');
@@ -42,4 +43,22 @@ if (files.length === 0) {
   process.exit(1);
 }
 const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', ...files], { stdio: 'inherit', cwd: root });
-process.exit(r.status === null ? 1 : r.status);
+if (r.status !== 0) process.exit(r.status === null ? 1 : r.status);
+
+// Once per available device: with a GPU, the tensor-level tests (src/api: every op, autograd, nn, optimizers,
+// amp) run again with every tensor made on 'cuda' (MODALAB_DEVICE sets the default device of ml.tensor, ml.randn,
+// ...), so each op's GPU kernels meet the same assertions and PyTorch fixtures as the CPU's.
+// MODALAB_TEST_DEVICES=cpu skips the second pass.
+const probe = spawnSync(process.execPath, ['-e',
+  `process.stdout.write(String(require(${JSON.stringify(path.join(root, '.test-build', 'src', 'index.js'))}).cuda.isAvailable()))`],
+{ encoding: 'utf8', cwd: root });
+const wantCuda = (process.env.MODALAB_TEST_DEVICES ?? 'cpu,cuda').split(',').includes('cuda');
+if (probe.stdout !== 'true' || !wantCuda) {
+  console.log(`# device cuda: ${probe.stdout !== 'true' ? 'not available (no CUDA build, driver or GPU)' : 'skipped (MODALAB_TEST_DEVICES)'}; the suite ran on cpu`);
+  process.exit(0);
+}
+const apiFiles = files.filter((f) => f.startsWith(path.join(root, '.test-build', 'src', 'api') + path.sep));
+console.log(`# device cuda: ${apiFiles.length} test files of src/api again, tensors on the GPU`);
+const rc = spawnSync(process.execPath, ['--test', '--test-concurrency=1', ...apiFiles],
+  { stdio: 'inherit', cwd: root, env: { ...process.env, MODALAB_DEVICE: 'cuda' } });
+process.exit(rc.status === null ? 1 : rc.status);

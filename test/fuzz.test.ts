@@ -380,6 +380,8 @@ const EXCLUDED: Record<string, string> = {
   isGradEnabled: 'takes no arguments', memory: 'takes no arguments', emptyCache: 'takes no arguments', resetPeak: 'takes no arguments', getRngState: 'takes no arguments',
   backendInfo: 'takes no arguments', autocastDtype: 'takes no arguments',
   setNumThreads: 'global state: fuzzed in its own child below with a fixed list',
+  getDefaultDevice: 'takes no arguments',
+  setDefaultDevice: "global state: its argument check (anything but 'cpu' or 'cuda' is a TypeError) is tested in test/cuda.test.ts",
 };
 
 /** Functions whose results are not tensors (the rule "returns a Tensor or throws" does not apply to them). */

@@ -42,6 +42,7 @@ function packageForNotebooks(tmp: string): string {
   // The addon and the dependencies are found through the package root (src/api/binding.ts).
   fs.symlinkSync(path.join(root, 'node_modules'), path.join(pkg, 'node_modules'), 'dir');
   fs.symlinkSync(path.join(root, 'build'), path.join(pkg, 'build'), 'dir');
+  fs.symlinkSync(path.join(root, 'sweeps'), path.join(pkg, 'sweeps'), 'dir');   // 04-ablations reads its specs there
   fs.cpSync(notebookDir, path.join(pkg, 'notebooks'), { recursive: true });
   const tsc = require.resolve('typescript/bin/tsc', { paths: [root] });
   const r = spawnSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.json'), '--outDir', path.join(pkg, 'dist')], { encoding: 'utf8' });

@@ -31,12 +31,13 @@ test('MODALAB_NUM_THREADS sets the thread count of the native pools', () => {
   }
 });
 
-test('backendInfo names the GEMM library and SIMD level; CUDA is off in a CPU build', () => {
+test('backendInfo names the GEMM library and SIMD level, and whether CUDA is built and usable', () => {
   const info = ml.backendInfo();
   assert.ok(info.blas.length > 0 && info.simd.length > 0);
   assert.ok(info.threads >= 1);
-  assert.equal(ml.cuda.isAvailable(), false);
-  assert.throws(() => ml.zeros([2]).to('cuda'), /not available/);
+  assert.equal(info.cuda, ml.cuda.isAvailable());
+  assert.equal(info.cudaBuild, ml.cuda.info().build);
+  assert.ok(!info.cuda || info.cudaBuild, 'usable CUDA implies a CUDA build');
 });
 
 test('setNumThreads rejects nonsense and results do not depend on the thread count', () => {

@@ -15,9 +15,43 @@
 #include <vector>
 
 #include "modalab/kernels.h"
+#ifdef MODALAB_HAVE_CUDA
+#include "modalab/cuda.h"
+#endif
 
 namespace modalab {
 namespace bind {
+
+// Where a buffer lives. A handle names host memory or (in a CUDA build) device memory; kernels dispatch on it.
+enum class Dev : uint8_t { Cpu = 0, Cuda = 1 };
+
+// The devices of the buffers one call has resolved so far. `Fn` clears it before each call and `Resolve` notes
+// every buffer's device, so a binding needs no device argument: `OnCuda` reads the note.
+struct CallDevices {
+  bool cpu = false;
+  bool cuda = false;
+};
+extern CallDevices g_call;
+
+// Whether this call runs on the CUDA backend (every buffer it resolved is device memory). Buffers on both
+// devices throw an error naming the op: tensors must be moved with `to()` first, nothing is copied implicitly.
+bool OnCuda(const Napi::CallbackInfo& info, const char* op);
+
+// The kernel call of a binding: modalab::cuda::fn when the call's buffers are on the GPU, else modalab::cpu::fn
+// (the two namespaces share every signature). Every Resolve of the call must come before it.
+#ifdef MODALAB_HAVE_CUDA
+#define ML_KERNEL(info, op, fn, ...) \
+  (::modalab::bind::OnCuda(info, op) ? ::modalab::cuda::fn(__VA_ARGS__) : ::modalab::cpu::fn(__VA_ARGS__))
+#else
+#define ML_KERNEL(info, op, fn, ...) (::modalab::bind::OnCuda(info, op), ::modalab::cpu::fn(__VA_ARGS__))
+#endif
+
+// Element i of an i32 buffer this call resolved (for error messages: the bad index or target). Copied from the
+// GPU when the call runs there.
+int32_t ElementI32(const int32_t* p, int64_t i);
+
+// One f32 value read from a tensor argument, wherever it lives (a device scalar is copied to the host).
+float ReadF32(const Napi::CallbackInfo& info, size_t i, const char* op);
 
 // Resolve a (handle, element offset) pair to a pointer, checking that `count` elements of `elsize` bytes fit.
 void* Resolve(const Napi::CallbackInfo& info, size_t i, int64_t count, size_t elsize, const char* op);
@@ -60,6 +94,7 @@ Napi::Function Fn(Napi::Env env, const char* name, F body) {
       env,
       [name, body](const Napi::CallbackInfo& info) -> Napi::Value {
         try {
+          g_call = CallDevices{};
           return body(info);
         } catch (const Napi::Error&) {
           throw;

@@ -22,7 +22,7 @@ void RegisterCreation(Napi::Env env, Napi::Object exports) {
     const char* op = "fillF32";
     int64_t n = Count(info, 2, op);
     float* out = F32(info, 0, n, op);
-    cpu::fill_f32(out, n, static_cast<float>(Num(info, 3, op)));
+    ML_KERNEL(info, op, fill_f32, out, n, static_cast<float>(Num(info, 3, op)));
     return info.Env().Undefined();
   }));
 
@@ -33,7 +33,7 @@ void RegisterCreation(Napi::Env env, Napi::Object exports) {
     int32_t* out = I32(info, 0, n, op);
     int64_t v = Int(info, 3, op);
     if (v < INT32_MIN || v > INT32_MAX) Throw(info.Env(), std::string(op) + ": value " + std::to_string(v) + " is outside i32");
-    cpu::fill_i32(out, n, static_cast<int32_t>(v));
+    ML_KERNEL(info, op, fill_i32, out, n, static_cast<int32_t>(v));
     return info.Env().Undefined();
   }));
 
@@ -42,7 +42,7 @@ void RegisterCreation(Napi::Env env, Napi::Object exports) {
     const char* op = "arangeF32";
     int64_t n = Count(info, 2, op);
     float* out = F32(info, 0, n, op);
-    cpu::arange_f32(out, n, Num(info, 3, op), Num(info, 4, op));
+    ML_KERNEL(info, op, arange_f32, out, n, Num(info, 3, op), Num(info, 4, op));
     return info.Env().Undefined();
   }));
 
@@ -58,7 +58,7 @@ void RegisterCreation(Napi::Env env, Napi::Object exports) {
         Throw(info.Env(), std::string(op) + ": values from " + std::to_string(start) + " to " +
                               std::to_string(static_cast<int64_t>(last)) + " do not fit in i32");
     }
-    cpu::arange_i32(out, n, start, step);
+    ML_KERNEL(info, op, arange_i32, out, n, start, step);
     return info.Env().Undefined();
   }));
 
@@ -68,7 +68,7 @@ void RegisterCreation(Napi::Env env, Napi::Object exports) {
     int64_t n = Count(info, 2, op);
     float* out = F32(info, 0, n, op);
     uint64_t seed = Seed(info, 3, op, "seed"), offset = Seed(info, 4, op, "offset");
-    cpu::rand_uniform(out, n, seed, offset, static_cast<float>(Num(info, 5, op)), static_cast<float>(Num(info, 6, op)));
+    ML_KERNEL(info, op, rand_uniform, out, n, seed, offset, static_cast<float>(Num(info, 5, op)), static_cast<float>(Num(info, 6, op)));
     return info.Env().Undefined();
   }));
 
@@ -78,7 +78,7 @@ void RegisterCreation(Napi::Env env, Napi::Object exports) {
     int64_t n = Count(info, 2, op);
     float* out = F32(info, 0, n, op);
     uint64_t seed = Seed(info, 3, op, "seed"), offset = Seed(info, 4, op, "offset");
-    cpu::rand_normal(out, n, seed, offset, static_cast<float>(Num(info, 5, op)), static_cast<float>(Num(info, 6, op)));
+    ML_KERNEL(info, op, rand_normal, out, n, seed, offset, static_cast<float>(Num(info, 5, op)), static_cast<float>(Num(info, 6, op)));
     return info.Env().Undefined();
   }));
 
@@ -89,7 +89,7 @@ void RegisterCreation(Napi::Env env, Napi::Object exports) {
     int64_t n = Count(info, 6, op);
     void* out = Resolve(info, 0, n, dtype_size(od), op);
     const void* x = Resolve(info, 3, n, dtype_size(xd), op);
-    cpu::cast(out, od, x, xd, n);
+    ML_KERNEL(info, op, cast, out, od, x, xd, n);
     return info.Env().Undefined();
   }));
 }

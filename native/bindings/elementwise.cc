@@ -59,7 +59,7 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     int64_t n = Count(info, 5, op);
     float* y = F32(info, 1, n, op);
     const float* x = F32(info, 3, n, op);
-    cpu::unary_forward(y, x, n, u);
+    ML_KERNEL(info, op, unary_forward, y, x, n, u);
     return info.Env().Undefined();
   }));
 
@@ -72,7 +72,7 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     const float* dy = F32(info, 3, n, op);
     const float* x = F32(info, 5, n, op);
     const float* y = F32(info, 7, n, op);
-    cpu::unary_backward(dx, dy, x, y, n, u);
+    ML_KERNEL(info, op, unary_backward, dx, dy, x, y, n, u);
     return info.Env().Undefined();
   }));
 
@@ -82,7 +82,7 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     int64_t n = Count(info, 4, op);
     float* y = F32(info, 0, n, op);
     const float* x = F32(info, 2, n, op);
-    cpu::affine(y, x, n, static_cast<float>(Num(info, 5, op)), static_cast<float>(Num(info, 6, op)));
+    ML_KERNEL(info, op, affine, y, x, n, static_cast<float>(Num(info, 5, op)), static_cast<float>(Num(info, 6, op)));
     return info.Env().Undefined();
   }));
 
@@ -92,7 +92,7 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     int64_t n = Count(info, 4, op);
     float* y = F32(info, 0, n, op);
     const float* x = F32(info, 2, n, op);
-    cpu::pow_scalar(y, x, n, static_cast<float>(Num(info, 5, op)));
+    ML_KERNEL(info, op, pow_scalar, y, x, n, static_cast<float>(Num(info, 5, op)));
     return info.Env().Undefined();
   }));
 
@@ -107,7 +107,7 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     float* out = F32(info, 1, n, op);
     const float* a = F32(info, 3, StridedExtent(shape, as), op);
     const float* b = F32(info, 5, StridedExtent(shape, bs), op);
-    cpu::binary_forward(out, a, b, static_cast<int>(shape.size()), shape.data(), as.data(), bs.data(),
+    ML_KERNEL(info, op, binary_forward, out, a, b, static_cast<int>(shape.size()), shape.data(), as.data(), bs.data(),
                         static_cast<BinaryOp>(code));
     return info.Env().Undefined();
   }));
@@ -125,7 +125,7 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     const float* a = F32(info, 3, n, op);
     const float* b = F32(info, 5, n, op);
     const int64_t one = 1;
-    cpu::binary_forward(out, a, b, 1, &n, &one, &one, static_cast<BinaryOp>(code));
+    ML_KERNEL(info, op, binary_forward, out, a, b, 1, &n, &one, &one, static_cast<BinaryOp>(code));
     return info.Env().Undefined();
   }));
 
@@ -140,7 +140,7 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     const void* c = Resolve(info, 2, StridedExtent(shape, cs), 4, op);
     const float* a = F32(info, 5, StridedExtent(shape, as), op);
     const float* b = F32(info, 7, StridedExtent(shape, bs), op);
-    cpu::where_forward(out, c, ci32, a, b, static_cast<int>(shape.size()), shape.data(), cs.data(), as.data(),
+    ML_KERNEL(info, op, where_forward, out, c, ci32, a, b, static_cast<int>(shape.size()), shape.data(), cs.data(), as.data(),
                        bs.data());
     return info.Env().Undefined();
   }));
@@ -152,7 +152,7 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     float* y = F32(info, 0, n, op);
     const float* x = F32(info, 2, n, op);
     float p = DropP(info, 5, op);
-    cpu::dropout_forward(y, x, n, p, Seed(info, 6, op, "seed"), Seed(info, 7, op, "offset"));
+    ML_KERNEL(info, op, dropout_forward, y, x, n, p, Seed(info, 6, op, "seed"), Seed(info, 7, op, "offset"));
     return info.Env().Undefined();
   }));
 
@@ -163,7 +163,7 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     float* dx = F32(info, 0, n, op);
     const float* dy = F32(info, 2, n, op);
     float p = DropP(info, 5, op);
-    cpu::dropout_backward(dx, dy, n, p, Seed(info, 6, op, "seed"), Seed(info, 7, op, "offset"));
+    ML_KERNEL(info, op, dropout_backward, dx, dy, n, p, Seed(info, 6, op, "seed"), Seed(info, 7, op, "offset"));
     return info.Env().Undefined();
   }));
 }

@@ -16,7 +16,7 @@ void NonNegative(const Napi::CallbackInfo& info, const char* op, std::initialize
 
 [[noreturn]] void BadIndex(const Napi::CallbackInfo& info, const char* op, const int32_t* idx, int64_t pos,
                            int64_t bound) {
-  Throw(info.Env(), std::string(op) + ": index " + std::to_string(idx[pos]) + " at position " + std::to_string(pos) +
+  Throw(info.Env(), std::string(op) + ": index " + std::to_string(ElementI32(idx, pos)) + " at position " + std::to_string(pos) +
                         " is outside [0, " + std::to_string(bound) + ")");
 }
 
@@ -38,7 +38,7 @@ void RegisterIndexing(Napi::Env env, Napi::Object exports) {
     void* out = Resolve(info, 0, Mul(Mul(outer, nidx, op), inner, op), static_cast<size_t>(el), op);
     const void* x = Resolve(info, 2, Mul(Mul(outer, xlen, op), inner, op), static_cast<size_t>(el), op);
     const int32_t* idx = I32(info, 4, nidx, op);
-    int64_t bad = cpu::index_select(out, x, idx, outer, xlen, inner, nidx, el);
+    int64_t bad = ML_KERNEL(info, op, index_select, out, x, idx, outer, xlen, inner, nidx, el);
     if (bad >= 0) BadIndex(info, op, idx, bad, xlen);
     return info.Env().Undefined();
   }));
@@ -51,7 +51,7 @@ void RegisterIndexing(Napi::Env env, Napi::Object exports) {
     float* dx = F32(info, 0, Mul(Mul(outer, xlen, op), inner, op), op);
     const float* dy = F32(info, 2, Mul(Mul(outer, nidx, op), inner, op), op);
     const int32_t* idx = I32(info, 4, nidx, op);
-    cpu::index_select_backward(dx, dy, idx, outer, xlen, inner, nidx);
+    ML_KERNEL(info, op, index_select_backward, dx, dy, idx, outer, xlen, inner, nidx);
     return info.Env().Undefined();
   }));
 
@@ -64,7 +64,7 @@ void RegisterIndexing(Napi::Env env, Napi::Object exports) {
     float* out = F32(info, 0, n, op);
     const float* x = F32(info, 2, Mul(Mul(outer, xlen, op), inner, op), op);
     const int32_t* idx = I32(info, 4, n, op);
-    int64_t bad = cpu::gather(out, x, idx, outer, xlen, inner, glen);
+    int64_t bad = ML_KERNEL(info, op, gather, out, x, idx, outer, xlen, inner, glen);
     if (bad >= 0) BadIndex(info, op, idx, bad, xlen);
     return info.Env().Undefined();
   }));
@@ -78,7 +78,7 @@ void RegisterIndexing(Napi::Env env, Napi::Object exports) {
     float* dx = F32(info, 0, Mul(Mul(outer, xlen, op), inner, op), op);
     const float* dy = F32(info, 2, n, op);
     const int32_t* idx = I32(info, 4, n, op);
-    cpu::gather_backward(dx, dy, idx, outer, xlen, inner, glen);
+    ML_KERNEL(info, op, gather_backward, dx, dy, idx, outer, xlen, inner, glen);
     return info.Env().Undefined();
   }));
 
@@ -90,7 +90,7 @@ void RegisterIndexing(Napi::Env env, Napi::Object exports) {
     float* y = F32(info, 0, Mul(n, C, op), op);
     const float* table = F32(info, 2, Mul(V, C, op), op);
     const int32_t* idx = I32(info, 4, n, op);
-    int64_t bad = cpu::embedding_forward(y, table, idx, n, V, C);
+    int64_t bad = ML_KERNEL(info, op, embedding_forward, y, table, idx, n, V, C);
     if (bad >= 0) BadIndex(info, op, idx, bad, V);
     return info.Env().Undefined();
   }));
@@ -103,7 +103,7 @@ void RegisterIndexing(Napi::Env env, Napi::Object exports) {
     float* dtable = F32(info, 0, Mul(V, C, op), op);
     const float* dy = F32(info, 2, Mul(n, C, op), op);
     const int32_t* idx = I32(info, 4, n, op);
-    cpu::embedding_backward(dtable, dy, idx, n, V, C);
+    ML_KERNEL(info, op, embedding_backward, dtable, dy, idx, n, V, C);
     return info.Env().Undefined();
   }));
 }

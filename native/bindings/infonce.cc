@@ -31,8 +31,8 @@ void RegisterInfonce(Napi::Env env, Napi::Object exports) {
     float* stats = F32(info, 2, 4 * N, op);
     const float* a = F32(info, 4, N * D, op);
     const float* b = F32(info, 6, N * D, op);
-    const float logit_scale = *F32(info, 8, 1, op);
-    cpu::infonce_forward(loss, stats, a, b, N, D, logit_scale);
+    const float logit_scale = ReadF32(info, 8, op);
+    ML_KERNEL(info, op, infonce_forward, loss, stats, a, b, N, D, logit_scale);
     return info.Env().Undefined();
   }));
 
@@ -49,8 +49,8 @@ void RegisterInfonce(Napi::Env env, Napi::Object exports) {
     const float* a = F32(info, 8, N * D, op);
     const float* b = F32(info, 10, N * D, op);
     const float* stats = F32(info, 12, 4 * N, op);
-    const float logit_scale = *F32(info, 14, 1, op);
-    cpu::infonce_backward(da, db, dls, dloss, a, b, stats, N, D, logit_scale);
+    const float logit_scale = ReadF32(info, 14, op);
+    ML_KERNEL(info, op, infonce_backward, da, db, dls, dloss, a, b, stats, N, D, logit_scale);
     return info.Env().Undefined();
   }));
 }

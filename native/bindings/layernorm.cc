@@ -38,7 +38,7 @@ void RegisterLayernorm(Napi::Env env, Napi::Object exports) {
     const float* x = F32(info, 6, n, op);
     const float* w = F32OrNull(info, 8, C, op);
     const float* b = F32OrNull(info, 10, C, op);
-    cpu::layernorm_forward(y, mean, rstd, x, w, b, rows, C, static_cast<float>(eps));
+    ML_KERNEL(info, op, layernorm_forward, y, mean, rstd, x, w, b, rows, C, static_cast<float>(eps));
     return info.Env().Undefined();
   }));
 
@@ -56,7 +56,7 @@ void RegisterLayernorm(Napi::Env env, Napi::Object exports) {
     const float* w = F32OrNull(info, 10, C, op);
     const float* mean = F32(info, 12, rows, op);
     const float* rstd = F32(info, 14, rows, op);
-    cpu::layernorm_backward(dx, dw, db, dy, x, w, mean, rstd, rows, C);
+    ML_KERNEL(info, op, layernorm_backward, dx, dw, db, dy, x, w, mean, rstd, rows, C);
     return info.Env().Undefined();
   }));
 }

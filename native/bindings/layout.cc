@@ -47,7 +47,7 @@ void RegisterLayout(Napi::Env env, Napi::Object exports) {
     if (far > 9.0e15) Throw(info.Env(), "copyStrided: strides reach past 2^53 elements");
     void* out = Resolve(info, 0, n, static_cast<size_t>(el), op);
     const void* x = Resolve(info, 2, StridedExtent(shape, xstride), static_cast<size_t>(el), op);
-    cpu::copy_strided(out, x, static_cast<int>(shape.size()), shape.data(), xstride.data(), el);
+    ML_KERNEL(info, op, copy_strided, out, x, static_cast<int>(shape.size()), shape.data(), xstride.data(), el);
     return info.Env().Undefined();
   }));
 
@@ -59,7 +59,7 @@ void RegisterLayout(Napi::Env env, Napi::Object exports) {
     CheckWindow(info, op, outer, xlen, inner, start, len);
     void* out = Resolve(info, 0, Mul(Mul(outer, len, op), inner, op), static_cast<size_t>(el), op);
     const void* x = Resolve(info, 2, Mul(Mul(outer, xlen, op), inner, op), static_cast<size_t>(el), op);
-    cpu::slice_copy(out, x, outer, xlen, inner, start, len, el);
+    ML_KERNEL(info, op, slice_copy, out, x, outer, xlen, inner, start, len, el);
     return info.Env().Undefined();
   }));
 
@@ -71,7 +71,7 @@ void RegisterLayout(Napi::Env env, Napi::Object exports) {
     CheckWindow(info, op, outer, outlen, inner, start, len);
     void* out = Resolve(info, 0, Mul(Mul(outer, outlen, op), inner, op), static_cast<size_t>(el), op);
     const void* x = Resolve(info, 2, Mul(Mul(outer, len, op), inner, op), static_cast<size_t>(el), op);
-    cpu::slice_assign(out, x, outer, outlen, inner, start, len, el);
+    ML_KERNEL(info, op, slice_assign, out, x, outer, outlen, inner, start, len, el);
     return info.Env().Undefined();
   }));
 
@@ -83,7 +83,7 @@ void RegisterLayout(Napi::Env env, Napi::Object exports) {
     CheckWindow(info, op, outer, xlen, inner, start, len);
     float* dx = F32(info, 0, Mul(Mul(outer, xlen, op), inner, op), op);
     const float* dy = F32(info, 2, Mul(Mul(outer, len, op), inner, op), op);
-    cpu::slice_add_backward(dx, dy, outer, xlen, inner, start, len);
+    ML_KERNEL(info, op, slice_add_backward, dx, dy, outer, xlen, inner, start, len);
     return info.Env().Undefined();
   }));
 }

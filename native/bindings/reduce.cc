@@ -40,7 +40,7 @@ void RegisterReduce(Napi::Env env, Napi::Object exports) {
     float* out = F32(info, 1, a.rows(), op);
     int32_t* arg = (info[3].IsNull() || info[3].IsUndefined()) ? nullptr : I32(info, 3, a.rows(), op);
     const float* x = F32(info, 5, a.total(), op);
-    cpu::reduce(out, arg, x, a.outer, a.len, a.inner, static_cast<ReduceOp>(code));
+    ML_KERNEL(info, op, reduce, out, arg, x, a.outer, a.len, a.inner, static_cast<ReduceOp>(code));
     return info.Env().Undefined();
   }));
 
@@ -50,7 +50,7 @@ void RegisterReduce(Napi::Env env, Napi::Object exports) {
     Axis a = ReadAxis(info, 4, op);
     float* dx = F32(info, 0, a.total(), op);
     const float* dy = F32(info, 2, a.rows(), op);
-    cpu::broadcast_axis(dx, dy, a.outer, a.len, a.inner, static_cast<float>(Num(info, 7, op)));
+    ML_KERNEL(info, op, broadcast_axis, dx, dy, a.outer, a.len, a.inner, static_cast<float>(Num(info, 7, op)));
     return info.Env().Undefined();
   }));
 
@@ -61,7 +61,7 @@ void RegisterReduce(Napi::Env env, Napi::Object exports) {
     float* dx = F32(info, 0, a.total(), op);
     const float* dy = F32(info, 2, a.rows(), op);
     const int32_t* arg = I32(info, 4, a.rows(), op);
-    cpu::scatter_arg(dx, dy, arg, a.outer, a.len, a.inner);
+    ML_KERNEL(info, op, scatter_arg, dx, dy, arg, a.outer, a.len, a.inner);
     return info.Env().Undefined();
   }));
 
@@ -70,7 +70,7 @@ void RegisterReduce(Napi::Env env, Napi::Object exports) {
     const char* op = "sumSquares";
     int64_t n = Count(info, 2, op);
     const float* x = F32(info, 0, n, op);
-    return Napi::Number::New(info.Env(), cpu::sum_squares(x, n));
+    return Napi::Number::New(info.Env(), ML_KERNEL(info, op, sum_squares, x, n));
   }));
 
   // allFinite(x, xoff, n) -> boolean
@@ -78,7 +78,7 @@ void RegisterReduce(Napi::Env env, Napi::Object exports) {
     const char* op = "allFinite";
     int64_t n = Count(info, 2, op);
     const float* x = F32(info, 0, n, op);
-    return Napi::Boolean::New(info.Env(), cpu::all_finite(x, n));
+    return Napi::Boolean::New(info.Env(), ML_KERNEL(info, op, all_finite, x, n));
   }));
 }
 

@@ -32,7 +32,7 @@ void RegisterSoftmax(Napi::Env env, Napi::Object exports) {
     bool log = Bool(info, 7, op);
     float* y = F32(info, 0, n, op);
     const float* x = F32(info, 2, n, op);
-    cpu::softmax_forward(y, x, outer, len, inner, log);
+    ML_KERNEL(info, op, softmax_forward, y, x, outer, len, inner, log);
     return info.Env().Undefined();
   }));
 
@@ -45,7 +45,7 @@ void RegisterSoftmax(Napi::Env env, Napi::Object exports) {
     float* dx = F32(info, 0, n, op);
     const float* dy = F32(info, 2, n, op);
     const float* y = F32(info, 4, n, op);
-    cpu::softmax_backward(dx, dy, y, outer, len, inner, log);
+    ML_KERNEL(info, op, softmax_backward, dx, dy, y, outer, len, inner, log);
     return info.Env().Undefined();
   }));
 }

@@ -22,12 +22,70 @@ struct Slot {
   size_t nbytes = 0;
   uint32_t gen = 0;
   bool live = false;
+  Dev dev = Dev::Cpu;
 };
 
 std::vector<Slot> g_slots;
 std::vector<uint32_t> g_free;
-int64_t g_live_bytes = 0;
-int64_t g_live_buffers = 0;
+int64_t g_live_bytes[2] = {0, 0};     // per Dev
+int64_t g_live_buffers[2] = {0, 0};
+
+inline int DevIndex(Dev d) { return d == Dev::Cuda ? 1 : 0; }
+
+// Whether this process can put buffers on the GPU: a CUDA build, a driver and a device (asked once).
+bool CudaUsable() {
+#ifdef MODALAB_HAVE_CUDA
+  static const bool usable = cuda::device_count() > 0;
+  return usable;
+#else
+  return false;
+#endif
+}
+
+void* DeviceAlloc(size_t nbytes, bool zero) {
+#ifdef MODALAB_HAVE_CUDA
+  void* p = cuda::malloc(nbytes == 0 ? 4 : nbytes);
+  if (zero) {
+    try {
+      // fill_f32 writes whole floats: the caching allocator's classes are multiples of 512 bytes, so rounding
+      // the count up stays inside the block.
+      cuda::fill_f32(static_cast<float*>(p), static_cast<int64_t>((nbytes + 3) / 4), 0.0f);
+    } catch (...) {
+      cuda::free(p);
+      throw;
+    }
+  }
+  return p;
+#else
+  (void)nbytes;
+  (void)zero;
+  throw std::runtime_error("this build has no CUDA backend");
+#endif
+}
+
+void DeviceFree(void* p) {
+#ifdef MODALAB_HAVE_CUDA
+  cuda::free(p);
+#else
+  (void)p;
+#endif
+}
+
+// memcpy between any two of host and device memory (the stream orders it after queued kernels).
+void CopyBytes(void* dst, Dev ddev, const void* src, Dev sdev, size_t nbytes) {
+  if (nbytes == 0) return;
+  if (ddev == Dev::Cpu && sdev == Dev::Cpu) {
+    std::memmove(dst, src, nbytes);
+    return;
+  }
+#ifdef MODALAB_HAVE_CUDA
+  if (ddev == Dev::Cuda && sdev == Dev::Cuda) cuda::memcpy_d2d(dst, src, nbytes);
+  else if (ddev == Dev::Cuda) cuda::memcpy_h2d(dst, src, nbytes);
+  else cuda::memcpy_d2h(dst, src, nbytes);
+#else
+  throw std::runtime_error("this build has no CUDA backend");
+#endif
+}
 
 Slot* Lookup(double h) {
   if (!(h >= 0) || h != std::floor(h) || h > 9.0e15) return nullptr;
@@ -48,6 +106,14 @@ Slot* LookupArg(const Napi::CallbackInfo& info, size_t i, const char* op) {
 }
 
 }  // namespace
+
+CallDevices g_call;
+
+bool OnCuda(const Napi::CallbackInfo& info, const char* op) {
+  if (g_call.cpu && g_call.cuda)
+    Throw(info.Env(), std::string(op) + ": tensors are on different devices (cpu and cuda); move them with to() first");
+  return g_call.cuda;
+}
 
 void Throw(const Napi::Env& env, const std::string& msg) { throw Napi::Error::New(env, msg); }
 
@@ -138,35 +204,63 @@ void* Resolve(const Napi::CallbackInfo& info, size_t i, int64_t count, size_t el
       static_cast<double>(off + count) * static_cast<double>(elsize) > static_cast<double>(s->nbytes))
     Throw(info.Env(), std::string(op) + ": access of " + std::to_string(count) + " elements at offset " +
                           std::to_string(off) + " is outside a buffer of " + std::to_string(s->nbytes) + " bytes");
+  if (s->dev == Dev::Cuda) g_call.cuda = true;
+  else g_call.cpu = true;
   return static_cast<char*>(s->ptr) + off * static_cast<int64_t>(elsize);
 }
 
+int32_t ElementI32(const int32_t* p, int64_t i) {
+  int32_t v;
+  CopyBytes(&v, Dev::Cpu, p + i, g_call.cuda ? Dev::Cuda : Dev::Cpu, 4);
+  return v;
+}
+
+float ReadF32(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  const float* p = static_cast<const float*>(Resolve(info, i, 1, 4, op));
+  float v;
+  CopyBytes(&v, Dev::Cpu, p, LookupArg(info, i, op)->dev, 4);
+  return v;
+}
+
 void RegisterStorage(Napi::Env env, Napi::Object exports) {
-  // alloc(nbytes, zero) -> handle. Memory is 64-byte aligned and reported to V8 as external memory.
+  // alloc(nbytes, zero, device = 0) -> handle. device 0 is host memory, 64-byte aligned; device 1 is GPU memory
+  // from the CUDA caching allocator. Both are reported to V8 as external memory, so that the garbage collector
+  // (the backstop that frees forgotten tensors) feels device pressure too.
   exports.Set("alloc", Fn(env, "alloc", [](const Napi::CallbackInfo& info) -> Napi::Value {
     int64_t nbytes = Int(info, 0, "alloc");
     bool zero = info.Length() > 1 && info[1].ToBoolean().Value();
     if (nbytes < 0) Throw(info.Env(), "alloc: negative size " + std::to_string(nbytes));
-    // Large buffers are aligned to 2 MiB and offered to the kernel as transparent huge pages: on these VMs a
-    // first touch costs about 15 us per 4 KiB page, which dominated ops that write a fresh 64 MB output (a cast
-    // of 16M elements ran 5-30x slower than with huge pages). Small buffers stay cache-line aligned.
-    const bool huge = static_cast<size_t>(nbytes) >= kHugePage;
-    const size_t align = huge ? kHugePage : kAlign;
-    size_t rounded = (static_cast<size_t>(nbytes) + align - 1) / align * align;
-    if (rounded == 0) rounded = kAlign;
-    void* p = std::aligned_alloc(align, rounded);
-    if (!p) Throw(info.Env(), "alloc: out of host memory allocating " + std::to_string(nbytes) + " bytes");
+    int64_t devcode = info.Length() > 2 && !info[2].IsUndefined() ? Int(info, 2, "alloc") : 0;
+    if (devcode != 0 && devcode != 1) Throw(info.Env(), "alloc: unknown device code " + std::to_string(devcode));
+    const Dev dev = devcode == 1 ? Dev::Cuda : Dev::Cpu;
+    void* p = nullptr;
+    if (dev == Dev::Cuda) {
+      if (!CudaUsable())
+        Throw(info.Env(), "alloc: no CUDA device (this build has no CUDA backend, or no driver or GPU was found)");
+      p = DeviceAlloc(static_cast<size_t>(nbytes), zero);  // cuda::OutOfMemory names the request
+    } else {
+      // Large buffers are aligned to 2 MiB and offered to the kernel as transparent huge pages: on these VMs a
+      // first touch costs about 15 us per 4 KiB page, which dominated ops that write a fresh 64 MB output (a cast
+      // of 16M elements ran 5-30x slower than with huge pages). Small buffers stay cache-line aligned.
+      const bool huge = static_cast<size_t>(nbytes) >= kHugePage;
+      const size_t align = huge ? kHugePage : kAlign;
+      size_t rounded = (static_cast<size_t>(nbytes) + align - 1) / align * align;
+      if (rounded == 0) rounded = kAlign;
+      p = std::aligned_alloc(align, rounded);
+      if (!p) Throw(info.Env(), "alloc: out of host memory allocating " + std::to_string(nbytes) + " bytes");
 #ifdef MADV_HUGEPAGE
-    if (huge) madvise(p, rounded, MADV_HUGEPAGE);  // advice only: failure just means 4 KiB pages
+      if (huge) madvise(p, rounded, MADV_HUGEPAGE);  // advice only: failure just means 4 KiB pages
 #endif
-    if (zero) std::memset(p, 0, rounded);
+      if (zero) std::memset(p, 0, rounded);
+    }
     uint32_t slot;
     if (!g_free.empty()) {
       slot = g_free.back();
       g_free.pop_back();
     } else {
       if (g_slots.size() >= static_cast<size_t>(kSlotRange)) {
-        std::free(p);
+        if (dev == Dev::Cuda) DeviceFree(p);
+        else std::free(p);
         Throw(info.Env(), "alloc: more than 2^24 live buffers (are tensors being disposed?)");
       }
       slot = static_cast<uint32_t>(g_slots.size());
@@ -176,8 +270,9 @@ void RegisterStorage(Napi::Env env, Napi::Object exports) {
     s.ptr = p;
     s.nbytes = static_cast<size_t>(nbytes);
     s.live = true;
-    g_live_bytes += nbytes;
-    g_live_buffers++;
+    s.dev = dev;
+    g_live_bytes[DevIndex(dev)] += nbytes;
+    g_live_buffers[DevIndex(dev)]++;
     Napi::MemoryManagement::AdjustExternalMemory(info.Env(), nbytes);
     return Napi::Number::New(info.Env(), static_cast<double>(s.gen) * kSlotRange + slot);
   }));
@@ -185,9 +280,10 @@ void RegisterStorage(Napi::Env env, Napi::Object exports) {
   // free(handle): a second free of the same handle throws instead of corrupting the heap.
   exports.Set("free", Fn(env, "free", [](const Napi::CallbackInfo& info) -> Napi::Value {
     Slot* s = LookupArg(info, 0, "free");
-    std::free(s->ptr);
-    g_live_bytes -= static_cast<int64_t>(s->nbytes);
-    g_live_buffers--;
+    if (s->dev == Dev::Cuda) DeviceFree(s->ptr);
+    else std::free(s->ptr);
+    g_live_bytes[DevIndex(s->dev)] -= static_cast<int64_t>(s->nbytes);
+    g_live_buffers[DevIndex(s->dev)]--;
     Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -static_cast<int64_t>(s->nbytes));
     s->ptr = nullptr;
     s->nbytes = 0;
@@ -197,32 +293,34 @@ void RegisterStorage(Napi::Env env, Napi::Object exports) {
     return info.Env().Undefined();
   }));
 
-  // write(handle, byteOffset, typedArray): copy host data into a buffer.
+  // write(handle, byteOffset, typedArray): copy host data into a buffer (host or device).
   exports.Set("write", Fn(env, "write", [](const Napi::CallbackInfo& info) -> Napi::Value {
     if (info.Length() < 3 || !info[2].IsTypedArray()) Throw(info.Env(), "write: argument 2 must be a TypedArray");
     Napi::TypedArray ta = info[2].As<Napi::TypedArray>();
     size_t nbytes = ta.ByteLength();
     void* dst = Resolve(info, 0, static_cast<int64_t>(nbytes), 1, "write");
     const char* src = static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
-    if (nbytes) std::memcpy(dst, src, nbytes);
+    CopyBytes(dst, LookupArg(info, 0, "write")->dev, src, Dev::Cpu, nbytes);
     return info.Env().Undefined();
   }));
 
-  // read(handle, byteOffset, nbytes) -> ArrayBuffer (a copy: JS never aliases native memory).
+  // read(handle, byteOffset, nbytes) -> ArrayBuffer (a copy: JS never aliases native memory). A device buffer
+  // is read after the kernels queued before it have finished.
   exports.Set("read", Fn(env, "read", [](const Napi::CallbackInfo& info) -> Napi::Value {
     int64_t nbytes = Int(info, 2, "read");
     void* src = Resolve(info, 0, nbytes, 1, "read");
     Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(info.Env(), static_cast<size_t>(nbytes));
-    if (nbytes) std::memcpy(ab.Data(), src, static_cast<size_t>(nbytes));
+    CopyBytes(ab.Data(), Dev::Cpu, src, LookupArg(info, 0, "read")->dev, static_cast<size_t>(nbytes));
     return ab;
   }));
 
-  // copy(dst, dstByteOffset, src, srcByteOffset, nbytes)
+  // copy(dst, dstByteOffset, src, srcByteOffset, nbytes): between any two buffers, host or device (to() uses it
+  // to move a tensor).
   exports.Set("copy", Fn(env, "copy", [](const Napi::CallbackInfo& info) -> Napi::Value {
     int64_t nbytes = Int(info, 4, "copy");
     void* dst = Resolve(info, 0, nbytes, 1, "copy");
     void* src = Resolve(info, 2, nbytes, 1, "copy");
-    if (nbytes) std::memmove(dst, src, static_cast<size_t>(nbytes));
+    CopyBytes(dst, LookupArg(info, 0, "copy")->dev, src, LookupArg(info, 2, "copy")->dev, static_cast<size_t>(nbytes));
     return info.Env().Undefined();
   }));
 
@@ -233,8 +331,10 @@ void RegisterStorage(Napi::Env env, Napi::Object exports) {
 
   exports.Set("stats", Fn(env, "stats", [](const Napi::CallbackInfo& info) -> Napi::Value {
     Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("buffers", Napi::Number::New(info.Env(), static_cast<double>(g_live_buffers)));
-    o.Set("bytes", Napi::Number::New(info.Env(), static_cast<double>(g_live_bytes)));
+    o.Set("buffers", Napi::Number::New(info.Env(), static_cast<double>(g_live_buffers[0] + g_live_buffers[1])));
+    o.Set("bytes", Napi::Number::New(info.Env(), static_cast<double>(g_live_bytes[0] + g_live_bytes[1])));
+    o.Set("cudaBuffers", Napi::Number::New(info.Env(), static_cast<double>(g_live_buffers[1])));
+    o.Set("cudaBytes", Napi::Number::New(info.Env(), static_cast<double>(g_live_bytes[1])));
     return o;
   }));
 
@@ -250,8 +350,57 @@ void RegisterStorage(Napi::Env env, Napi::Object exports) {
     o.Set("blas", cpu::blas_name());
     o.Set("simd", cpu::simd_name());
     o.Set("threads", Napi::Number::New(info.Env(), cpu::num_threads()));
-    o.Set("cuda", Napi::Boolean::New(info.Env(), false));
+    o.Set("cuda", Napi::Boolean::New(info.Env(), CudaUsable()));
+#ifdef MODALAB_HAVE_CUDA
+    o.Set("cudaBuild", Napi::Boolean::New(info.Env(), true));
+#else
+    o.Set("cudaBuild", Napi::Boolean::New(info.Env(), false));
+#endif
     return o;
+  }));
+
+  // cudaInfo() -> { build, available, device, runtime, driver, cublas, reserved, inUse }: what the CUDA backend
+  // found. Safe to call in any build and on any machine (no device: available false, the numbers 0).
+  exports.Set("cudaInfo", Fn(env, "cudaInfo", [](const Napi::CallbackInfo& info) -> Napi::Value {
+    Napi::Env e = info.Env();
+    Napi::Object o = Napi::Object::New(e);
+#ifdef MODALAB_HAVE_CUDA
+    const bool ok = CudaUsable();
+    o.Set("build", true);
+    o.Set("available", ok);
+    o.Set("device", ok ? cuda::device_name() : std::string());
+    o.Set("runtime", Napi::Number::New(e, cuda::runtime_version()));
+    o.Set("driver", Napi::Number::New(e, cuda::driver_version()));
+    o.Set("cublas", cuda::have_cublas());
+    o.Set("reserved", Napi::Number::New(e, ok ? static_cast<double>(cuda::bytes_reserved()) : 0.0));
+    o.Set("inUse", Napi::Number::New(e, ok ? static_cast<double>(cuda::bytes_in_use()) : 0.0));
+#else
+    o.Set("build", false);
+    o.Set("available", false);
+    o.Set("device", std::string());
+    o.Set("runtime", Napi::Number::New(e, 0));
+    o.Set("driver", Napi::Number::New(e, 0));
+    o.Set("cublas", false);
+    o.Set("reserved", Napi::Number::New(e, 0));
+    o.Set("inUse", Napi::Number::New(e, 0));
+#endif
+    return o;
+  }));
+
+  // cudaSynchronize(): wait for the queued GPU work (an asynchronous kernel fault surfaces here, as an Error).
+  exports.Set("cudaSynchronize", Fn(env, "cudaSynchronize", [](const Napi::CallbackInfo& info) -> Napi::Value {
+#ifdef MODALAB_HAVE_CUDA
+    if (CudaUsable()) cuda::synchronize();
+#endif
+    return info.Env().Undefined();
+  }));
+
+  // cudaEmptyCache(): hand the caching allocator's free blocks back to the driver.
+  exports.Set("cudaEmptyCache", Fn(env, "cudaEmptyCache", [](const Napi::CallbackInfo& info) -> Napi::Value {
+#ifdef MODALAB_HAVE_CUDA
+    if (CudaUsable()) cuda::empty_cache();
+#endif
+    return info.Env().Undefined();
   }));
 }
 

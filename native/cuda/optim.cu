@@ -16,22 +16,6 @@ namespace modalab {
 namespace cuda {
 namespace {
 
-// 1 - beta as PyTorch forms it: from the decimal the user wrote (the shortest one that reads back as this
-// float), not from its float rounding; see native/cpu/optim.cc.
-float one_minus(float beta) {
-  double d = beta;
-  char buf[32];
-  for (int digits = 1; digits <= 9; digits++) {
-    std::snprintf(buf, sizeof buf, "%.*g", digits, static_cast<double>(beta));
-    double parsed = std::strtod(buf, nullptr);
-    if (static_cast<float>(parsed) == beta) {
-      d = parsed;
-      break;
-    }
-  }
-  return static_cast<float>(1.0 - d);
-}
-
 // torch.lerp(a, b, w): from whichever end is nearer.
 __device__ __forceinline__ float lerp_(float a, float b, float w) {
   return fabsf(w) < 0.5f ? __fadd_rn(a, __fmul_rn(w, __fsub_rn(b, a)))
@@ -83,15 +67,17 @@ __global__ void add_inplace_kernel(float* __restrict__ x, const float* __restric
 
 }  // namespace
 
-void adamw_step(float* p, float* m, float* v, const float* g, int64_t n, float lr, float beta1, float beta2,
-                float eps, float weight_decay, float bias_c1, float bias_c2) {   // p, m, v, g (n)
+void adamw_step(float* p, float* m, float* v, const float* g, int64_t n, double lr, double beta1, double beta2,
+                double eps, double weight_decay, double bias_c1, double bias_c2) {   // p, m, v, g (n)
   if (n <= 0) return;
+  // The CPU's scalars exactly (native/cpu/optim.cc): formed in double, rounded to float once each.
   // Decoupled weight decay (Loshchilov & Hutter, Alg. 2 line 12): p shrinks by (1 - lr wd) before the Adam step.
-  const float decay = static_cast<float>(1.0 - static_cast<double>(lr) * static_cast<double>(weight_decay));
-  const float step_size = static_cast<float>(static_cast<double>(lr) / static_cast<double>(bias_c1));
-  const float bc2_sqrt = static_cast<float>(std::sqrt(static_cast<double>(bias_c2)));
-  adamw_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(p, m, v, g, n, beta2, eps, decay, weight_decay != 0.0f,
-                                                       one_minus(beta1), one_minus(beta2), step_size, bc2_sqrt);
+  const float decay = static_cast<float>(1.0 - lr * weight_decay);
+  const float step_size = static_cast<float>(lr / bias_c1);
+  const float bc2_sqrt = static_cast<float>(std::sqrt(bias_c2));
+  adamw_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(p, m, v, g, n, static_cast<float>(beta2), static_cast<float>(eps),
+                                                       decay, weight_decay != 0.0, static_cast<float>(1.0 - beta1),
+                                                       static_cast<float>(1.0 - beta2), step_size, bc2_sqrt);
   CUDA_CHECK_LAUNCH("adamw_step");
 }
 

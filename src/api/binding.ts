@@ -26,15 +26,21 @@ export const enum DTypeCode { F32 = 0, F16 = 1, BF16 = 2, I32 = 3 }
 
 export interface Binding {
   // ---- storage (native/bindings/storage.cc)
-  alloc(nbytes: number, zero: boolean): H;
+  /** device 0 = host memory, 1 = GPU memory (CUDA builds on a machine with a GPU; otherwise it throws). */
+  alloc(nbytes: number, zero: boolean, device?: 0 | 1): H;
   free(h: H): void;
   write(h: H, byteOffset: number, data: ArrayBufferView): void;
   read(h: H, byteOffset: number, nbytes: number): ArrayBuffer;
+  /** Between any two buffers, host or device. */
   copy(dst: H, dstByteOffset: number, src: H, srcByteOffset: number, nbytes: number): void;
   isLive(h: H): boolean;
-  stats(): { buffers: number; bytes: number };
+  stats(): { buffers: number; bytes: number; cudaBuffers: number; cudaBytes: number };
   setNumThreads(n: number): void;
-  backendInfo(): { blas: string; simd: string; threads: number; cuda: boolean };
+  backendInfo(): { blas: string; simd: string; threads: number; cuda: boolean; cudaBuild: boolean };
+  cudaInfo(): { build: boolean; available: boolean; device: string; runtime: number; driver: number;
+    cublas: boolean; reserved: number; inUse: number };
+  cudaSynchronize(): void;
+  cudaEmptyCache(): void;
 
   // ---- creation and casts (native/bindings/creation.cc)
   fillF32(out: H, off: number, n: number, value: number): void;

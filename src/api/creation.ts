@@ -24,13 +24,38 @@ type Nested = number | boolean | Nested[];
 export type TensorData = Nested | Float32Array | Int32Array | Float64Array | Uint8Array | Int8Array | Uint16Array |
   Int16Array | Uint32Array;
 
+// The device that creation functions use when no `device` option is given (torch.set_default_device). Starts as
+// MODALAB_DEVICE when that is set ('cpu' or 'cuda'), else 'cpu'. The test runner uses it to run the suite on
+// every available device.
+let defaultDevice: Device = (() => {
+  const env = process.env.MODALAB_DEVICE;
+  if (env === undefined || env === '') return 'cpu';
+  if (env !== 'cpu' && env !== 'cuda') throw new Error(`MODALAB_DEVICE must be 'cpu' or 'cuda', got '${env}'`);
+  return env;
+})();
+
+/** Set the device that creation functions use when no `device` option is given; returns the previous one. */
+export function setDefaultDevice(device: Device): Device {
+  if (device !== 'cpu' && device !== 'cuda') {
+    throw new TypeError(`setDefaultDevice: unknown device ${describe(device)} (expected 'cpu' or 'cuda')`);
+  }
+  const prev = defaultDevice;
+  defaultDevice = device;
+  return prev;
+}
+
+/** The device creation functions use when no `device` option is given ('cpu' unless set). */
+export function getDefaultDevice(): Device {
+  return defaultDevice;
+}
+
 function resolve<D extends DType>(op: string, opts: TensorOptions<D> | undefined, fallback: DType): { dtype: D; device: Device; requiresGrad: boolean } {
   if (opts !== undefined && (opts === null || typeof opts !== 'object')) {
     throw new TypeError(`${op}: options must be an object, got ${describe(opts)}`);
   }
   const dtype = (opts?.dtype ?? fallback) as D;
   if (!isDType(dtype)) throw new TypeError(`${op}: unknown dtype ${describe(dtype)} (expected f32, f16, bf16 or i32)`);
-  const device = opts?.device ?? 'cpu';
+  const device = opts?.device ?? defaultDevice;
   if (device !== 'cpu' && device !== 'cuda') throw new TypeError(`${op}: unknown device ${describe(device)}`);
   const requiresGrad = opts?.requiresGrad ?? false;
   if (requiresGrad && !isFloat(dtype)) throw new TypeError(`${op}: only float tensors can require grad, not ${dtype}`);

@@ -1,7 +1,15 @@
 /** The native backend: which GEMM and SIMD path it uses, and the thread count. */
 import { binding } from './binding';
 
-export interface BackendInfo { blas: string; simd: string; threads: number; cuda: boolean }
+export interface BackendInfo {
+  blas: string;
+  simd: string;
+  threads: number;
+  /** A CUDA device is usable now (a CUDA build, a driver and a GPU): same as ml.cuda.isAvailable(). */
+  cuda: boolean;
+  /** The addon was compiled with the CUDA backend (nvcc was found when it was built). */
+  cudaBuild: boolean;
+}
 
 /** What the loaded addon was built with: the BLAS behind GEMM, the SIMD level, threads, CUDA. */
 export function backendInfo(): BackendInfo {

@@ -68,7 +68,9 @@ export class Storage {
     if (this.refs <= 0) return;
     if (--this.refs === 0) {
       const cap = this.capacity;
-      if (cap <= SMALL_MAX) {
+      if (this.device === 'cuda') {
+        binding().free(this.handle);   // the addon's CUDA caching allocator keeps the block for reuse
+      } else if (cap <= SMALL_MAX) {
         if (cap > 0 && cachedBytes + cap <= CACHE_LIMIT) {
           (cache[cap / CLASS_BYTES] ??= []).push(this.handle);
           cachedBytes += cap;
@@ -95,9 +97,8 @@ const stats: Record<Device, DeviceStats> = {
 };
 
 export function allocStorage(nbytes: number, device: Device, zero = false): Storage {
-  if (device !== 'cpu') {
-    throw new Error(`device '${device}' is not available in this build (only 'cpu'); see ml.cuda.isAvailable()`);
-  }
+  if (device === 'cuda') return allocCuda(nbytes, zero);
+  if (device !== 'cpu') throw new Error(`unknown device '${String(device)}' (expected 'cpu' or 'cuda')`);
   const st = stats[device];
   st.bytes += nbytes;
   st.buffers++;
@@ -127,9 +128,34 @@ export function allocStorage(nbytes: number, device: Device, zero = false): Stor
   return new Storage(allocNative(nbytes, zero, nbytes, device), nbytes, device);
 }
 
+/**
+ * GPU memory. No cache on this side: the addon's caching allocator (native/cuda/runtime.cu) keeps freed device
+ * blocks by size class and hands them out again, which is what cudaMalloc's cost calls for.
+ */
+function allocCuda(nbytes: number, zero: boolean): Storage {
+  if (!cudaUsable()) {
+    const why = binding().backendInfo().cudaBuild
+      ? 'this build has the CUDA backend, but no driver or GPU was found'
+      : 'this build has no CUDA backend (nvcc was not found when the addon was built)';
+    throw new Error(`device 'cuda' is not available: ${why}; check ml.cuda.isAvailable() first`);
+  }
+  const st = stats.cuda;
+  st.bytes += nbytes;
+  st.buffers++;
+  if (st.bytes > st.peak) st.peak = st.bytes;
+  return new Storage(allocNative(nbytes, zero, nbytes, 'cuda'), nbytes, 'cuda');
+}
+
+let cudaChecked: boolean | undefined;
+/** Whether GPU buffers can be made (asked once: the addon checks the driver and the device on first use). */
+export function cudaUsable(): boolean {
+  if (cudaChecked === undefined) cudaChecked = binding().backendInfo().cuda;
+  return cudaChecked;
+}
+
 function allocNative(cap: number, zero: boolean, nbytes: number, device: Device): Handle {
   try {
-    return binding().alloc(cap, zero);
+    return binding().alloc(cap, zero, device === 'cuda' ? 1 : 0);
   } catch (e) {
     stats[device].bytes -= nbytes;
     stats[device].buffers--;
@@ -137,9 +163,13 @@ function allocNative(cap: number, zero: boolean, nbytes: number, device: Device)
   }
 }
 
-/** Free the small buffers kept for reuse (returns the bytes released). */
+/**
+ * Free the host buffers kept for reuse and, with a GPU, the CUDA caching allocator's free blocks (returns the
+ * host bytes released; `ml.cuda.memoryReserved()` shows the device side).
+ */
 export function emptyCache(): number {
   const b = binding();
+  if (cudaChecked) b.cudaEmptyCache();
   const released = cachedBytes + largeBytes;
   for (const list of cache) if (list) for (const h of list) b.free(h);
   cache.length = 0;

@@ -10,6 +10,7 @@
  * `--scene N` instead of --image draws shapes scene N (a stream no stage trains on), saves it as
  * runs/scenes/scene-N.png, and prints what is in it and a few questions with their true answers.
  */
+import { takeDeviceFlag } from './device';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as readline from 'readline';
@@ -124,7 +125,7 @@ export async function drawScene(n: number, dir: string): Promise<{ file: string;
 }
 
 export async function runChat(argv: string[]): Promise<number> {
-  const a = parseChatArgs(argv);
+  const a = parseChatArgs(takeDeviceFlag(argv, 'chat'));
   const file = chatCheckpoint(a);
   if (a.scene !== null) {
     const { DEFAULT_DB } = require('../experiments/tracking') as typeof import('../experiments/tracking');

@@ -9,6 +9,7 @@
  * `runLm` takes the arguments of `train` (the same flags as the align stage; --stage is ignored); `runGenerate`
  * prints continuations of a prompt (default: from <bos> alone).
  */
+import { takeDeviceFlag } from './device';
 import * as fs from 'fs';
 import * as path from 'path';
 import { ProgressBar } from './progress';
@@ -96,7 +97,7 @@ export function parseGenerateArgs(argv: string[]): GenerateArgs {
 }
 
 export async function runGenerate(argv: string[]): Promise<number> {
-  const a = parseGenerateArgs(argv);
+  const a = parseGenerateArgs(takeDeviceFlag(argv, 'generate'));
   const { loadLm } = require('../experiments/stages/lm/train') as typeof import('../experiments/stages/lm/train');
   const { generate } = require('../experiments/models/generate') as typeof import('../experiments/models/generate');
   const { Tokenizer } = require('../experiments/tokenizer') as typeof import('../experiments/tokenizer');

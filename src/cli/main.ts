@@ -39,6 +39,7 @@ commands:
                             install the Jupyter kernel "TypeScript (modalab)" for this checkout
   help                      this text
 
+  train, chat and generate take --device cpu|cuda (default MODALAB_DEVICE, else cpu).
   FILE defaults to runs/modalab.db; <command> --help shows a command's options.
 `;
 
@@ -77,7 +78,10 @@ export function main(argv: string[]): number | Promise<number> {
       case 'info': {
         const ml = require('../index') as typeof import('../index');
         const info = ml.backendInfo();
-        process.stdout.write(`GEMM     ${info.blas}\nSIMD     ${info.simd}\nthreads  ${info.threads}\nCUDA     ${ml.cuda.isAvailable() ? 'available' : 'not available'}\n`);
+        const ci = ml.cuda.info();
+        const cuda = ci.available ? `${ci.device}, runtime ${ci.runtime / 1000}, driver ${ci.driver / 1000}, ${ci.cublas ? 'cuBLAS' : 'own GEMM kernels'}`
+          : ci.build ? 'built with CUDA; no driver or GPU found' : 'not built (no nvcc when the addon was built)';
+        process.stdout.write(`GEMM     ${info.blas}\nSIMD     ${info.simd}\nthreads  ${info.threads}\nCUDA     ${cuda}\n`);
         return 0;
       }
       case 'demo': {

@@ -4,6 +4,7 @@
  * Ctrl-C (checkpoint written, run marked killed, resumable), ends with a summary table and a report path.
  */
 import * as path from 'path';
+import { takeDeviceFlag } from './device';
 import { ProgressBar } from './progress';
 import { finishStage, fmtS, resumeTarget, stageOverrides, withInterrupt } from './stage';
 
@@ -64,7 +65,8 @@ export function summaryTable(metrics: Record<string, number>): string {
   return [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)].join('\n') + '\n';
 }
 
-export async function runTrain(argv: string[]): Promise<number> {
+export async function runTrain(argvIn: string[]): Promise<number> {
+  const argv = takeDeviceFlag(argvIn, 'train');
   const stageIdx = argv.findIndex((a) => a === '--stage' || a.startsWith('--stage='));
   const stageFlag = stageIdx < 0 ? undefined : argv[stageIdx].startsWith('--stage=') ? argv[stageIdx].slice(8) : argv[stageIdx + 1];
   if (stageFlag === 'all') {

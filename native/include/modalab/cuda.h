@@ -161,8 +161,8 @@ int64_t embedding_forward(float* y, const float* table, const int32_t* idx, int6
 // the additions into one row (a token repeated in the batch) is not fixed, so the last bit may vary run to run.
 void embedding_backward(float* dtable, const float* dy, const int32_t* idx, int64_t n, int64_t V, int64_t C);
 
-void adamw_step(float* p, float* m, float* v, const float* g, int64_t n, float lr, float beta1, float beta2,
-                float eps, float weight_decay, float bias_c1, float bias_c2);
+void adamw_step(float* p, float* m, float* v, const float* g, int64_t n, double lr, double beta1, double beta2,
+                double eps, double weight_decay, double bias_c1, double bias_c2);
 // SGD with momentum, cpu::sgd_step's contract and arithmetic (double hyperparameters rounded once to float; buf may
 // be null, and is untouched, when momentum == 0): bit for bit.
 void sgd_step(float* p, float* buf, const float* g, int64_t n, double lr, double momentum, double dampening,

@@ -24,7 +24,8 @@
  * purpose).
  */
 import { binding } from '../binding';
-import { dtypeSize, isFloat } from '../dtype';
+import { Device, dtypeSize, isFloat } from '../dtype';
+import { noGrad } from '../autograd';
 import { Tensor, shapeStr } from '../tensor';
 
 type Kind = 'parameter' | 'buffer' | 'module';
@@ -277,6 +278,44 @@ export abstract class Module {
     return this;
   }
 
+  /**
+   * Move every parameter and buffer to `device` (PyTorch's `module.to(device)`), in place: each tensor on another
+   * device is replaced by its copy there (same requiresGrad; a tensor registered under several names, such as
+   * tied embeddings, stays one tensor) and the original is freed. Gradients are dropped. Create optimizers after
+   * moving the model, since they hold the tensors they were given. Returns this.
+   */
+  to(device: Device): this {
+    if (device !== 'cpu' && device !== 'cuda') {
+      throw new TypeError(`${this._cls()}.to: unknown device ${JSON.stringify(device)} (expected 'cpu' or 'cuda')`);
+    }
+    // Copy everything first and only then swap, so that a failure (out of memory) leaves the module as it was.
+    const moved = new Map<Tensor, Tensor>();
+    const slots: Array<[Module, string, Entry, Tensor]> = [];
+    try {
+      noGrad(() => {
+        for (const [, m] of walk(this, '', true)) {
+          for (const [name, e] of m._registry) {
+            if (e.kind === 'module') continue;
+            const t = m._value(name, e) as Tensor | null;
+            if (t === null || t.device === device) continue;
+            if (!moved.has(t)) {
+              const n = t.to(device).keep();
+              n.requiresGrad = t.requiresGrad;
+              moved.set(t, n);
+            }
+            slots.push([m, name, e, t]);
+          }
+        }
+      });
+    } catch (err) {
+      for (const n of moved.values()) n.dispose();
+      throw new Error(`${this._cls()}.to('${device}'): ${(err as Error).message} (the module was left unchanged)`);
+    }
+    for (const [m, name, e, t] of slots) m._set(name, moved.get(t)!, e);
+    for (const t of moved.keys()) t.dispose();
+    return this;
+  }
+
   /** Free every parameter and buffer now (and their gradients). The module is unusable afterwards. */
   dispose(): void {
     for (const t of [...this.parameters(), ...this.buffers()]) t.dispose();
@@ -309,8 +348,9 @@ export abstract class Module {
 
   /**
    * Copy tensors into this module's parameters and buffers (in place: optimizers holding the parameters keep
-   * working). Every problem (missing and unexpected names when strict, wrong shapes, dtypes, devices, values
-   * that are not live tensors) is reported in one error, and nothing is changed when it throws.
+   * working). A tensor on another device is copied across (a CPU checkpoint into a GPU model). Every problem
+   * (missing and unexpected names when strict, wrong shapes or dtypes, values that are not live tensors) is
+   * reported in one error, and nothing is changed when it throws.
    */
   loadStateDict(sd: StateDict | Map<string, Tensor>, opts: LoadStateDictOptions = {}): LoadStateDictResult {
     const strict = opts.strict ?? true;
@@ -333,7 +373,6 @@ export abstract class Module {
         bad.push(`shape ${shapeStr(v.shape)} in the state dict, ${shapeStr(dst.shape)} in the model`);
       }
       if (v.dtype !== dst.dtype) bad.push(`dtype ${v.dtype} in the state dict, ${dst.dtype} in the model (cast it first)`);
-      if (v.device !== dst.device) bad.push(`device ${v.device} in the state dict, ${dst.device} in the model`);
       if (bad.length) problems.push(`'${name}': ${bad.join('; ')}`);
       else copies.push([dst, v]);
     }

@@ -3,7 +3,7 @@
  * and gradients are always f32); casts to or from i32 are not.
  */
 import { binding } from '../binding';
-import { DType, Device, dtypeCode, isDType, isFloat, DEVICES } from '../dtype';
+import { DType, Device, dtypeCode, dtypeSize, isDType, isFloat, DEVICES } from '../dtype';
 import { record } from '../autograd';
 import { Tensor } from '../tensor';
 import { checkTensor, describe } from './util';
@@ -22,18 +22,25 @@ export function cast<E extends DType>(x: Tensor, dtype: E): Tensor<E> {
   return record(out, 'cast', [x], (g) => [g.retainForBackward() as Tensor<'f32'>]);
 }
 
-/** Move to a device. Only 'cpu' exists in this build; `ml.cuda.isAvailable()` says whether 'cuda' does. */
+/**
+ * Move to a device: 'cpu', or 'cuda' where `ml.cuda.isAvailable()`. The same device returns a view (no copy); another
+ * device a copy there. Differentiable: the gradient goes back to x's device.
+ */
 export function to<D extends DType>(x: Tensor<D>, device: Device): Tensor<D> {
   checkTensor('to', 'x', x);
   if (!(DEVICES as readonly string[]).includes(device)) {
     throw new TypeError(`to: unknown device ${describe(device)} (expected 'cpu' or 'cuda')`);
   }
-  if (device !== x.device) {
-    throw new Error(`to: device '${device}' is not available (this build has no CUDA backend, or no GPU was found); ` +
-      'check ml.cuda.isAvailable() first');
+  if (device === x.device) {
+    const v = x._view(x.shape);
+    return record(v, 'to', [x], (g) => [g.retainForBackward() as Tensor<'f32'>]);
   }
-  const v = x._view(x.shape);
-  return record(v, 'to', [x], (g) => [g.retainForBackward() as Tensor<'f32'>]);
+  const out = Tensor._empty(x.shape, x.dtype, device, false, 'to');   // names the missing device when absent
+  const es = dtypeSize(x.dtype);
+  binding().copy(out._h('to'), out._offset * es, x._h('to'), x._offset * es, x.size * es);
+  if (!isFloat(x.dtype)) return out;
+  const from = x.device;
+  return record(out, 'to', [x], (g) => [to(g, from)]);
 }
 
 /** @internal ones in f32 with x's shape and device (the seed of backward). */
