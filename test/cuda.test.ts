@@ -16,10 +16,13 @@ const root = path.join(__dirname, '..', '..');
 const indexJs = path.join(__dirname, '..', 'src', 'index.js');
 const mainJs = path.join(__dirname, '..', 'src', 'cli', 'main.js');
 
-/** What CMake found when it configured the addon build (build/CMakeCache.txt). */
+/** What CMake found when it configured the loaded addon's build (the CMakeCache.txt beside it or one folder up:
+ * build/Release/modalab.node from npm, build-gpu-addon/modalab.node from scripts/gpu-check-node.sh). */
 function cmakeFoundNvcc(): boolean {
-  const cache = path.join(root, 'build', 'CMakeCache.txt');
-  if (!fs.existsSync(cache)) return false;
+  const addon = process.env.MODALAB_ADDON ?? path.join(root, 'build', 'Release', 'modalab.node');
+  const cache = [path.dirname(addon), path.dirname(path.dirname(addon))].map((d) => path.join(d, 'CMakeCache.txt'))
+    .find((f) => fs.existsSync(f));
+  if (cache === undefined) return false;
   const m = /^CMAKE_CUDA_COMPILER:[A-Z]+=(.*)$/m.exec(fs.readFileSync(cache, 'utf8'));
   return m !== null && m[1] !== '' && !m[1].endsWith('NOTFOUND');
 }
