@@ -81,8 +81,8 @@ void RegisterAttention(Napi::Env env, Napi::Object exports) {
     const void* k = Resolve(info, 6, a.B * a.H * a.M * a.D, es, op);
     const void* v = Resolve(info, 8, a.B * a.H * a.M * a.Dv, es, op);
     const void* mask = Mask(info, 12, a, op);
-    ML_KERNEL(info, op, attention_forward, out, a.out_dtype, stats, q, k, v, a.dtype, mask, a.mask_i32, a.B, a.H, a.N, a.M, a.D,
-                           a.Dv, a.scale, a.causal, a.window);
+    ML_KERNEL(info, op, attention_forward, out, a.out_dtype, stats, q, k, v, a.dtype, mask, a.mask_i32, a.B, a.H, a.N,
+              a.M, a.D, a.Dv, a.scale, a.causal, a.window);
     return info.Env().Undefined();
   }));
 
@@ -101,8 +101,8 @@ void RegisterAttention(Napi::Env env, Napi::Object exports) {
     const void* v = Resolve(info, 12, a.B * a.H * a.M * a.Dv, es, op);
     const float* stats = F32(info, 14, 2 * a.B * a.H * a.N, op);
     const void* mask = Mask(info, 17, a, op);
-    ML_KERNEL(info, op, attention_backward, dq, dk, dv, dout, q, k, v, stats, a.dtype, mask, a.mask_i32, a.B, a.H, a.N, a.M, a.D,
-                            a.Dv, a.scale, a.causal, a.window);
+    ML_KERNEL(info, op, attention_backward, dq, dk, dv, dout, q, k, v, stats, a.dtype, mask, a.mask_i32, a.B, a.H,
+              a.N, a.M, a.D, a.Dv, a.scale, a.causal, a.window);
     return info.Env().Undefined();
   }));
 }

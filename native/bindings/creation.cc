@@ -68,7 +68,8 @@ void RegisterCreation(Napi::Env env, Napi::Object exports) {
     int64_t n = Count(info, 2, op);
     float* out = F32(info, 0, n, op);
     uint64_t seed = Seed(info, 3, op, "seed"), offset = Seed(info, 4, op, "offset");
-    ML_KERNEL(info, op, rand_uniform, out, n, seed, offset, static_cast<float>(Num(info, 5, op)), static_cast<float>(Num(info, 6, op)));
+    ML_KERNEL(info, op, rand_uniform, out, n, seed, offset, static_cast<float>(Num(info, 5, op)),
+              static_cast<float>(Num(info, 6, op)));
     return info.Env().Undefined();
   }));
 
@@ -78,7 +79,8 @@ void RegisterCreation(Napi::Env env, Napi::Object exports) {
     int64_t n = Count(info, 2, op);
     float* out = F32(info, 0, n, op);
     uint64_t seed = Seed(info, 3, op, "seed"), offset = Seed(info, 4, op, "offset");
-    ML_KERNEL(info, op, rand_normal, out, n, seed, offset, static_cast<float>(Num(info, 5, op)), static_cast<float>(Num(info, 6, op)));
+    ML_KERNEL(info, op, rand_normal, out, n, seed, offset, static_cast<float>(Num(info, 5, op)),
+              static_cast<float>(Num(info, 6, op)));
     return info.Env().Undefined();
   }));
 

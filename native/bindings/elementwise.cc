@@ -108,7 +108,7 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     const float* a = F32(info, 3, StridedExtent(shape, as), op);
     const float* b = F32(info, 5, StridedExtent(shape, bs), op);
     ML_KERNEL(info, op, binary_forward, out, a, b, static_cast<int>(shape.size()), shape.data(), as.data(), bs.data(),
-                        static_cast<BinaryOp>(code));
+              static_cast<BinaryOp>(code));
     return info.Env().Undefined();
   }));
 
@@ -140,8 +140,8 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports) {
     const void* c = Resolve(info, 2, StridedExtent(shape, cs), 4, op);
     const float* a = F32(info, 5, StridedExtent(shape, as), op);
     const float* b = F32(info, 7, StridedExtent(shape, bs), op);
-    ML_KERNEL(info, op, where_forward, out, c, ci32, a, b, static_cast<int>(shape.size()), shape.data(), cs.data(), as.data(),
-                       bs.data());
+    ML_KERNEL(info, op, where_forward, out, c, ci32, a, b, static_cast<int>(shape.size()), shape.data(), cs.data(),
+              as.data(), bs.data());
     return info.Env().Undefined();
   }));
 

@@ -16,8 +16,8 @@ void NonNegative(const Napi::CallbackInfo& info, const char* op, std::initialize
 
 [[noreturn]] void BadIndex(const Napi::CallbackInfo& info, const char* op, const int32_t* idx, int64_t pos,
                            int64_t bound) {
-  Throw(info.Env(), std::string(op) + ": index " + std::to_string(ElementI32(idx, pos)) + " at position " + std::to_string(pos) +
-                        " is outside [0, " + std::to_string(bound) + ")");
+  Throw(info.Env(), std::string(op) + ": index " + std::to_string(ElementI32(idx, pos)) + " at position " +
+                        std::to_string(pos) + " is outside [0, " + std::to_string(bound) + ")");
 }
 
 int64_t Elsize(const Napi::CallbackInfo& info, size_t i, const char* op) {

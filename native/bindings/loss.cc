@@ -47,7 +47,8 @@ void RegisterLoss(Napi::Env env, Napi::Object exports) {
     float* lse = F32(info, 2, a.N, op);
     const float* logits = F32(info, 4, a.N * a.C, op);
     const int32_t* targets = I32(info, 6, a.N, op);
-    int64_t bad = ML_KERNEL(info, op, cross_entropy_forward, loss, lse, logits, targets, a.N, a.C, a.ignore_index, a.smoothing);
+    int64_t bad = ML_KERNEL(info, op, cross_entropy_forward, loss, lse, logits, targets, a.N, a.C, a.ignore_index,
+                            a.smoothing);
     if (bad >= 0)
       Throw(info.Env(), std::string(op) + ": target " + std::to_string(ElementI32(targets, bad)) + " at row " +
                             std::to_string(bad) + " is outside [0, " + std::to_string(a.C) + ")" +
@@ -66,8 +67,8 @@ void RegisterLoss(Napi::Env env, Napi::Object exports) {
                 const float* logits = F32(info, 4, a.N * a.C, op);
                 const float* lse = F32(info, 6, a.N, op);
                 const int32_t* targets = I32(info, 8, a.N, op);
-                ML_KERNEL(info, op, cross_entropy_backward, dlogits, dloss, logits, lse, targets, a.N, a.C, a.ignore_index,
-                                            a.smoothing);
+                ML_KERNEL(info, op, cross_entropy_backward, dlogits, dloss, logits, lse, targets, a.N, a.C,
+                          a.ignore_index, a.smoothing);
                 return info.Env().Undefined();
               }));
 }

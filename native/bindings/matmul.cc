@@ -37,8 +37,8 @@ void RegisterMatmul(Napi::Env env, Napi::Object exports) {
     float* c = F32(info, 0, Mul(nbatch, mn, op), op);
     const float* a = F32(info, 2, BatchedExtent(bshape, as, mk), op);
     const float* b = F32(info, 4, BatchedExtent(bshape, bs, kn), op);
-    ML_KERNEL(info, op, matmul, c, a, b, M, N, K, ta, tb, static_cast<int>(bshape.size()), bshape.data(), as.data(), bs.data(),
-                alpha, beta);
+    ML_KERNEL(info, op, matmul, c, a, b, M, N, K, ta, tb, static_cast<int>(bshape.size()), bshape.data(), as.data(),
+              bs.data(), alpha, beta);
     return info.Env().Undefined();
   }));
 }

@@ -40,8 +40,8 @@ void RegisterMatmulHalf(Napi::Env env, Napi::Object exports) {
     float* c = F32(info, 0, Mul(nbatch, mn, op), op);
     const auto* a = static_cast<const uint16_t*>(Resolve(info, 2, BatchedExtent(bshape, as, mk), 2, op));
     const auto* b = static_cast<const uint16_t*>(Resolve(info, 4, BatchedExtent(bshape, bs, kn), 2, op));
-    ML_KERNEL(info, op, matmul_half, c, a, b, dtype, M, N, K, ta, tb, static_cast<int>(bshape.size()), bshape.data(), as.data(),
-                     bs.data(), alpha, beta);
+    ML_KERNEL(info, op, matmul_half, c, a, b, dtype, M, N, K, ta, tb, static_cast<int>(bshape.size()), bshape.data(),
+              as.data(), bs.data(), alpha, beta);
     return info.Env().Undefined();
   }));
 

@@ -20,8 +20,8 @@ void RegisterOptim(Napi::Env env, Napi::Object exports) {
     float* m = F32(info, 2, n, op);
     float* v = F32(info, 4, n, op);
     const float* g = F32(info, 6, n, op);
-    ML_KERNEL(info, op, adamw_step, p, m, v, g, n, Num(info, 9, op), Num(info, 10, op), Num(info, 11, op), Num(info, 12, op),
-                    Num(info, 13, op), Num(info, 14, op), Num(info, 15, op));
+    ML_KERNEL(info, op, adamw_step, p, m, v, g, n, Num(info, 9, op), Num(info, 10, op), Num(info, 11, op),
+              Num(info, 12, op), Num(info, 13, op), Num(info, 14, op), Num(info, 15, op));
     return info.Env().Undefined();
   }));
 
@@ -32,8 +32,8 @@ void RegisterOptim(Napi::Env env, Napi::Object exports) {
     float* p = F32(info, 0, n, op);
     float* buf = F32OrNull(info, 2, n, op);
     const float* g = F32(info, 4, n, op);
-    ML_KERNEL(info, op, sgd_step, p, buf, g, n, Num(info, 7, op), Num(info, 8, op), Num(info, 9, op), Num(info, 10, op), Bool(info, 11, op),
-                  Bool(info, 12, op));
+    ML_KERNEL(info, op, sgd_step, p, buf, g, n, Num(info, 7, op), Num(info, 8, op), Num(info, 9, op),
+              Num(info, 10, op), Bool(info, 11, op), Bool(info, 12, op));
     return info.Env().Undefined();
   }));
 

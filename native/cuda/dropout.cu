@@ -16,20 +16,10 @@ namespace {
 // out (n) = keep_i ? in_i * scale : 0 for stream positions offset .. offset + n - 1.
 __global__ void dropout_kernel(float* __restrict__ out, const float* __restrict__ in, int64_t n, float p, float scale,
                                uint64_t seed, uint64_t offset, int64_t nblocks) {
-  const uint64_t first = offset >> 2;
-  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < nblocks; t += int64_t(gridDim.x) * blockDim.x) {
-    const uint64_t ctr = first + static_cast<uint64_t>(t);
-    const uint4 w = philox4x32_10(ctr, seed);
-    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-    for (int lane = 0; lane < 4; lane++) {
-      const int64_t i = static_cast<int64_t>(ctr * 4 + lane - offset);   // wraps like the CPU's uint64 positions
-      if (i < 0 || i >= n) continue;
-      const float u = philox_unit(words[lane]);
-      const float v = __fmul_rn(in[i], scale);
-      out[i] = u >= p ? v : 0.0f;
-    }
-  }
+  philox_for_each(n, seed, offset, nblocks, [&](int64_t i, uint32_t word) {
+    const float v = __fmul_rn(in[i], scale);
+    out[i] = philox_unit(word) >= p ? v : 0.0f;
+  });
 }
 
 void dropout_apply(float* out, const float* in, int64_t n, float p, uint64_t seed, uint64_t offset) {

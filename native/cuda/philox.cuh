@@ -36,6 +36,24 @@ __device__ __forceinline__ float philox_unit(uint32_t w) {
   return static_cast<float>(static_cast<int32_t>(w >> 8)) * (1.0f / 16777216.0f);
 }
 
+// The grid-stride loop of the element-wise generators (dropout, rand_uniform): this thread's Philox blocks among the
+// `nblocks` that cover stream positions offset .. offset + n - 1, and fn(i, word) for each element i in [0, n) of
+// them (positions wrap like the CPU's uint64 ones).
+template <typename F>
+__device__ __forceinline__ void philox_for_each(int64_t n, uint64_t seed, uint64_t offset, int64_t nblocks, F fn) {
+  const uint64_t first = offset >> 2;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < nblocks; t += int64_t(gridDim.x) * blockDim.x) {
+    const uint64_t ctr = first + static_cast<uint64_t>(t);
+    const uint4 w = philox4x32_10(ctr, seed);
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int lane = 0; lane < 4; lane++) {
+      const int64_t i = static_cast<int64_t>(ctr * 4 + lane - offset);
+      if (i >= 0 && i < n) fn(i, words[lane]);
+    }
+  }
+}
+
 // How many Philox blocks cover stream positions offset .. offset + n - 1 (n > 0).
 inline int64_t philox_block_count(uint64_t offset, int64_t n) {
   return static_cast<int64_t>(((offset + static_cast<uint64_t>(n) - 1) >> 2) - (offset >> 2)) + 1;

@@ -19,18 +19,9 @@ namespace {
 
 __global__ void rand_uniform_kernel(float* __restrict__ out, int64_t n, uint64_t seed, uint64_t offset,
                                     int64_t nblocks, float lo, float range) {   // out (n)
-  const uint64_t first = offset >> 2;
-  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < nblocks; t += int64_t(gridDim.x) * blockDim.x) {
-    const uint64_t ctr = first + static_cast<uint64_t>(t);
-    const uint4 w = philox4x32_10(ctr, seed);
-    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-    for (int lane = 0; lane < 4; lane++) {
-      const int64_t i = static_cast<int64_t>(ctr * 4 + lane - offset);   // wraps like the CPU's uint64 positions
-      if (i < 0 || i >= n) continue;
-      out[i] = __fadd_rn(lo, __fmul_rn(range, philox_unit(words[lane])));
-    }
-  }
+  philox_for_each(n, seed, offset, nblocks, [&](int64_t i, uint32_t word) {
+    out[i] = __fadd_rn(lo, __fmul_rn(range, philox_unit(word)));
+  });
 }
 
 __global__ void rand_normal_kernel(float* __restrict__ out, int64_t n, uint64_t seed, uint64_t offset,

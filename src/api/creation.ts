@@ -9,7 +9,7 @@
  * ```
  */
 import { binding } from './binding';
-import { DType, Device, dtypeCode, isDType, isFloat } from './dtype';
+import { DType, Device, dtypeCode, isDType, isDevice, isFloat } from './dtype';
 import { takeRandom } from './random';
 import { Tensor, Shape, shapeSize, shapeStr } from './tensor';
 import { checkShape, describe } from './ops/util';
@@ -30,13 +30,13 @@ export type TensorData = Nested | Float32Array | Int32Array | Float64Array | Uin
 let defaultDevice: Device = (() => {
   const env = process.env.MODALAB_DEVICE;
   if (env === undefined || env === '') return 'cpu';
-  if (env !== 'cpu' && env !== 'cuda') throw new Error(`MODALAB_DEVICE must be 'cpu' or 'cuda', got '${env}'`);
+  if (!isDevice(env)) throw new Error(`MODALAB_DEVICE must be 'cpu' or 'cuda', got '${env}'`);
   return env;
 })();
 
 /** Set the device that creation functions use when no `device` option is given; returns the previous one. */
 export function setDefaultDevice(device: Device): Device {
-  if (device !== 'cpu' && device !== 'cuda') {
+  if (!isDevice(device)) {
     throw new TypeError(`setDefaultDevice: unknown device ${describe(device)} (expected 'cpu' or 'cuda')`);
   }
   const prev = defaultDevice;
@@ -56,7 +56,7 @@ function resolve<D extends DType>(op: string, opts: TensorOptions<D> | undefined
   const dtype = (opts?.dtype ?? fallback) as D;
   if (!isDType(dtype)) throw new TypeError(`${op}: unknown dtype ${describe(dtype)} (expected f32, f16, bf16 or i32)`);
   const device = opts?.device ?? defaultDevice;
-  if (device !== 'cpu' && device !== 'cuda') throw new TypeError(`${op}: unknown device ${describe(device)}`);
+  if (!isDevice(device)) throw new TypeError(`${op}: unknown device ${describe(device)}`);
   const requiresGrad = opts?.requiresGrad ?? false;
   if (requiresGrad && !isFloat(dtype)) throw new TypeError(`${op}: only float tensors can require grad, not ${dtype}`);
   return { dtype, device, requiresGrad };

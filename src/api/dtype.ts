@@ -28,6 +28,10 @@ export function isDType(x: unknown): x is DType {
   return typeof x === 'string' && (DTYPES as readonly string[]).includes(x);
 }
 
+export function isDevice(x: unknown): x is Device {
+  return typeof x === 'string' && (DEVICES as readonly string[]).includes(x);
+}
+
 export function isFloat(d: DType): d is FloatDType {
   return d !== 'i32';
 }

@@ -2,6 +2,7 @@
  * `--device cpu|cuda` for the commands that run models (train, chat, generate): the device every tensor is made
  * on (ml.setDefaultDevice), checked before any work starts. Default: MODALAB_DEVICE, else 'cpu'.
  */
+import { isDevice } from '../api/dtype';
 import type * as mlTypes from '../index';
 
 /** Apply `--device` (or `--device=`) from argv and return argv without it. Throws a clear error for a device this
@@ -21,7 +22,7 @@ export function takeDeviceFlag(argv: string[], cmd: string): string[] {
     }
   }
   if (device === undefined) return rest;
-  if (device !== 'cpu' && device !== 'cuda') throw new Error(`${cmd}: --device must be cpu or cuda, got '${device}'`);
+  if (!isDevice(device)) throw new Error(`${cmd}: --device must be cpu or cuda, got '${device}'`);
   const ml = require('../index') as typeof mlTypes;
   if (device === 'cuda' && !ml.cuda.isAvailable()) {
     const info = ml.cuda.info();

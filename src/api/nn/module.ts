@@ -24,7 +24,7 @@
  * purpose).
  */
 import { binding } from '../binding';
-import { Device, dtypeSize, isFloat } from '../dtype';
+import { Device, dtypeSize, isDevice, isFloat } from '../dtype';
 import { noGrad } from '../autograd';
 import { Tensor, shapeStr } from '../tensor';
 
@@ -285,7 +285,7 @@ export abstract class Module {
    * moving the model, since they hold the tensors they were given. Returns this.
    */
   to(device: Device): this {
-    if (device !== 'cpu' && device !== 'cuda') {
+    if (!isDevice(device)) {
       throw new TypeError(`${this._cls()}.to: unknown device ${JSON.stringify(device)} (expected 'cpu' or 'cuda')`);
     }
     // Copy everything first and only then swap, so that a failure (out of memory) leaves the module as it was.

@@ -3,7 +3,7 @@
  * and gradients are always f32); casts to or from i32 are not.
  */
 import { binding } from '../binding';
-import { DType, Device, dtypeCode, dtypeSize, isDType, isFloat, DEVICES } from '../dtype';
+import { DType, Device, dtypeCode, dtypeSize, isDType, isDevice, isFloat } from '../dtype';
 import { record } from '../autograd';
 import { Tensor } from '../tensor';
 import { checkTensor, describe } from './util';
@@ -28,7 +28,7 @@ export function cast<E extends DType>(x: Tensor, dtype: E): Tensor<E> {
  */
 export function to<D extends DType>(x: Tensor<D>, device: Device): Tensor<D> {
   checkTensor('to', 'x', x);
-  if (!(DEVICES as readonly string[]).includes(device)) {
+  if (!isDevice(device)) {
     throw new TypeError(`to: unknown device ${describe(device)} (expected 'cpu' or 'cuda')`);
   }
   if (device === x.device) {
