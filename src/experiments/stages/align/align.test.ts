@@ -302,4 +302,24 @@ test('hard negatives (data.hardNegatives relation): reversed captions per pair, 
   await assert.rejects(trainAlign({ ...cfg, init: { checkpoint: path.join(dir, 'nope.safetensors') } }, { db: path.join(dir, 'hn.db'), outDir: path.join(dir, 'bad') }), /key init.checkpoint: no such file/);
   const wide = tiny({ data: { dataset: 'shapes', shapesScenes: 64, maxTrain: 64, evalSize: 16, workers: 0 }, tokenizer: { contextLength: 40 }, model: { visionWidth: 64 }, init: { checkpoint: from.checkpoint } });
   await assert.rejects(trainAlign(wide, { db: path.join(dir, 'hn.db'), outDir: path.join(dir, 'bad2') }), /key init.checkpoint [\s\S]*visual.posEmbed[\s\S]*model keys must match/);
+  // Fine-tuning with an objective head the checkpoint lacks (maskedObjective): the towers come from the
+  // checkpoint, the head starts fresh; going back to no head drops it.
+  const masked = await trainAlign({ ...cfg, model: { ...cfg.model, maskedObjective: 'text' }, init: { checkpoint: from.checkpoint } }, { db: path.join(dir, 'hn.db'), outDir: path.join(dir, 'masked'), stopAfter: 0 });
+  const m = ml.load(masked.checkpoint), f = ml.load(from.checkpoint);
+  try {
+    const heads = Object.keys(m.tensors).filter((k) => k.startsWith('model.masked.'));
+    assert.ok(heads.length > 5, 'the masked head is in the checkpoint');
+    assert.ok(heads.every((k) => !(k in f.tensors)));
+    for (const k of Object.keys(f.tensors).filter((k) => k.startsWith('model.'))) assert.deepEqual(m.tensors[k].toArray(), f.tensors[k].toArray(), k);
+  } finally {
+    for (const x of [...Object.values(m.tensors), ...Object.values(f.tensors)]) x.dispose();
+  }
+  const back = await trainAlign({ ...cfg, init: { checkpoint: masked.checkpoint } }, { db: path.join(dir, 'hn.db'), outDir: path.join(dir, 'back'), stopAfter: 0 });
+  assert.equal(back.status, 'killed');
+  const fb = ml.load(back.checkpoint);
+  try {
+    assert.ok(!Object.keys(fb.tensors).some((k) => k.startsWith('model.masked.')), 'the unused head is dropped');
+  } finally {
+    for (const x of Object.values(fb.tensors)) x.dispose();
+  }
 });

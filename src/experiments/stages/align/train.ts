@@ -15,7 +15,7 @@ import { Tokenizer } from '../../tokenizer';
 import { AlignConfig, validateAlignConfig } from './config';
 import { AlignData, Batch, BatchStream, SplitData, makeBatchStream, prepareAlignData } from './data';
 import { AlignModel, buildAlignModel, evaluateRetrieval } from './model';
-import { loadCheckpoint, readCheckpointState, saveCheckpoint } from '../checkpoint';
+import { loadCheckpoint, loadModelWeights, readCheckpointState, saveCheckpoint } from '../checkpoint';
 import { StageRunOptions, StepPace, due, makeOptimizer, optimizerStep, resolveResume, writeAtomic } from '../run';
 
 export interface StepInfo {
@@ -95,12 +95,13 @@ export async function trainAlign(config: AlignConfig, opts: TrainAlignOptions = 
     ml.manualSeed(cfg.seed);
     model = buildAlignModel(cfg, data.tokenizer.vocabSize);
     if (init) {
+      let fresh: string[];
       try {
-        loadCheckpoint(init, model.net, null);
+        fresh = loadInitWeights(init, model.net);
       } catch (e) {
         throw new Error(`align: key init.checkpoint ${init}: ${(e as Error).message} (the model keys must match the checkpoint's)`);
       }
-      status(`weights from ${init}`);
+      status(`weights from ${init}${fresh.length ? ` (${fresh.join(', ')} new: initialised fresh)` : ''}`);
     }
     const params = model.parameters();
     const t = cfg.train;
@@ -192,6 +193,30 @@ export async function trainAlign(config: AlignConfig, opts: TrainAlignOptions = 
     await stream?.close();
     model?.dispose();
     if (ownTracker) tracker.close();
+  }
+}
+
+/**
+ * Fine-tuning's weights (init.checkpoint): both towers must match the checkpoint exactly; an objective head
+ * (`masked.*`) the checkpoint lacks starts from its fresh initialisation, and one the checkpoint has but this
+ * config does not use is dropped. Returns the heads initialised fresh. Nothing is changed when it throws.
+ */
+export function loadInitWeights(file: string, net: ml.nn.Module): string[] {
+  const { weights } = loadModelWeights(file);
+  try {
+    const own = net.stateDict();
+    const isHead = (k: string): boolean => k.startsWith('masked.');
+    const sd: Record<string, ml.Tensor> = {};
+    for (const [k, v] of Object.entries(weights)) if (!isHead(k) || k in own) sd[k] = v;
+    const missing = Object.keys(own).filter((k) => !(k in sd));
+    const bad = missing.filter((k) => !isHead(k));
+    if (bad.length) throw new Error(`the checkpoint lacks ${bad.length} of the model's tensors: ${bad.slice(0, 5).map((k) => `'${k}'`).join(', ')}${bad.length > 5 ? ', ...' : ''}`);
+    const extra = Object.keys(sd).filter((k) => !(k in own));
+    if (extra.length) throw new Error(`unexpected tensors in the checkpoint: ${extra.slice(0, 5).map((k) => `'${k}'`).join(', ')}`);
+    net.loadStateDict(sd, { strict: false });
+    return [...new Set(missing.map((k) => k.split('.')[0]))];
+  } finally {
+    for (const t of Object.values(weights)) t.dispose();
   }
 }
 
