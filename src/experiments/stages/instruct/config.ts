@@ -64,6 +64,13 @@ export interface InstructConfig {
      */
     imagePool: number;
     /**
+     * How a pooled cell's imagePool x imagePool patch tokens become one token: 'mean' averages them; 'concat'
+     * puts them side by side (imagePool^2 x the vision width, "space to depth"), and the projector's first layer
+     * is widened to match, initialised so it starts out equal to 'mean'. Averaging loses which patch held what:
+     * an object's shape, readable from its unpooled tokens, mostly is not from their mean (docs/instruct.md).
+     */
+    imagePoolMode: 'mean' | 'concat';
+    /**
      * Put the images after the question in the user turn (`{question}<image>`) instead of before it. The GPT is
      * causal, so only then can the image positions attend to the question (what to look for).
      */
@@ -110,7 +117,7 @@ export const INSTRUCT_DEFAULTS: InstructConfig = {
     source: 'shapes', trainRecords: 8000, tasks: ['caption', 'vqa', 'vqa', 'vqa', 'difference', 'match'],
     vqaTypes: { colour: 1, shape: 1, count: 1, position: 1, yesno: 1 }, answerCap: 1, evalScenes: 200, evalQuestionsPerScene: 5, evalRecords: 32, maxTextLen: 72, jsonl: '', samples: 16, cacheDir: '',
   },
-  model: { imagePool: 2, questionFirst: false, imagePositions: 'none' },
+  model: { imagePool: 2, imagePoolMode: 'mean', questionFirst: false, imagePositions: 'none' },
   lora: { rank: 8, alpha: 16, dropout: 0.05, targets: ['attn.qkv', 'attn.proj', 'mlp.layers.0', 'mlp.layers.1'], encoderTargets: [],
     trainTokens: ['<image>', '<|user|>', '<|assistant|>', '<|end|>'] },
   train: {
@@ -175,6 +182,7 @@ export function validateInstructConfig(c: InstructConfig): void {
   checkInt(w, 'data.maxTextLen', d.maxTextLen, 8, 4096);
   checkInt(w, 'data.samples', d.samples, 0, 256);
   checkInt(w, 'model.imagePool', c.model.imagePool, 1, 64);
+  checkOneOf(w, 'model.imagePoolMode', c.model.imagePoolMode, ['mean', 'concat'] as const);
   checkOneOf(w, 'model.imagePositions', c.model.imagePositions, ['none', '2d'] as const);
   const l = c.lora;
   checkInt(w, 'lora.rank', l.rank, 1, 1024);

@@ -24,7 +24,7 @@ import { generateScenes, renderPng } from '../../data/shapes';
 import { InstructConfig, resolveInstructConfig } from './config';
 import { buildInstructModel, captionExtra, exportMerged, loadInstruct, trainInstruct } from './train';
 import { InstructExample, encodeExample, prepareInstructData, selectVqa, vqaPoolSize } from './data';
-import { ImagePositions } from './model';
+import { ImagePositions, concatProjector } from './model';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-instruct-'));
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
@@ -481,6 +481,82 @@ test("model.imagePositions '2d': a 2-D sine-cosine table after the projector tha
     merged = loadInstruct(exportMerged(full.checkpoint, path.join(dir, 'pos-merged.safetensors')).file);
     const img = { kind: 'file' as const, path: file };
     for (const q of ['is the circle left of the square?', 'what colour is the star?']) {
+      assert.equal(await merged.answer([img], q, { maxNewTokens: 6 }), await m.answer([img], q, { maxNewTokens: 6 }));
+    }
+  } finally {
+    m.dispose();
+    merged?.dispose();
+  }
+});
+
+test("model.imagePoolMode 'concat': a cell's patches side by side, a widened projector that starts equal to 'mean', trains, loads and merges", async () => {
+  // The widened projector maps k2 concatenated copies of the patches exactly as the original maps their mean.
+  ml.manualSeed(5);
+  const proj = new ml.nn.Sequential(new ml.nn.Linear(4, 6), new ml.nn.GELU(), new ml.nn.Linear(6, 3));
+  const patches = ml.randn([2, 3, 4, 4]); // [n, cells, k2, Wv]
+  const mean = ml.mean(patches, 2);
+  const want = proj.forward(mean).toArray() as Float32Array;
+  const wide = concatProjector(proj, 4);
+  try {
+    assert.deepEqual([...wide.at(0).parameters()[0].shape], [6, 16]);
+    const got = wide.forward(ml.reshape(patches, [2, 3, 16])).toArray() as Float32Array;
+    for (let i = 0; i < want.length; i++) assert.ok(Math.abs(got[i] - want[i]) < 1e-5, `${got[i]} vs ${want[i]}`);
+  } finally {
+    wide.dispose();
+    for (const t of [patches, mean]) t.dispose();
+  }
+  assert.throws(() => resolveInstructConfig(null, { model: { imagePoolMode: 'max' } }), /key model.imagePoolMode/);
+
+  // In the stage (16 px, patch 4: a 4 x 4 grid pooled 2 x 2 into 4 cells of 4 patches).
+  const p = await prepare();
+  const cfg = tiny({ model: { imagePoolMode: 'concat' }, train: { steps: 4, evalEvery: 2, lr: 2e-2 }, data: { samples: 0 } });
+  const extra = captionExtra(p.caption, p.captionRunId);
+  const cat = buildInstructModel(cfg, extra).model;
+  const avg = buildInstructModel(tiny({ train: { steps: 4 } }), extra).model;
+  try {
+    assert.equal(cat.N, avg.N);
+    assert.equal(cat.featureWidth, 4 * avg.featureWidth);
+    const images = Float32Array.from({ length: 2 * 3 * 16 * 16 }, (_, i) => Math.sin(i * 0.37));
+    const fc = cat.features(images, 2), fa = avg.features(images, 2);
+    const c = fc.toArray() as Float32Array, a = fa.toArray() as Float32Array;
+    const W = avg.featureWidth, N = avg.N;
+    assert.deepEqual([...fc.shape], [2, N, 4 * W]);
+    // Each token's four blocks average to the mean-pooled token; the CLS token is its four copies.
+    for (let r = 0; r < 2 * N; r++) {
+      for (let j = 0; j < W; j++) {
+        let sum = 0;
+        for (let b = 0; b < 4; b++) sum += c[(r * 4 + b) * W + j];
+        assert.ok(Math.abs(sum / 4 - a[r * W + j]) < 1e-5);
+        if (r % N === 0) for (let b = 1; b < 4; b++) assert.equal(c[(r * 4 + b) * W + j], c[r * 4 * W + j]);
+      }
+    }
+    // The blocks are different patches (not four copies of one).
+    assert.ok(c.subarray(4 * W, 5 * W).some((v, j) => v !== c[5 * W + j]));
+    // At initialisation the projected image tokens are the mean-pooled model's.
+    const pc = ml.noGrad(() => cat.project(fc)).toArray() as Float32Array, pa = ml.noGrad(() => avg.project(fa)).toArray() as Float32Array;
+    for (let i = 0; i < pa.length; i++) assert.ok(Math.abs(pc[i] - pa[i]) < 1e-4, `projected ${pc[i]} vs ${pa[i]}`);
+    fc.dispose();
+    fa.dispose();
+  } finally {
+    cat.dispose();
+    avg.dispose();
+  }
+
+  const full = await trainInstruct(cfg, { db, outDir: path.join(dir, 'cat-full') });
+  assert.equal(full.status, 'finished');
+  const saved = ml.load(full.checkpoint);
+  try {
+    assert.deepEqual([...saved.tensors['model.projector.0.weight'].shape].slice(1), [4 * 32]);
+  } finally {
+    for (const t of Object.values(saved.tensors)) t.dispose();
+  }
+  const file = await sceneFile(12, 'cat-test', 'cat-scene.png');
+  const m = loadInstruct(full.checkpoint);
+  let merged: ReturnType<typeof loadInstruct> | null = null;
+  try {
+    merged = loadInstruct(exportMerged(full.checkpoint, path.join(dir, 'cat-merged.safetensors')).file);
+    const img = { kind: 'file' as const, path: file };
+    for (const q of ['what shape is the red object?', 'how many shapes are there?']) {
       assert.equal(await merged.answer([img], q, { maxNewTokens: 6 }), await m.answer([img], q, { maxNewTokens: 6 }));
     }
   } finally {

@@ -71,6 +71,35 @@ export function addImagePositions(projector: ml.nn.Sequential, grid: number, wid
   projector.push(new ImagePositions(grid, width, rms));
 }
 
+/**
+ * The projector for `imagePoolMode` 'concat': the caption projector with its first Linear widened from Wv to
+ * k2 * Wv inputs (one block per patch of a pooled cell), each block initialised to W1 / k2. A cell's concatenated
+ * patches then project exactly as their mean did under the caption projector, so training starts from the mean
+ * pooling's output and can learn to tell the patches of a cell apart. Returns a new Sequential sharing the other
+ * layers; the old first Linear is disposed.
+ */
+export function concatProjector(projector: ml.nn.Sequential, k2: number): ml.nn.Sequential {
+  const first = projector.at(0);
+  if (!(first instanceof ml.nn.Linear)) throw new Error('instruct: model.imagePoolMode concat expects the caption projector to start with a Linear');
+  const [H, Wv] = first.weight.shape;
+  const wide = new ml.nn.Linear(Wv * k2, H);
+  const w = first.weight.toArray() as Float32Array;
+  const out = new Float32Array(H * Wv * k2);
+  for (let h = 0; h < H; h++) for (let j = 0; j < k2; j++) for (let c = 0; c < Wv; c++) out[(h * k2 + j) * Wv + c] = w[h * Wv + c] / k2;
+  ml.noGrad(() => {
+    wide.weight.dispose();
+    wide.weight = wide.registerParameter('weight', ml.tensor(out, [H, Wv * k2]));
+    if (first.bias && wide.bias) {
+      wide.bias.dispose();
+      wide.bias = wide.registerParameter('bias', ml.tensor(first.bias.toArray() as Float32Array, [H]));
+    }
+  });
+  const rest: ml.nn.Module[] = [];
+  for (let i = 1; i < projector.length; i++) rest.push(projector.at(i));
+  first.dispose();
+  return new ml.nn.Sequential(wide, ...rest);
+}
+
 export interface AnswerOptions {
   maxNewTokens?: number;
   /** Default true. */
@@ -107,6 +136,8 @@ export class InstructModel {
     readonly tokenizer: Tokenizer,
     readonly imageSize: number,
     readonly imagePool: number,
+    /** How a pooled cell's k x k patch tokens become one token: their mean, or concatenated (k^2 Wv wide). */
+    readonly imagePoolMode: 'mean' | 'concat' = 'mean',
   ) {
     encoder.requiresGrad_(false);
     encoder.eval();
@@ -189,6 +220,12 @@ export class InstructModel {
     old.dispose();
   }
 
+  /** Width of one pooled image feature: the encoder's, or k^2 times it when cells are concatenated. */
+  get featureWidth(): number {
+    const W = this.encoder.config.visionWidth;
+    return this.imagePoolMode === 'concat' ? W * this.imagePool * this.imagePool : W;
+  }
+
   /** images f32 [n * 3 * S * S] -> pooled image features [n, N, Wv] (no graph). */
   features(images: Float32Array, n: number): ml.Tensor<'f32'> {
     return ml.noGrad(() => this.encode(images, n));
@@ -206,6 +243,12 @@ export class InstructModel {
       const cls = ml.slice(tok, 1, 0, 1);
       // [n, g*g, W] -> [n, g/k, k, g/k, k, W] -> mean over the two k axes -> [n, (g/k)^2, W].
       const grid = ml.reshape(ml.slice(tok, 1, 1, L), [n, g / k, k, g / k, k, W]);
+      if (this.imagePoolMode === 'concat') {
+        // -> [n, g/k, g/k, k, k, W] -> [n, (g/k)^2, k*k*W]: a cell's patches side by side (row-major); the CLS
+        // token repeated k*k times, so the widened projector maps it as the caption projector did.
+        const cells = ml.reshape(ml.permute(grid, [0, 1, 3, 2, 4, 5]), [n, (g / k) ** 2, k * k * W]);
+        return ml.concat([ml.concat(new Array(k * k).fill(cls), 2), cells], 1);
+      }
       const pooled = ml.mean(grid, [2, 4]);
       return ml.concat([cls, ml.reshape(pooled, [n, (g / k) ** 2, W])], 1);
     });
@@ -214,7 +257,7 @@ export class InstructModel {
   /** Features of a table of images, computed in chunks: f32 [n * N * Wv]. */
   featureTable(images: Float32Array, n: number, chunk = 64): Float32Array {
     const px = 3 * this.imageSize * this.imageSize;
-    const Wv = this.encoder.config.visionWidth;
+    const Wv = this.featureWidth;
     const out = new Float32Array(n * this.N * Wv);
     for (let i = 0; i < n; i += chunk) {
       const m = Math.min(chunk, n - i);

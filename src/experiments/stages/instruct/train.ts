@@ -32,7 +32,7 @@ import { CaptionNet } from '../caption/model';
 import { loadCheckpoint } from '../checkpoint';
 import { InstructConfig, validateInstructConfig } from './config';
 import { InstructData, InstructExample, alignTransform, cacheKey, encodeExample, instructBatchRows, prepareInstructData } from './data';
-import { AnswerOptions, InstructModel, SpliceRow, addImagePositions } from './model';
+import { AnswerOptions, InstructModel, SpliceRow, addImagePositions, concatProjector } from './model';
 
 export interface InstructStepInfo {
   step: number;
@@ -107,6 +107,8 @@ export function buildInstructModel(cfg: InstructConfig, extra: InstructExtra, st
   }
   const net = new CaptionNet(alignCfg.model.visionWidth, extra.projectorHidden, new GPT(extra.gpt));
   loadCheckpoint(extra.captionCheckpoint, net, null);
+  const poolMode = cfg.model.imagePoolMode ?? 'mean';
+  if (poolMode === 'concat') net.projector = net.registerModule('projector', concatProjector(net.projector, cfg.model.imagePool ** 2));
   if ((cfg.model.imagePositions ?? 'none') === '2d') {
     // Scaled like the GPT's own position table, the signal it already reads positions from.
     const pe = net.gpt.posEmbed.toArray() as Float32Array;
@@ -118,7 +120,7 @@ export function buildInstructModel(cfg: InstructConfig, extra: InstructExtra, st
   const wrapped = ml.nn.applyLora(net.gpt, { rank: cfg.lora.rank, alpha: cfg.lora.alpha, dropout: cfg.lora.dropout, targets: cfg.lora.targets, freezeBase: true });
   if (wrapped.length === 0) throw new Error(`instruct: key lora.targets ${JSON.stringify(cfg.lora.targets)} wrapped no layer`);
   net.projector.requiresGrad_(true);
-  const model = new InstructModel(scorer.model.net, net.projector, net.gpt, tokenizer, alignCfg.data.imageSize, cfg.model.imagePool);
+  const model = new InstructModel(scorer.model.net, net.projector, net.gpt, tokenizer, alignCfg.data.imageSize, cfg.model.imagePool, poolMode);
   model.questionFirst = cfg.model.questionFirst ?? false;
   const encTargets = cfg.lora.encoderTargets ?? [];
   if (encTargets.length > 0) {
@@ -212,12 +214,12 @@ function loadInstructWeights(file: string, model: InstructModel): void {
  */
 function cachedFeatures(model: InstructModel, alignCheckpoint: string, dir: string, setKey: string | null, images: Float32Array, n: number,
   status: (m: string) => void): Float32Array {
-  const Wv = model.encoder.config.visionWidth;
+  const Wv = model.featureWidth;
   const size = n * model.N * Wv;
   let file: string | null = null;
   if (setKey) {
     const st = fs.statSync(alignCheckpoint);
-    const key = cacheKey({ set: setKey, align: path.resolve(alignCheckpoint), bytes: st.size, mtime: st.mtimeMs, pool: model.imagePool, N: model.N, Wv });
+    const key = cacheKey({ set: setKey, align: path.resolve(alignCheckpoint), bytes: st.size, mtime: st.mtimeMs, pool: model.imagePool, mode: model.imagePoolMode, N: model.N, Wv });
     file = path.join(dir, `instruct-features-${key}.f32`);
     if (fs.existsSync(file) && fs.statSync(file).size === size * 4) {
       const buf = fs.readFileSync(file);
@@ -261,7 +263,7 @@ function gather(table: Float32Array, rows: number[], N: number, Wv: number): ml.
  */
 export function answerExamples(model: InstructModel, examples: InstructExample[], table: Float32Array, opts: AnswerOptions = {}, chunk = 64): string[] {
   const tok = model.tokenizer;
-  const Wv = model.encoder.config.visionWidth;
+  const Wv = model.featureWidth;
   const prompts = examples.map((ex) => encodeExample(tok, ex.question, ex.images.length, null, model.N, Infinity, model.questionFirst)!);
   const byLen = new Map<number, number[]>();
   prompts.forEach((p, i) => byLen.set(p.ids.length, [...(byLen.get(p.ids.length) ?? []), i]));
@@ -435,7 +437,7 @@ export async function trainInstruct(config: InstructConfig, opts: TrainInstructO
       });
     };
     const B = t.batchSize;
-    const Wv = model.encoder.config.visionWidth;
+    const Wv = model.featureWidth;
     const losses: number[] = [];
     let metrics: Record<string, number> = {};
     let predictions: string[] = [];
@@ -571,7 +573,7 @@ function makeLoaded(model: InstructModel, cfg: InstructConfig, transform: ImageT
       if (enc.ids.length > model.gpt.config.contextLength) {
         throw new Error(`instruct answer: the prompt takes ${enc.ids.length} positions (with ${images.length} images of ${model.N}); the model has ${model.gpt.config.contextLength}`);
       }
-      const Wv = model.encoder.config.visionWidth;
+      const Wv = model.featureWidth;
       const f = ml.tensor(feats, [images.length, model.N, Wv]);
       try {
         const ids = model.generateIds([enc], f, { ...opts, maxNewTokens: opts.maxNewTokens ?? cfg.generate.maxNewTokens });
@@ -628,7 +630,9 @@ function loadMerged(file: string, md: Record<string, string>): LoadedInstruct {
   const scorer = loadScorer(info.extra.alignCheckpoint);
   const tokenizer = Tokenizer.fromFile(info.extra.tokenizer);
   const net = new CaptionNet(scorer.config.model.visionWidth, info.extra.projectorHidden, new GPT(info.extra.gpt));
-  // The table's values come from the file; the scale given here is only its placeholder's.
+  // The widened projector's and the table's values come from the file; these are placeholders of the right shape.
+  const poolMode = info.config.model.imagePoolMode ?? 'mean';
+  if (poolMode === 'concat') net.projector = net.registerModule('projector', concatProjector(net.projector, info.config.model.imagePool ** 2));
   if ((info.config.model.imagePositions ?? 'none') === '2d') addImagePositions(net.projector, imageGrid(scorer.config, info.config.model.imagePool), info.extra.gpt.width, 1);
   const loaded = ml.load(file);
   try {
@@ -644,7 +648,7 @@ function loadMerged(file: string, md: Record<string, string>): LoadedInstruct {
   } finally {
     for (const t of Object.values(loaded.tensors)) t.dispose();
   }
-  const model = new InstructModel(scorer.model.net, net.projector, net.gpt, tokenizer, scorer.config.data.imageSize, info.config.model.imagePool);
+  const model = new InstructModel(scorer.model.net, net.projector, net.gpt, tokenizer, scorer.config.data.imageSize, info.config.model.imagePool, poolMode);
   model.questionFirst = info.config.model.questionFirst ?? false;
   model.projector.eval();
   model.gpt.eval();
