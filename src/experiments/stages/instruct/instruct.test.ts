@@ -429,6 +429,21 @@ test('encoder adapters (lora.encoderTargets): they train, move the features, res
   await assert.rejects(trainInstruct(tiny({ lora: { encoderTargets: ['attn.nope'] } }), { db, outDir: path.join(dir, 'enc-bad') }), /key lora.encoderTargets: .*attn\.nope/);
 });
 
+/** The merged export of `checkpoint` answers `questions` about a fresh scene exactly as the adapter model does. */
+async function assertMergedAnswersSame(checkpoint: string, tag: string, questions: string[]): Promise<void> {
+  const file = await sceneFile(11, `${tag}-test`, `${tag}-scene.png`);
+  const m = loadInstruct(checkpoint);
+  let merged: ReturnType<typeof loadInstruct> | null = null;
+  try {
+    merged = loadInstruct(exportMerged(checkpoint, path.join(dir, `${tag}-merged.safetensors`)).file);
+    const img = { kind: 'file' as const, path: file };
+    for (const q of questions) assert.equal(await merged.answer([img], q, { maxNewTokens: 6 }), await m.answer([img], q, { maxNewTokens: 6 }), q);
+  } finally {
+    m.dispose();
+    merged?.dispose();
+  }
+}
+
 test("model.imagePositions '2d': a 2-D sine-cosine table after the projector that trains, resumes exactly and merges", async () => {
   // The table itself: CLS row zero, grid rows at the given RMS, every cell coded differently, added to each image.
   const pe = new ImagePositions(3, 8, 0.5);
@@ -474,19 +489,7 @@ test("model.imagePositions '2d': a 2-D sine-cosine table after the projector tha
   const rest = await trainInstruct(cfg, { db, resume: part.runId });
   assert.deepEqual([...part.losses, ...rest.losses].map((x) => Math.fround(x)), full.losses.map((x) => Math.fround(x)));
 
-  const file = await sceneFile(11, 'pos-test', 'pos-scene.png');
-  const m = loadInstruct(full.checkpoint);
-  let merged: ReturnType<typeof loadInstruct> | null = null;
-  try {
-    merged = loadInstruct(exportMerged(full.checkpoint, path.join(dir, 'pos-merged.safetensors')).file);
-    const img = { kind: 'file' as const, path: file };
-    for (const q of ['is the circle left of the square?', 'what colour is the star?']) {
-      assert.equal(await merged.answer([img], q, { maxNewTokens: 6 }), await m.answer([img], q, { maxNewTokens: 6 }));
-    }
-  } finally {
-    m.dispose();
-    merged?.dispose();
-  }
+  await assertMergedAnswersSame(full.checkpoint, 'pos', ['is the circle left of the square?', 'what colour is the star?']);
 });
 
 test("model.imagePoolMode 'concat': a cell's patches side by side, a widened projector that starts equal to 'mean', trains, loads and merges", async () => {
@@ -550,17 +553,5 @@ test("model.imagePoolMode 'concat': a cell's patches side by side, a widened pro
   } finally {
     for (const t of Object.values(saved.tensors)) t.dispose();
   }
-  const file = await sceneFile(12, 'cat-test', 'cat-scene.png');
-  const m = loadInstruct(full.checkpoint);
-  let merged: ReturnType<typeof loadInstruct> | null = null;
-  try {
-    merged = loadInstruct(exportMerged(full.checkpoint, path.join(dir, 'cat-merged.safetensors')).file);
-    const img = { kind: 'file' as const, path: file };
-    for (const q of ['what shape is the red object?', 'how many shapes are there?']) {
-      assert.equal(await merged.answer([img], q, { maxNewTokens: 6 }), await m.answer([img], q, { maxNewTokens: 6 }));
-    }
-  } finally {
-    m.dispose();
-    merged?.dispose();
-  }
+  await assertMergedAnswersSame(full.checkpoint, 'cat', ['what shape is the red object?', 'how many shapes are there?']);
 });
