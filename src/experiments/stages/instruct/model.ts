@@ -83,15 +83,15 @@ export function concatProjector(projector: ml.nn.Sequential, k2: number): ml.nn.
   if (!(first instanceof ml.nn.Linear)) throw new Error('instruct: model.imagePoolMode concat expects the caption projector to start with a Linear');
   const [H, Wv] = first.weight.shape;
   const wide = new ml.nn.Linear(Wv * k2, H);
-  const w = first.weight.toArray() as Float32Array;
-  const out = new Float32Array(H * Wv * k2);
-  for (let h = 0; h < H; h++) for (let j = 0; j < k2; j++) for (let c = 0; c < Wv; c++) out[(h * k2 + j) * Wv + c] = w[h * Wv + c] / k2;
   ml.noGrad(() => {
+    // Block j of the wide weight is W1 / k2, so on a cell of k2 tokens it starts equal to W1 on their mean.
+    const copies = ml.concat(new Array<ml.Tensor<'f32'>>(k2).fill(first.weight), 1);
     wide.weight.dispose();
-    wide.weight = wide.registerParameter('weight', ml.tensor(out, [H, Wv * k2]));
+    wide.weight = wide.registerParameter('weight', ml.mul(copies, 1 / k2));
+    copies.dispose();
     if (first.bias && wide.bias) {
       wide.bias.dispose();
-      wide.bias = wide.registerParameter('bias', ml.tensor(first.bias.toArray() as Float32Array, [H]));
+      wide.bias = wide.registerParameter('bias', first.bias.clone());
     }
   });
   const rest: ml.nn.Module[] = [];
