@@ -219,7 +219,7 @@ function cachedFeatures(model: InstructModel, alignCheckpoint: string, dir: stri
   let file: string | null = null;
   if (setKey) {
     const st = fs.statSync(alignCheckpoint);
-    const key = cacheKey({ set: setKey, align: path.resolve(alignCheckpoint), bytes: st.size, mtime: st.mtimeMs, pool: model.imagePool, N: model.N, Wv, ...(model.imagePoolMode === 'concat' ? { mode: 'concat' } : {}) });
+    const key = cacheKey({ set: setKey, align: path.resolve(alignCheckpoint), bytes: st.size, mtime: st.mtimeMs, pool: model.imagePool, ...(model.imagePoolMode === 'concat' ? { mode: 'concat' } : {}), N: model.N, Wv });
     file = path.join(dir, `instruct-features-${key}.f32`);
     if (fs.existsSync(file) && fs.statSync(file).size === size * 4) {
       const buf = fs.readFileSync(file);
