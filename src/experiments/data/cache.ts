@@ -27,6 +27,7 @@ import { createHash, randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { readFully, writeFully } from './f32file';
 import { decodeInto, ImageTransform, resolveTransform } from './image';
 import type { ImageRef, OnError, SkipReport } from './types';
 
@@ -106,20 +107,6 @@ export function cacheKey(items: readonly PreprocessItem[], t: ImageTransform, ke
 
 function alloc(bytes: number, shared: boolean): ArrayBuffer | SharedArrayBuffer {
   return shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes);
-}
-
-function readFully(fd: number, dst: Uint8Array, position: number): void {
-  let off = 0;
-  while (off < dst.length) {
-    const n = fs.readSync(fd, dst, off, Math.min(dst.length - off, 1 << 30), position + off);
-    if (n === 0) throw new Error(`file ended after ${position + off} bytes`);
-    off += n;
-  }
-}
-
-function writeFully(fd: number, src: Uint8Array): void {
-  let off = 0;
-  while (off < src.length) off += fs.writeSync(fd, src, off, Math.min(src.length - off, 1 << 30));
 }
 
 /** Read and check a cache file; returns the split, or a reason it cannot be trusted. */

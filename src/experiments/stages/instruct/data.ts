@@ -19,6 +19,7 @@ import * as path from 'path';
 import type { InstructionRecord, Pair } from '../../data/types';
 import { makeInstructionRecords, readInstructions, recordImages } from '../../data/instruct';
 import { QA_TYPES, generateScenes, renderPng, rng, streamSeed } from '../../data/shapes';
+import { readFloat32File, writeFloat32File } from '../../data/f32file';
 import { decodeImage, resolveTransform, type ImageTransform } from '../../data/image';
 import { majorityBaseline } from '../../eval/vqa';
 import { Tokenizer } from '../../tokenizer';
@@ -152,10 +153,8 @@ async function cached(dir: string, keyObj: unknown, px: number, build: () => Pro
   if (fs.existsSync(f.meta) && fs.existsSync(f.bin)) {
     try {
       const meta = JSON.parse(fs.readFileSync(f.meta, 'utf8')) as { examples: InstructExample[]; numImages: number };
-      const buf = fs.readFileSync(f.bin);
-      if (buf.byteLength === meta.numImages * px * 4) {
-        const images = new Float32Array(meta.numImages * px);
-        new Uint8Array(images.buffer).set(buf);
+      const images = readFloat32File(f.bin, meta.numImages * px);
+      if (images) {
         status(`${what}: ${meta.examples.length} examples from the cache ${f.meta}`);
         return { examples: meta.examples, images, numImages: meta.numImages, key };
       }
@@ -167,8 +166,7 @@ async function cached(dir: string, keyObj: unknown, px: number, build: () => Pro
   const set = await build();
   fs.mkdirSync(dir, { recursive: true });
   const tmp = `.tmp-${process.pid}-${Date.now().toString(36)}`;
-  fs.writeFileSync(f.bin + tmp, Buffer.from(set.images.buffer, set.images.byteOffset, set.images.byteLength));
-  fs.renameSync(f.bin + tmp, f.bin);
+  writeFloat32File(f.bin, set.images);
   fs.writeFileSync(f.meta + tmp, JSON.stringify({ key: keyObj, examples: set.examples, numImages: set.numImages }));
   fs.renameSync(f.meta + tmp, f.meta);
   return { ...set, key };

@@ -22,6 +22,7 @@ import { GPT, GPTConfig } from '../../models/gpt';
 import { vqaAccuracy, vqaScore } from '../../eval/vqa';
 import { Tokenizer } from '../../tokenizer';
 import type { ImageRef } from '../../data/types';
+import { readFloat32File, writeFloat32File } from '../../data/f32file';
 import { decodeImage, encodePng, type ImageTransform } from '../../data/image';
 import { readCheckpointState, type TrainingState } from '../checkpoint';
 import { StageRunOptions, StepPace, due, findStageCheckpoint, makeOptimizer, optimizerStep, resolveResume, writeAtomic } from '../run';
@@ -221,21 +222,17 @@ function cachedFeatures(model: InstructModel, alignCheckpoint: string, dir: stri
     const st = fs.statSync(alignCheckpoint);
     const key = cacheKey({ set: setKey, align: path.resolve(alignCheckpoint), bytes: st.size, mtime: st.mtimeMs, pool: model.imagePool, ...(model.imagePoolMode === 'concat' ? { mode: 'concat' } : {}), N: model.N, Wv });
     file = path.join(dir, `instruct-features-${key}.f32`);
-    if (fs.existsSync(file) && fs.statSync(file).size === size * 4) {
-      const buf = fs.readFileSync(file);
-      const out = new Float32Array(size);
-      new Uint8Array(out.buffer).set(buf);
+    const hit = readFloat32File(file, size);
+    if (hit) {
       status(`image features of ${n} images from the cache ${file}`);
-      return out;
+      return hit;
     }
   }
   status(`encoding ${n} images with the frozen encoder`);
   const out = model.featureTable(images, n);
   if (file) {
     fs.mkdirSync(dir, { recursive: true });
-    const tmp = `${file}.tmp-${process.pid}`;
-    fs.writeFileSync(tmp, Buffer.from(out.buffer, out.byteOffset, out.byteLength));
-    fs.renameSync(tmp, file);
+    writeFloat32File(file, out);
   }
   return out;
 }
