@@ -44,7 +44,7 @@ export interface InstructConfig {
     answerCap: number;
     /** Held-out shapes scenes (a stream never used for training) whose VQA questions are evaluated. */
     evalScenes: number;
-    /** VQA questions asked per eval scene (one per question type, in turn; at most the scene's questions). */
+    /** VQA questions asked per eval scene: up to 5, one per question type in turn; above 5, further rounds (64: every question a scene has). */
     evalQuestionsPerScene: number;
     /** Held-out records per non-VQA training task evaluated by exact match (0: none). */
     evalRecords: number;

@@ -16,9 +16,9 @@
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import type { InstructionRecord, Pair } from '../../data/types';
+import type { InstructionRecord, Pair, QA } from '../../data/types';
 import { makeInstructionRecords, readInstructions, recordImages } from '../../data/instruct';
-import { QA_TYPES, generateScenes, renderPng, rng, streamSeed } from '../../data/shapes';
+import { QA_TYPES, generateScenes, renderPng, rng, streamSeed, type Rng } from '../../data/shapes';
 import { readFloat32File, writeFloat32File } from '../../data/f32file';
 import { decodeImage, resolveTransform, type ImageTransform } from '../../data/image';
 import { majorityBaseline } from '../../eval/vqa';
@@ -170,6 +170,26 @@ async function cached(dir: string, keyObj: unknown, px: number, build: () => Pro
   fs.writeFileSync(f.meta + tmp, JSON.stringify({ key: keyObj, examples: set.examples, numImages: set.numImages }));
   fs.renameSync(f.meta + tmp, f.meta);
   return { ...set, key };
+}
+
+/**
+ * The held-out questions asked of one scene: one of each question type it has, in turn from type `first`, until `n`
+ * are asked (n <= 5: at most one per type, fewer where the scene lacks a type); for n > 5 further such rounds,
+ * until n or the scene's questions run out. Never one question twice; n >= the scene's count asks all of them.
+ */
+export function pickEvalQuestions(qa: readonly QA[], n: number, r: Rng, first: number): QA[] {
+  const left = QA_TYPES.map((_, k) => qa.filter((q) => q.type === QA_TYPES[(first + k) % QA_TYPES.length]));
+  const out: QA[] = [];
+  for (let round = 0; out.length < n && left.some((c) => c.length > 0) && (round === 0 || n > QA_TYPES.length); round++) {
+    for (const cands of left) {
+      if (out.length >= n) break;
+      if (cands.length === 0) continue;
+      const q = r.pick(cands);
+      cands.splice(cands.indexOf(q), 1);
+      out.push(q);
+    }
+  }
+  return out;
 }
 
 /** Decodes records' images into one table; examples point at their rows. */
@@ -331,14 +351,8 @@ export async function prepareInstructData(cfg: InstructConfig, alignCfg: AlignCo
       const png = await renderPng(sc, S);
       decoded.push(await decodeImage({ kind: 'bytes', bytes: png, name: sc.id }, transform));
       const r = rng(streamSeed(cfg.seed, 'instruct-heldout-questions', i));
-      let asked = 0;
-      for (let k = 0; k < QA_TYPES.length && asked < d.evalQuestionsPerScene; k++) {
-        const type = QA_TYPES[(i + k) % QA_TYPES.length];
-        const cands = sc.qa.filter((q) => q.type === type);
-        if (cands.length === 0) continue;
-        const q = r.pick(cands);
-        examples.push({ task: 'vqa', qtype: type, question: q.question, answers: [...q.answers], images: [decoded.length - 1] });
-        asked++;
+      for (const q of pickEvalQuestions(sc.qa, d.evalQuestionsPerScene, r, i)) {
+        examples.push({ task: 'vqa', qtype: q.type, question: q.question, answers: [...q.answers], images: [decoded.length - 1] });
       }
     }
     const base = decoded.length;

@@ -20,10 +20,10 @@ import { trainCaption } from '../caption/train';
 import { Tracker } from '../../tracking';
 import { readCheckpointState } from '../checkpoint';
 import { vqaAccuracy } from '../../eval/vqa';
-import { generateScenes, renderPng } from '../../data/shapes';
+import { QA_TYPES, generateScenes, renderPng, rng } from '../../data/shapes';
 import { InstructConfig, resolveInstructConfig } from './config';
 import { buildInstructModel, captionExtra, exportMerged, loadInstruct, trainInstruct } from './train';
-import { InstructExample, encodeExample, prepareInstructData, selectVqa, vqaPoolSize } from './data';
+import { InstructExample, encodeExample, pickEvalQuestions, prepareInstructData, selectVqa, vqaPoolSize } from './data';
 import { ImagePositions, concatProjector } from './model';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-instruct-'));
@@ -130,6 +130,28 @@ test('selectVqa: type shares by weight, no answer over the cap, other tasks unto
   const d = resolveInstructConfig().data;
   assert.equal(vqaPoolSize(d, 300), 300);
   assert.equal(vqaPoolSize({ ...d, vqaTypes: w, answerCap: 0.4 }, 300), Math.ceil(300 * 5 * 2 / 6 * 2));
+});
+
+test('pickEvalQuestions: one per type in turn from `first`, then further rounds; all of a scene at most, never twice', () => {
+  const scenes = generateScenes({ seed: 9, n: 40, stream: 'pick-test', size: 32 });
+  let longer = 0;
+  scenes.forEach((sc, i) => {
+    const typesPresent = QA_TYPES.filter((t) => sc.qa.some((q) => q.type === t));
+    const order = QA_TYPES.map((_, k) => QA_TYPES[(i + k) % QA_TYPES.length]).filter((t) => typesPresent.includes(t));
+    const five = pickEvalQuestions(sc.qa, 5, rng(i), i);
+    assert.deepEqual(five.map((q) => q.type), order, `scene ${i}: one question of each type, starting at type ${i % 5}`);
+    const all = pickEvalQuestions(sc.qa, 64, rng(i), i);
+    assert.equal(all.length, sc.qa.length, `scene ${i}: 64 asks every question`);
+    assert.equal(new Set(all).size, all.length, 'no question twice');
+    assert.deepEqual(new Set(all), new Set(sc.qa));
+    assert.deepEqual(all.slice(0, five.length), five, 'a larger n extends the smaller one with the same seed');
+    if (sc.qa.length > 5) {
+      longer++;
+      const seven = pickEvalQuestions(sc.qa, 7, rng(i), i);
+      assert.deepEqual(seven, all.slice(0, 7));
+    }
+  });
+  assert.ok(longer > 20, `${longer} of 40 scenes have more than 5 questions`);
 });
 
 test('splice, masked loss, and only LoRA + projector change (encoder and base GPT bitwise equal)', async () => {
