@@ -1,5 +1,5 @@
 // Usage: node scripts/analysis/vqa-errors.js <instruct checkpoint> [scenes 200]   (after npm run build)
-// Every question of the instruct stage's held-out scenes (seed 0, 32 px; 200 scenes: about 1,500 questions, all five
+// Every question of the instruct stage's held-out scenes (seed 0, 32 px; 200 scenes: 2,793 questions, all five
 // types, against the stage's 5 a scene) answered by the checkpoint:
 // - "accuracy": per type and overall, scored as the stage scores (vqaAccuracy), beside "bestConstant", the best
 //   single answer per type for these very questions (an oracle constant), with n per type;

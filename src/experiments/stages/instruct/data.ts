@@ -27,6 +27,7 @@ import { IMAGE } from '../../tokenizer/specials';
 import { AlignConfig } from '../align/config';
 import { alignPairs } from '../align/data';
 import { batchRows } from '../lm/data';
+import { writeAtomic } from '../run';
 import { InstructConfig, InstructTaskName } from './config';
 
 /** The image transform of an align run: what its data pipeline decoded images with. */
@@ -165,10 +166,8 @@ async function cached(dir: string, keyObj: unknown, px: number, build: () => Pro
   }
   const set = await build();
   fs.mkdirSync(dir, { recursive: true });
-  const tmp = `.tmp-${process.pid}-${Date.now().toString(36)}`;
   writeFloat32File(f.bin, set.images);
-  fs.writeFileSync(f.meta + tmp, JSON.stringify({ key: keyObj, examples: set.examples, numImages: set.numImages }));
-  fs.renameSync(f.meta + tmp, f.meta);
+  writeAtomic(f.meta, JSON.stringify({ key: keyObj, examples: set.examples, numImages: set.numImages }));
   return { ...set, key };
 }
 
