@@ -7,6 +7,7 @@
  */
 import { JsonObject, TrainSection, checkInt, checkOneOf, checkRange, checkTrainSection, resolveStageConfig } from '../config';
 import { QA_TYPES } from '../../data/shapes';
+import type { ImagePoolMode } from './model';
 
 export type InstructTaskName = 'caption' | 'vqa' | 'difference' | 'match';
 const TASKS: readonly InstructTaskName[] = ['caption', 'vqa', 'difference', 'match'];
@@ -68,8 +69,12 @@ export interface InstructConfig {
      * puts them side by side (imagePool^2 x the vision width, "space to depth"), and the projector's first layer
      * is widened to match, initialised so it starts out equal to 'mean'. Averaging loses which patch held what:
      * an object's shape, readable from its unpooled tokens, mostly is not from their mean (docs/instruct.md).
+     * 'window' also puts the ring of one patch around the cell beside them ((imagePool + 2)^2 x the vision width,
+     * zeros beyond the grid; a strided convolution over the patch grid), ring weights initialised to zero, so it
+     * too starts out equal to 'mean': an object's shape is spread over the patches around its centre, which a
+     * cell border cuts.
      */
-    imagePoolMode: 'mean' | 'concat';
+    imagePoolMode: ImagePoolMode;
     /**
      * Put the images after the question in the user turn (`{question}<image>`) instead of before it. The GPT is
      * causal, so only then can the image positions attend to the question (what to look for).
@@ -182,7 +187,7 @@ export function validateInstructConfig(c: InstructConfig): void {
   checkInt(w, 'data.maxTextLen', d.maxTextLen, 8, 4096);
   checkInt(w, 'data.samples', d.samples, 0, 256);
   checkInt(w, 'model.imagePool', c.model.imagePool, 1, 64);
-  checkOneOf(w, 'model.imagePoolMode', c.model.imagePoolMode, ['mean', 'concat'] as const);
+  checkOneOf(w, 'model.imagePoolMode', c.model.imagePoolMode, ['mean', 'concat', 'window'] as const);
   checkOneOf(w, 'model.imagePositions', c.model.imagePositions, ['none', '2d'] as const);
   const l = c.lora;
   checkInt(w, 'lora.rank', l.rank, 1, 1024);

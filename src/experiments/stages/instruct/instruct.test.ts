@@ -24,7 +24,7 @@ import { QA_TYPES, generateScenes, renderPng, rng } from '../../data/shapes';
 import { InstructConfig, resolveInstructConfig } from './config';
 import { buildInstructModel, captionExtra, exportMerged, loadInstruct, trainInstruct } from './train';
 import { InstructExample, encodeExample, pickEvalQuestions, prepareInstructData, selectVqa, vqaPoolSize } from './data';
-import { ImagePositions, concatProjector } from './model';
+import { ImagePositions, concatProjector, windowProjector } from './model';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-instruct-'));
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
@@ -576,4 +576,88 @@ test("model.imagePoolMode 'concat': a cell's patches side by side, a widened pro
     for (const t of Object.values(saved.tensors)) t.dispose();
   }
   await assertMergedAnswersSame(full.checkpoint, 'cat', ['what shape is the red object?', 'how many shapes are there?']);
+});
+
+test("model.imagePoolMode 'window': each cell with the ring of patches around it (zeros beyond the grid), a projector that starts equal to 'mean', trains, loads and merges", async () => {
+  // The window projector maps a cell's (k+2)^2 window as the original maps the mean of its k x k inner patches,
+  // whatever the ring holds.
+  ml.manualSeed(6);
+  const proj = new ml.nn.Sequential(new ml.nn.Linear(4, 6), new ml.nn.GELU(), new ml.nn.Linear(6, 3));
+  const win = ml.randn([2, 3, 4, 4, 4]); // [n, cells, 4, 4, Wv]: k = 2, a ring of one
+  const inner = ml.slice(ml.slice(win, 2, 1, 3), 3, 1, 3);
+  const mean = ml.mean(ml.reshape(inner, [2, 3, 4, 4]), 2);
+  const want = proj.forward(mean).toArray() as Float32Array;
+  const wide = windowProjector(proj, 2);
+  try {
+    assert.deepEqual([...wide.at(0).parameters()[0].shape], [6, 64]);
+    const got = wide.forward(ml.reshape(win, [2, 3, 64])).toArray() as Float32Array;
+    for (let i = 0; i < want.length; i++) assert.ok(Math.abs(got[i] - want[i]) < 1e-5, `${got[i]} vs ${want[i]}`);
+  } finally {
+    wide.dispose();
+    for (const t of [win, inner, mean]) t.dispose();
+  }
+
+  // In the stage (16 px, patch 4: a 4 x 4 grid, cells of 2 x 2 patches, windows of 4 x 4), against the
+  // unpooled tokens of imagePool 1.
+  const p = await prepare();
+  const cfg = tiny({ model: { imagePoolMode: 'window' }, train: { steps: 4, evalEvery: 2, lr: 2e-2 }, data: { samples: 0 } });
+  const extra = captionExtra(p.caption, p.captionRunId);
+  const wm = buildInstructModel(cfg, extra).model;
+  const raw = buildInstructModel(tiny({ model: { imagePool: 1 }, train: { steps: 4 } }), extra).model;
+  const avg = buildInstructModel(tiny({ train: { steps: 4 } }), extra).model;
+  try {
+    const W = raw.featureWidth;
+    assert.equal(wm.N, avg.N);
+    assert.equal(wm.featureWidth, 16 * W);
+    const images = Float32Array.from({ length: 2 * 3 * 16 * 16 }, (_, i) => Math.sin(i * 0.29));
+    const fw = wm.features(images, 2), fr = raw.features(images, 2), fa = avg.features(images, 2);
+    const w = fw.toArray() as Float32Array, r = fr.toArray() as Float32Array;
+    assert.deepEqual([...fw.shape], [2, 5, 16 * W]);
+    let zeros = 0;
+    for (let b = 0; b < 2; b++) {
+      for (let cell = 0; cell < 5; cell++) {
+        for (let dy = 0; dy < 4; dy++) {
+          for (let dx = 0; dx < 4; dx++) {
+            const at = ((b * 5 + cell) * 16 + dy * 4 + dx) * W;
+            const block = w.subarray(at, at + W);
+            let expect: Float32Array | null;
+            if (cell === 0) {
+              // CLS: itself in the four inner blocks, zeros in the ring.
+              expect = dy >= 1 && dy <= 2 && dx >= 1 && dx <= 2 ? r.subarray(b * 17 * W, (b * 17 + 1) * W) : null;
+            } else {
+              const py = 2 * Math.floor((cell - 1) / 2) + dy - 1, px = 2 * ((cell - 1) % 2) + dx - 1;
+              const inside = py >= 0 && py < 4 && px >= 0 && px < 4;
+              expect = inside ? r.subarray((b * 17 + 1 + py * 4 + px) * W, (b * 17 + 2 + py * 4 + px) * W) : null;
+            }
+            if (expect === null) zeros++;
+            for (let j = 0; j < W; j++) assert.equal(block[j], expect === null ? 0 : expect[j], `image ${b} cell ${cell} window (${dy}, ${dx})`);
+          }
+        }
+      }
+    }
+    // Per image: CLS ring 12, and each corner cell of the 2 x 2 cells has 7 of its 12 ring patches beyond the grid.
+    assert.equal(zeros, 2 * (12 + 4 * 7));
+    // At initialisation the projected image tokens are the mean-pooled model's.
+    const pw = ml.noGrad(() => wm.project(fw)).toArray() as Float32Array, pa = ml.noGrad(() => avg.project(fa)).toArray() as Float32Array;
+    for (let i = 0; i < pa.length; i++) assert.ok(Math.abs(pw[i] - pa[i]) < 1e-4, `projected ${pw[i]} vs ${pa[i]}`);
+    for (const t of [fw, fr, fa]) t.dispose();
+  } finally {
+    wm.dispose();
+    raw.dispose();
+    avg.dispose();
+  }
+
+  const full = await trainInstruct(cfg, { db, outDir: path.join(dir, 'win-full') });
+  assert.equal(full.status, 'finished');
+  const saved = ml.load(full.checkpoint);
+  try {
+    const w1 = saved.tensors['model.projector.0.weight'];
+    assert.deepEqual([...w1.shape].slice(1), [16 * 32]);
+    // The ring's weights (initialised to zero) trained.
+    const a = w1.toArray() as Float32Array;
+    assert.ok(a.subarray(0, 32).some((v) => v !== 0), 'ring block (0, 0) of row 0 trained');
+  } finally {
+    for (const t of Object.values(saved.tensors)) t.dispose();
+  }
+  await assertMergedAnswersSame(full.checkpoint, 'win', ['what shape is the red object?', 'is the circle left of the square?']);
 });

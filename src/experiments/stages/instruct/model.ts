@@ -71,24 +71,23 @@ export function addImagePositions(projector: ml.nn.Sequential, grid: number, wid
   projector.push(new ImagePositions(grid, width, rms));
 }
 
+/** How a pooled cell's patch tokens become one token (config `model.imagePoolMode`). */
+export type ImagePoolMode = 'mean' | 'concat' | 'window';
+
 /**
- * The projector for `imagePoolMode` 'concat': the caption projector with its first Linear widened from Wv to
- * k2 * Wv inputs (one block per patch of a pooled cell), each block initialised to W1 / k2. A cell's concatenated
- * patches then project exactly as their mean did under the caption projector, so training starts from the mean
- * pooling's output and can learn to tell the patches of a cell apart. Returns a new Sequential sharing the other
- * layers; the old first Linear is disposed.
+ * The caption projector with its first Linear W1 [H, Wv] widened to `scales.length` blocks of Wv inputs, block j
+ * initialised to W1 * scales[j]. Returns a new Sequential sharing the other layers; the old first Linear is disposed.
  */
-export function concatProjector(projector: ml.nn.Sequential, k2: number): ml.nn.Sequential {
+function widenProjector(projector: ml.nn.Sequential, scales: number[], mode: string): ml.nn.Sequential {
   const first = projector.at(0);
-  if (!(first instanceof ml.nn.Linear)) throw new Error('instruct: model.imagePoolMode concat expects the caption projector to start with a Linear');
+  if (!(first instanceof ml.nn.Linear)) throw new Error(`instruct: model.imagePoolMode ${mode} expects the caption projector to start with a Linear`);
   const [H, Wv] = first.weight.shape;
-  const wide = new ml.nn.Linear(Wv * k2, H);
+  const wide = new ml.nn.Linear(Wv * scales.length, H);
   ml.noGrad(() => {
-    // Block j of the wide weight is W1 / k2, so on a cell of k2 tokens it starts equal to W1 on their mean.
-    const copies = ml.concat(new Array<ml.Tensor<'f32'>>(k2).fill(first.weight), 1);
+    const blocks = scales.map((s) => ml.mul(first.weight, s));
     wide.weight.dispose();
-    wide.weight = wide.registerParameter('weight', ml.mul(copies, 1 / k2));
-    copies.dispose();
+    wide.weight = wide.registerParameter('weight', ml.concat(blocks, 1));
+    for (const b of blocks) b.dispose();
     if (first.bias && wide.bias) {
       wide.bias.dispose();
       wide.bias = wide.registerParameter('bias', first.bias.clone());
@@ -98,6 +97,64 @@ export function concatProjector(projector: ml.nn.Sequential, k2: number): ml.nn.
   for (let i = 1; i < projector.length; i++) rest.push(projector.at(i));
   first.dispose();
   return new ml.nn.Sequential(wide, ...rest);
+}
+
+/**
+ * The projector for `imagePoolMode` 'concat': the caption projector with its first Linear widened from Wv to
+ * k2 * Wv inputs (one block per patch of a pooled cell), each block initialised to W1 / k2. A cell's concatenated
+ * patches then project exactly as their mean did under the caption projector, so training starts from the mean
+ * pooling's output and can learn to tell the patches of a cell apart.
+ */
+export function concatProjector(projector: ml.nn.Sequential, k2: number): ml.nn.Sequential {
+  return widenProjector(projector, new Array<number>(k2).fill(1 / k2), 'concat');
+}
+
+/**
+ * The projector for `imagePoolMode` 'window' with cells of k x k patches: its first Linear takes the (k + 2)^2
+ * patches of the window around a cell (row-major), the k x k inner blocks initialised to W1 / k^2 and the ring's
+ * to zero, so it starts out as mean pooling. A Linear on such windows is a convolution of kernel k + 2 and stride
+ * k over the patch grid (padding 1): each cell also sees the patches just outside it, where the rest of an object
+ * that straddles a cell border lies.
+ */
+export function windowProjector(projector: ml.nn.Sequential, k: number): ml.nn.Sequential {
+  const K = k + 2;
+  const scales: number[] = [];
+  for (let dy = 0; dy < K; dy++) for (let dx = 0; dx < K; dx++) scales.push(dy >= 1 && dy <= k && dx >= 1 && dx <= k ? 1 / (k * k) : 0);
+  return widenProjector(projector, scales, 'window');
+}
+
+/** The caption projector adapted to `mode` for cells of k x k patches (unchanged for 'mean'). */
+export function poolProjector(projector: ml.nn.Sequential, mode: ImagePoolMode, k: number): ml.nn.Sequential {
+  if (mode === 'concat') return concatProjector(projector, k * k);
+  if (mode === 'window') return windowProjector(projector, k);
+  return projector;
+}
+
+/**
+ * 'window' pooling: tokens [n, 1 + g*g, W] (CLS first) -> [n, 1 + (g/k)^2, (k+2)^2 W], each cell's k x k patches
+ * with the ring of one patch around them, row-major over the (k + 2) x (k + 2) window, zeros beyond the grid.
+ * The CLS token fills the inner blocks (zeros in the ring), so the window projector maps it as the caption one did.
+ */
+function windowCells(tok: ml.Tensor<'f32'>, cls: ml.Tensor<'f32'>, n: number, g: number, k: number, W: number): ml.Tensor<'f32'> {
+  const c = g / k;
+  const grid = ml.reshape(ml.slice(tok, 1, 1, 1 + g * g), [n, g, g, W]);
+  // One patch of zeros above and left, k below and right: window row dy of cell r is padded row dy + k r, and
+  // the slice [dy, dy + g) stays inside for every dy <= k + 1.
+  const rows = ml.concat([ml.zeros([n, 1, g, W]), grid, ml.zeros([n, k, g, W])], 1);
+  const P = g + 1 + k;
+  const padded = ml.concat([ml.zeros([n, P, 1, W]), rows, ml.zeros([n, P, k, W])], 2);
+  const planes: ml.Tensor<'f32'>[] = [];
+  const clsBlocks: ml.Tensor<'f32'>[] = [];
+  const none = ml.zerosLike(cls);
+  for (let dy = 0; dy < k + 2; dy++) {
+    for (let dx = 0; dx < k + 2; dx++) {
+      const win = ml.reshape(ml.slice(ml.slice(padded, 1, dy, dy + g), 2, dx, dx + g), [n, c, k, c, k, W]);
+      // Every k-th row and column from (dy, dx): window position (dy, dx) of every cell.
+      planes.push(ml.reshape(ml.slice(ml.slice(win, 2, 0, 1), 4, 0, 1), [n, c * c, W]));
+      clsBlocks.push(dy >= 1 && dy <= k && dx >= 1 && dx <= k ? cls : none);
+    }
+  }
+  return ml.concat([ml.concat(clsBlocks, 2), ml.concat(planes, 2)], 1);
 }
 
 export interface AnswerOptions {
@@ -136,8 +193,9 @@ export class InstructModel {
     readonly tokenizer: Tokenizer,
     readonly imageSize: number,
     readonly imagePool: number,
-    /** How a pooled cell's k x k patch tokens become one token: their mean, or concatenated (k^2 Wv wide). */
-    readonly imagePoolMode: 'mean' | 'concat' = 'mean',
+    /** How a pooled cell's k x k patch tokens become one token: their mean, concatenated (k^2 Wv wide), or with
+     * the ring of patches around them ((k + 2)^2 Wv wide). */
+    readonly imagePoolMode: ImagePoolMode = 'mean',
   ) {
     encoder.requiresGrad_(false);
     encoder.eval();
@@ -220,10 +278,11 @@ export class InstructModel {
     old.dispose();
   }
 
-  /** Width of one pooled image feature: the encoder's, or k^2 times it when cells are concatenated. */
+  /** Width of one pooled image feature: the encoder's, k^2 times it for 'concat', (k + 2)^2 times for 'window'. */
   get featureWidth(): number {
     const W = this.encoder.config.visionWidth;
-    return this.imagePoolMode === 'concat' ? W * this.imagePool * this.imagePool : W;
+    const k = this.imagePool;
+    return this.imagePoolMode === 'concat' ? W * k * k : this.imagePoolMode === 'window' ? W * (k + 2) * (k + 2) : W;
   }
 
   /** images f32 [n * 3 * S * S] -> pooled image features [n, N, Wv] (no graph). */
@@ -236,11 +295,12 @@ export class InstructModel {
     const S = this.imageSize;
     return ml.tidy(() => {
       const tok = this.encoder.imageTokens(ml.tensor(images, [n, 3, S, S]));
-      if (this.imagePool === 1) return tok;
       const [, L, W] = tok.shape;
       const g = Math.round(Math.sqrt(L - 1));
       const k = this.imagePool;
       const cls = ml.slice(tok, 1, 0, 1);
+      if (this.imagePoolMode === 'window') return windowCells(tok, cls, n, g, k, W);
+      if (this.imagePool === 1) return tok;
       // [n, g*g, W] -> [n, g/k, k, g/k, k, W] -> mean over the two k axes -> [n, (g/k)^2, W].
       const grid = ml.reshape(ml.slice(tok, 1, 1, L), [n, g / k, k, g / k, k, W]);
       if (this.imagePoolMode === 'concat') {

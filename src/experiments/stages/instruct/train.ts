@@ -33,7 +33,7 @@ import { CaptionNet } from '../caption/model';
 import { loadCheckpoint } from '../checkpoint';
 import { InstructConfig, validateInstructConfig } from './config';
 import { InstructData, InstructExample, alignTransform, cacheKey, encodeExample, instructBatchRows, prepareInstructData } from './data';
-import { AnswerOptions, InstructModel, SpliceRow, addImagePositions, concatProjector } from './model';
+import { AnswerOptions, InstructModel, SpliceRow, addImagePositions, poolProjector } from './model';
 
 export interface InstructStepInfo {
   step: number;
@@ -109,7 +109,7 @@ export function buildInstructModel(cfg: InstructConfig, extra: InstructExtra, st
   const net = new CaptionNet(alignCfg.model.visionWidth, extra.projectorHidden, new GPT(extra.gpt));
   loadCheckpoint(extra.captionCheckpoint, net, null);
   const poolMode = cfg.model.imagePoolMode ?? 'mean';
-  if (poolMode === 'concat') net.projector = net.registerModule('projector', concatProjector(net.projector, cfg.model.imagePool ** 2));
+  if (poolMode !== 'mean') net.projector = net.registerModule('projector', poolProjector(net.projector, poolMode, cfg.model.imagePool));
   if ((cfg.model.imagePositions ?? 'none') === '2d') {
     // Scaled like the GPT's own position table, the signal it already reads positions from.
     const pe = net.gpt.posEmbed.toArray() as Float32Array;
@@ -220,7 +220,7 @@ function cachedFeatures(model: InstructModel, alignCheckpoint: string, dir: stri
   let file: string | null = null;
   if (setKey) {
     const st = fs.statSync(alignCheckpoint);
-    const key = cacheKey({ set: setKey, align: path.resolve(alignCheckpoint), bytes: st.size, mtime: st.mtimeMs, pool: model.imagePool, ...(model.imagePoolMode === 'concat' ? { mode: 'concat' } : {}), N: model.N, Wv });
+    const key = cacheKey({ set: setKey, align: path.resolve(alignCheckpoint), bytes: st.size, mtime: st.mtimeMs, pool: model.imagePool, ...(model.imagePoolMode !== 'mean' ? { mode: model.imagePoolMode } : {}), N: model.N, Wv });
     file = path.join(dir, `instruct-features-${key}.f32`);
     const hit = readFloat32File(file, size);
     if (hit) {
@@ -629,7 +629,7 @@ function loadMerged(file: string, md: Record<string, string>): LoadedInstruct {
   const net = new CaptionNet(scorer.config.model.visionWidth, info.extra.projectorHidden, new GPT(info.extra.gpt));
   // The widened projector's and the table's values come from the file; these are placeholders of the right shape.
   const poolMode = info.config.model.imagePoolMode ?? 'mean';
-  if (poolMode === 'concat') net.projector = net.registerModule('projector', concatProjector(net.projector, info.config.model.imagePool ** 2));
+  if (poolMode !== 'mean') net.projector = net.registerModule('projector', poolProjector(net.projector, poolMode, info.config.model.imagePool));
   if ((info.config.model.imagePositions ?? 'none') === '2d') addImagePositions(net.projector, imageGrid(scorer.config, info.config.model.imagePool), info.extra.gpt.width, 1);
   const loaded = ml.load(file);
   try {
