@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { readFloat32File, writeFloat32File } from './f32file';
+import { byteViews, readFloat32File, writeFloat32File } from './f32file';
 
 test('f32 files round-trip in pieces smaller than the array, and a wrong size or absent file reads as null', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-f32-'));
@@ -33,4 +33,21 @@ test('a failed f32 write leaves neither the file nor a temporary one', () => {
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('byteViews covers an array in order with views no longer than a piece (a view over 4 GiB is refused by V8)', () => {
+  const base = new Float32Array(11).map((_, i) => i + 0.5);
+  const a = base.subarray(1, 10); // 36 bytes from byte offset 4
+  const views = byteViews(a, 10);
+  assert.deepEqual(views.map((v) => v.length), [10, 10, 10, 6]);
+  assert.deepEqual(views.map((v) => v.byteOffset), [4, 14, 24, 34]);
+  const joined = new Uint8Array(36);
+  let off = 0;
+  for (const v of views) {
+    assert.equal(v.buffer, base.buffer, 'views, not copies');
+    joined.set(v, off);
+    off += v.length;
+  }
+  assert.deepEqual(Array.from(new Float32Array(joined.buffer)), Array.from(a));
+  assert.deepEqual(byteViews(new Float32Array(0), 10), []);
 });

@@ -1,6 +1,8 @@
 /**
- * Large typed arrays to and from disk, in pieces: one `fs.writeSync`/`readSync` call takes at most 2 GiB - 1 bytes
- * and `fs.readFileSync` refuses files over 2 GiB, while a feature table of 80,000 images is 2.8 GB.
+ * Large typed arrays to and from disk, in pieces: one `fs.writeSync`/`readSync` call takes at most 2 GiB - 1 bytes,
+ * `fs.readFileSync` refuses files over 2 GiB, and a Uint8Array view can be at most 4 GiB long, while a feature table
+ * of 80,000 images is 2.8 GB and one of 40,000 images with `imagePoolMode: 'window'` 5.6 GB. Each piece gets its
+ * own byte view, so no view is ever longer than a piece.
  *
  * ```ts
  * writeFloat32File('runs/cache/x.f32', table);        // temp file in the same folder, renamed when whole
@@ -28,8 +30,11 @@ export function writeFully(fd: number, src: Uint8Array, piece = PIECE_BYTES): vo
   while (off < src.length) off += fs.writeSync(fd, src, off, Math.min(src.length - off, piece));
 }
 
-function bytesOf(a: Float32Array): Uint8Array {
-  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+/** Byte views of `a`, in order, each at most `piece` bytes long (no one view of the whole array). */
+export function byteViews(a: Float32Array, piece = PIECE_BYTES): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let off = 0; off < a.byteLength; off += piece) out.push(new Uint8Array(a.buffer, a.byteOffset + off, Math.min(piece, a.byteLength - off)));
+  return out;
 }
 
 /** Writes a Float32Array as raw little-endian f32 to a temporary file beside `file`, then renames it into place. */
@@ -37,7 +42,7 @@ export function writeFloat32File(file: string, data: Float32Array, piece = PIECE
   const tmp = `${file}.tmp-${process.pid}-${Date.now().toString(36)}`;
   const fd = fs.openSync(tmp, 'w');
   try {
-    writeFully(fd, bytesOf(data), piece);
+    for (const v of byteViews(data, piece)) writeFully(fd, v, piece);
     fs.closeSync(fd);
   } catch (e) {
     fs.closeSync(fd);
@@ -59,7 +64,11 @@ export function readFloat32File(file: string, length: number, piece = PIECE_BYTE
   const out = new Float32Array(length);
   const fd = fs.openSync(file, 'r');
   try {
-    readFully(fd, bytesOf(out), 0, piece);
+    let position = 0;
+    for (const v of byteViews(out, piece)) {
+      readFully(fd, v, position, piece);
+      position += v.length;
+    }
   } finally {
     fs.closeSync(fd);
   }
