@@ -297,6 +297,32 @@ export function captionsFor(objects: readonly SceneObject[]): string[] {
 }
 
 /**
+ * Where an object's centre lies in a 3 x 3 division of the picture: "at the top left", "at the top", "on the left",
+ * "in the middle", ... (thirds of the 100-unit view).
+ */
+export function placeOf(o: Pick<SceneObject, 'x' | 'y'>): string {
+  const third = (v: number) => (v < VIEW / 3 ? 0 : v < (2 * VIEW) / 3 ? 1 : 2);
+  const row = ['top', '', 'bottom'][third(o.y)];
+  const col = ['left', '', 'right'][third(o.x)];
+  if (row && col) return `at the ${row} ${col}`;
+  if (row) return `at the ${row}`;
+  if (col) return `on the ${col}`;
+  return 'in the middle';
+}
+
+/**
+ * A grounded caption: every object with its place, in reading order (by thirds from the top, then left to right):
+ * "a small blue square at the top left and a large red circle in the middle". Each object's words sit beside
+ * where it is, so a captioner trained on these has to find each object in the image, not only list what is there.
+ */
+export function groundedCaption(objects: readonly SceneObject[]): string {
+  if (objects.length === 0) return 'an empty picture';
+  const band = (o: SceneObject) => Math.min(2, Math.floor((3 * o.y) / VIEW));
+  const order = [...objects].sort((a, b) => band(a) - band(b) || a.x - b.x);
+  return list(order.map((o) => `${describe(o)} ${placeOf(o)}`));
+}
+
+/**
  * The caption with its spatial relation reversed ("a red circle left of a blue square" -> "... right of ..."): a
  * false caption of the same scene that differs only in the relation, the hard negative that makes a contrastive
  * encoder represent where things are. null when the caption states no relation (one object, or not a shapes

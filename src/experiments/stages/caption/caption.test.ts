@@ -25,7 +25,7 @@ import { CaptionModel, CaptionNet } from './model';
 import { objectMentions, objectScores } from './objects';
 import { alignPairs } from '../align/data';
 import { decodeBase64Image, decodeImage } from '../../data/image';
-import type { SceneObject } from '../../data/shapes';
+import { groundedCaption, shapesDataset, type SceneObject } from '../../data/shapes';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-caption-'));
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
@@ -78,6 +78,8 @@ test('caption config: presets resolve; bad values and unknown keys name the key'
   assert.throws(() => resolveCaptionConfig(null, { lm: { scratch: { heads: 3 } } }), /key lm.scratch.heads \(3\) must divide lm.scratch.width/);
   assert.throws(() => resolveCaptionConfig(null, { data: { maxTextLen: 2 } }), /key data.maxTextLen/);
   assert.throws(() => resolveCaptionConfig(null, { align: { checkpoint: 3 } }), /key align.checkpoint must be a string/);
+  assert.throws(() => resolveCaptionConfig(null, { data: { shapesCaptions: 'places' } }), /key data.shapesCaptions must be one of/);
+  assert.throws(() => resolveCaptionConfig(null, { data: { shapesScenes: -1 } }), /key data.shapesScenes/);
 });
 
 test('the frozen encoder gets no gradients and stays bitwise unchanged; projector and GPT all get gradients', async () => {
@@ -259,4 +261,42 @@ test('on a mixed align run: per-source BLEU-4 / ROUGE-L, shapes object scores, t
     for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(shown[i] - want[i]));
     assert.ok(worst < 0.03, `the PNG is the encoder's input image (max difference ${worst})`);
   }
+});
+
+test("data.shapesCaptions 'grounded': every shapes pair captioned with its objects' places (text and references), emoji pairs unchanged; data.shapesScenes sets the scene count", async () => {
+  const p = await prepare();
+  const lm = loadLm(p.lm);
+  const tok = Tokenizer.fromFile(lm.tokenizerPath);
+  lm.model.dispose();
+  const alignCfg = resolveAlignConfig(null, {
+    seed: 3,
+    data: { dataset: 'mixed', shapesScenes: 40, imageSize: 16, maxTrain: 0, evalSize: 16, finalEval: false, workers: 0, cacheDir: cache },
+    tokenizer: { vocabSize: 320, contextLength: 12, glosses: 300 },
+    model: { patchSize: 4, visionWidth: 32, visionLayers: 1, visionHeads: 2, textWidth: 32, textLayers: 1, textHeads: 2, embedDim: 16 },
+  });
+  const cfg = tiny({ data: { maxTrain: 0, shapesCaptions: 'grounded', shapesScenes: 30, maxTextLen: 60, evalSamples: 0 } });
+  const data = await prepareCaptionData(cfg, alignCfg, tok);
+  const scenes = shapesDataset({ seed: 3, train: 30, val: 10, test: 10 }).scenes;
+  const byId = new Map([...scenes.train, ...scenes.val].map((sc) => [sc.id, sc]));
+  const plain = alignPairs(alignCfg).train;
+  const shapesPairs = data.train.pairs.filter((q) => q.meta.source === 'shapes');
+  assert.equal(shapesPairs.length, 30, 'data.shapesScenes replaces the align run\'s 40');
+  for (const q of shapesPairs) {
+    const sc = byId.get(q.id)!;
+    assert.ok(sc, q.id);
+    assert.equal(q.text, groundedCaption(sc.objects));
+    assert.deepEqual(q.captions, [q.text]);
+  }
+  const emoji = data.train.pairs.filter((q) => q.meta.source === 'emoji');
+  assert.ok(emoji.length > 0);
+  assert.deepEqual(emoji.map((q) => q.text), plain.filter((q) => q.meta.source === 'emoji').map((q) => q.text));
+  // The tokens are the grounded texts' (maxTextLen 60 holds them whole).
+  const i = data.train.pairs.indexOf(shapesPairs[0]);
+  const ids = Array.from(data.train.tokens.subarray(i * data.T, i * data.T + data.train.lengths[i]));
+  assert.equal(tok.decode(ids, { skipSpecial: true }).trim(), shapesPairs[0].text);
+  // Held-out shapes images are judged against their grounded caption.
+  data.eval.sources.forEach((src, r) => {
+    if (src === 'shapes') assert.deepEqual(data.eval.refs[r], [groundedCaption(byId.get(data.eval.ids[r])!.objects)]);
+  });
+  assert.ok(data.eval.sources.includes('shapes'));
 });

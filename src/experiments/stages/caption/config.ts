@@ -34,6 +34,16 @@ export interface CaptionConfig {
     samples: number;
     /** Where preprocessed images are cached ('' = the align run's data.cacheDir). */
     cacheDir: string;
+    /**
+     * What a shapes scene's caption says. 'scene': the align dataset's caption (every object, one relation).
+     * 'grounded': every object with its place in a 3 x 3 division of the picture, in reading order ("a small blue
+     * square at the top left and a large red circle in the middle"), for training and as the references; the
+     * captioner then has to find each object among the image tokens, which the instruct stage's questions need
+     * (docs/instruct.md). Needs a longer data.maxTextLen (48 holds four objects). Emoji captions are unchanged.
+     */
+    shapesCaptions: 'scene' | 'grounded';
+    /** Shapes scenes to caption-train on (0: the align run's data.shapesScenes); more scenes, new images. */
+    shapesScenes: number;
   };
   model: {
     /** Hidden size of the projector MLP (Linear-GELU-Linear), vision width -> hidden -> GPT width. */
@@ -65,7 +75,7 @@ export const CAPTION_DEFAULTS: CaptionConfig = {
   seed: 0,
   align: { checkpoint: '' },
   lm: { checkpoint: '', scratch: { contextLength: 128, width: 128, layers: 4, heads: 4, mlpRatio: 4 } },
-  data: { maxTrain: 0, maxTextLen: 24, evalSamples: 256, samples: 16, cacheDir: '' },
+  data: { maxTrain: 0, maxTextLen: 24, evalSamples: 256, samples: 16, cacheDir: '', shapesCaptions: 'scene', shapesScenes: 0 },
   model: { projectorHidden: 256, prefix: 'tokens' },
   train: {
     steps: 2000,
@@ -124,6 +134,8 @@ export function validateCaptionConfig(c: CaptionConfig): void {
   checkInt(w, 'data.maxTextLen', d.maxTextLen, 3, 1024);
   checkInt(w, 'data.evalSamples', d.evalSamples, 0);
   checkInt(w, 'data.samples', d.samples, 0, 256);
+  checkOneOf(w, 'data.shapesCaptions', d.shapesCaptions, ['scene', 'grounded'] as const);
+  checkInt(w, 'data.shapesScenes', d.shapesScenes, 0, 1_000_000);
   checkInt(w, 'model.projectorHidden', c.model.projectorHidden, 1, 16384);
   checkOneOf(w, 'model.prefix', c.model.prefix, ['tokens', 'pooled', 'cls'] as const);
   const t = c.train;

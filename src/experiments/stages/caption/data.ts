@@ -8,7 +8,7 @@ import { Rng, hashSeed } from '../../data/samplers';
 import type { Pair } from '../../data/types';
 import { Tokenizer } from '../../tokenizer';
 import { AlignConfig } from '../align/config';
-import type { SceneObject } from '../../data/shapes';
+import { groundedCaption, type SceneObject } from '../../data/shapes';
 import { alignPairs, alignShapes, buildSplit, SplitData } from '../align/data';
 import { batchRows } from '../lm/data';
 import { CaptionConfig } from './config';
@@ -66,6 +66,26 @@ function subset<T>(xs: T[], n: number, seed: number): T[] {
   return idx.slice(0, n).sort((a, b) => a - b).map((i) => xs[i]);
 }
 
+/**
+ * The splits with every shapes pair's text (and references) replaced by its scene's grounded caption
+ * (data.shapesCaptions 'grounded'); other pairs unchanged.
+ */
+function groundSplits<S extends Record<string, Pair[] | undefined>>(splits: S, ac: AlignConfig): S {
+  if (ac.data.dataset === 'emoji') throw new Error("caption data: key data.shapesCaptions 'grounded' needs shapes scenes, but the align run's data.dataset is 'emoji'");
+  const objects = new Map<string, SceneObject[]>();
+  for (const scenes of Object.values(alignShapes(ac).scenes)) for (const sc of scenes ?? []) objects.set(sc.id, sc.objects);
+  const out: Record<string, Pair[] | undefined> = {};
+  for (const [name, pairs] of Object.entries(splits)) {
+    out[name] = pairs?.map((p) => {
+      const o = pairSource(p, ac.data.dataset) === 'shapes' ? objects.get(p.id) : undefined;
+      if (!o) return p;
+      const text = groundedCaption(o);
+      return { ...p, text, captions: [text] };
+    });
+  }
+  return out as S;
+}
+
 /** The references of a pair: its alternative captions (or its one text). */
 export function pairRefs(p: Pair): string[] {
   const c = p.captions && p.captions.length > 0 ? p.captions : [p.text];
@@ -78,10 +98,10 @@ export async function prepareCaptionData(cfg: CaptionConfig, alignCfg: AlignConf
   const T = cfg.data.maxTextLen;
   const ac: AlignConfig = {
     ...alignCfg,
-    data: { ...alignCfg.data, cacheDir: cfg.data.cacheDir || alignCfg.data.cacheDir },
+    data: { ...alignCfg.data, cacheDir: cfg.data.cacheDir || alignCfg.data.cacheDir, shapesScenes: (cfg.data.shapesScenes ?? 0) || alignCfg.data.shapesScenes },
     tokenizer: { ...alignCfg.tokenizer, contextLength: T },
   };
-  const splits = alignPairs(ac);
+  const splits = (cfg.data.shapesCaptions ?? 'scene') === 'grounded' ? groundSplits(alignPairs(ac), ac) : alignPairs(ac);
   const trainPairs = subset(splits.train, cfg.data.maxTrain, cfg.seed);
   if (trainPairs.length < 1) throw new Error('caption data: the align run\'s dataset has no training pairs');
   const train = await buildSplit('caption-train', trainPairs, tokenizer, ac, { onStatus: opts.onStatus });
