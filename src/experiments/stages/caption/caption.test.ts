@@ -22,7 +22,7 @@ import { CaptionConfig, resolveCaptionConfig } from './config';
 import { trainCaption } from './train';
 import { captionBatch, prepareCaptionData } from './data';
 import { CaptionModel, CaptionNet } from './model';
-import { objectMentions, objectScores } from './objects';
+import { objectMentions, objectScores, placedMentions } from './objects';
 import { alignPairs } from '../align/data';
 import { decodeBase64Image, decodeImage } from '../../data/image';
 import { groundedCaption, shapesDataset, type SceneObject } from '../../data/shapes';
@@ -219,7 +219,15 @@ test('object mentions and scores on hand-made captions', () => {
   // Colour and shape must go together: right colour on the wrong shape is a miss and a wrong mention.
   s = objectScores(['a red square'], [[obj('red', 'circle')]]);
   assert.deepEqual([s.recall, s.precision, s.colourRecall, s.shapeRecall], [0, 0, 1, 0]);
-  assert.deepEqual(objectScores([], []), { recall: 0, precision: 0, objects: 0, mentions: 0, matched: 0, colourRecall: 0, shapeRecall: 0 });
+  assert.deepEqual(objectScores([], []), { recall: 0, precision: 0, objects: 0, mentions: 0, matched: 0, colourRecall: 0, shapeRecall: 0, placed: 0, placeAccuracy: 0 });
+  assert.equal(s.placed, 0, 'no place phrase, no place score');
+  // Grounded captions: places of right mentions are checked against placeOf; a wrong object's place is not counted.
+  const at = (colour: string, shape: string, x: number, y: number): SceneObject => ({ colour, shape, size: 'small', x, y } as SceneObject);
+  const grounded = [at('red', 'circle', 10, 10), at('blue', 'square', 90, 50), at('green', 'star', 50, 90)];
+  assert.deepEqual(placedMentions('a small Red circle at the top left and a large blue square in the middle'),
+    [{ colour: 'red', shape: 'circle', place: 'at the top left' }, { colour: 'blue', shape: 'square', place: 'in the middle' }]);
+  s = objectScores(['a small red circle at the top left, a small blue square in the middle, a yellow star at the bottom and a green star at the bottom'], [grounded]);
+  assert.deepEqual([s.placed, s.placeAccuracy, s.recall], [3, 2 / 3, 1]);
   assert.throws(() => objectScores(['a'], []), /1 captions but 0 scenes/);
 });
 

@@ -87,7 +87,8 @@ export { findStageCheckpoint } from '../run';
 /**
  * Scores captions of the eval rows (captions[i] for data.eval row i): `<prefix>/bleu4` and `<prefix>/rougeL`
  * over all rows; with several sources also `<prefix>/<source>/bleu4` and `.../rougeL`; with shapes scenes
- * `<prefix>/shapes/object_recall` and `<prefix>/shapes/object_precision` (objectScores against the scene objects).
+ * `<prefix>/shapes/object_recall` and `<prefix>/shapes/object_precision` (objectScores against the scene objects),
+ * and `<prefix>/shapes/place_accuracy` when captions state where objects are (grounded captions).
  */
 export function scoreCaptions(captions: readonly string[], data: CaptionData, prefix = 'val'): Record<string, number> {
   const ev = data.eval;
@@ -114,6 +115,7 @@ export function scoreCaptions(captions: readonly string[], data: CaptionData, pr
     out[`${prefix}/shapes/object_precision`] = o.precision;
     out[`${prefix}/shapes/colour_recall`] = o.colourRecall;
     out[`${prefix}/shapes/shape_recall`] = o.shapeRecall;
+    if (o.placed > 0) out[`${prefix}/shapes/place_accuracy`] = o.placeAccuracy;
   }
   return out;
 }
