@@ -89,6 +89,11 @@ export interface InstructConfig {
     imagePositions: 'none' | '2d';
   };
   lora: {
+    /**
+     * Adapter rank. 0: no adapters; every GPT weight but the (tied) token embedding trains instead, full
+     * fine-tuning as LLaVA's instruction stage does, the comparison that tells whether LoRA is what limits the
+     * stage (docs/instruct.md). Checkpoints then hold the whole GPT; lora.encoderTargets needs a rank.
+     */
     rank: number;
     alpha: number;
     dropout: number;
@@ -190,7 +195,8 @@ export function validateInstructConfig(c: InstructConfig): void {
   checkOneOf(w, 'model.imagePoolMode', c.model.imagePoolMode, ['mean', 'concat', 'window'] as const);
   checkOneOf(w, 'model.imagePositions', c.model.imagePositions, ['none', '2d'] as const);
   const l = c.lora;
-  checkInt(w, 'lora.rank', l.rank, 1, 1024);
+  checkInt(w, 'lora.rank', l.rank, 0, 1024);
+  if (l.rank === 0 && (l.encoderTargets ?? []).length > 0) throw new Error(`${w}: key lora.encoderTargets needs lora.rank >= 1 (rank 0 is full fine-tuning of the GPT, with no adapters)`);
   checkRange(w, 'lora.alpha', l.alpha, 0, 1e6, true);
   checkRange(w, 'lora.dropout', l.dropout, 0, 0.99);
   if (!Array.isArray(l.targets) || l.targets.length === 0 || l.targets.some((t) => typeof t !== 'string' || t.trim() === '')) {

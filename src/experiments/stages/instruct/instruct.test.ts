@@ -661,3 +661,43 @@ test("model.imagePoolMode 'window': each cell with the ring of patches around it
   }
   await assertMergedAnswersSame(full.checkpoint, 'win', ['what shape is the red object?', 'is the circle left of the square?']);
 });
+
+test('lora.rank 0: full fine-tuning (no adapters, every GPT weight but the token embedding trains), saved whole, resumes exactly, exports', async () => {
+  assert.throws(() => resolveInstructConfig(null, { lora: { rank: 0, encoderTargets: ['attn.qkv'] } }), /key lora.encoderTargets needs lora.rank >= 1/);
+  assert.throws(() => resolveInstructConfig(null, { lora: { rank: -1 } }), /key lora.rank/);
+  const p = await prepare();
+  const cfg = tiny({ lora: { rank: 0, dropout: 0 }, train: { steps: 4, evalEvery: 2, lr: 1e-2 }, data: { samples: 0 } });
+  const built = buildInstructModel(cfg, captionExtra(p.caption, p.captionRunId)).model;
+  let before: Record<string, Float32Array>;
+  try {
+    assert.equal(built.fullFineTune, true);
+    const names = Object.keys(built.gpt.stateDict());
+    assert.ok(!names.some((k) => k.includes('lora_')), 'no adapters');
+    const trainable = new Set(built.trainableParameters());
+    for (const [k, v] of Object.entries(built.gpt.stateDict())) {
+      assert.equal(trainable.has(v), k !== 'tokenEmbed.weight', `${k} trainable`);
+    }
+    before = Object.fromEntries(Object.entries(built.gpt.stateDict()).map(([k, v]) => [k, (v.toArray() as Float32Array).slice()]));
+  } finally {
+    built.dispose();
+  }
+  const full = await trainInstruct(cfg, { db, outDir: path.join(dir, 'fft-full') });
+  assert.equal(full.status, 'finished');
+  const saved = ml.load(full.checkpoint);
+  try {
+    const gptKeys = Object.keys(saved.tensors).filter((k) => k.startsWith('model.gpt.')).map((k) => k.slice('model.gpt.'.length));
+    assert.deepEqual(gptKeys.sort(), Object.keys(before).filter((k) => k !== 'tokenEmbed.weight').sort(), 'every GPT weight but the embedding');
+    for (const k of ['blocks.0.attn.qkv.weight', 'blocks.0.ln1.weight']) {
+      const t = saved.tensors[`model.gpt.${k}`];
+      assert.ok(t, k);
+      const a = t.toArray() as Float32Array;
+      assert.ok(a.some((v, i) => Math.abs(v - before[k][i]) > 1e-6), `${k} trained`);
+    }
+  } finally {
+    for (const t of Object.values(saved.tensors)) t.dispose();
+  }
+  const part = await trainInstruct(cfg, { db, outDir: path.join(dir, 'fft-part'), stopAfter: 1 });
+  const rest = await trainInstruct(cfg, { db, resume: part.runId });
+  assert.deepEqual([...part.losses, ...rest.losses].map((x) => Math.fround(x)), full.losses.map((x) => Math.fround(x)));
+  await assertMergedAnswersSame(full.checkpoint, 'fft', ['what colour is the star?', 'is the circle left of the square?']);
+});

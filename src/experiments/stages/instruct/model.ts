@@ -182,6 +182,8 @@ export class InstructModel {
   trainTokenIds: number[] = [];
   /** Prompts put the images after the question (config model.questionFirst). */
   questionFirst = false;
+  /** No adapters: the GPT's own weights train (config lora.rank 0). */
+  fullFineTune = false;
   private rowMask: ml.Tensor<'f32'> | null = null;
 
   constructor(

@@ -118,11 +118,17 @@ export function buildInstructModel(cfg: InstructConfig, extra: InstructExtra, st
     addImagePositions(net.projector, imageGrid(alignCfg, cfg.model.imagePool), net.gpt.config.width, Math.sqrt(ss / pe.length));
   }
   ml.manualSeed(cfg.seed);
-  const wrapped = ml.nn.applyLora(net.gpt, { rank: cfg.lora.rank, alpha: cfg.lora.alpha, dropout: cfg.lora.dropout, targets: cfg.lora.targets, freezeBase: true });
-  if (wrapped.length === 0) throw new Error(`instruct: key lora.targets ${JSON.stringify(cfg.lora.targets)} wrapped no layer`);
+  if (cfg.lora.rank > 0) {
+    const wrapped = ml.nn.applyLora(net.gpt, { rank: cfg.lora.rank, alpha: cfg.lora.alpha, dropout: cfg.lora.dropout, targets: cfg.lora.targets, freezeBase: true });
+    if (wrapped.length === 0) throw new Error(`instruct: key lora.targets ${JSON.stringify(cfg.lora.targets)} wrapped no layer`);
+  } else {
+    // Full fine-tuning: every GPT weight trains; the token embedding (tied to the head) follows lora.trainTokens.
+    net.gpt.requiresGrad_(true);
+  }
   net.projector.requiresGrad_(true);
   const model = new InstructModel(scorer.model.net, net.projector, net.gpt, tokenizer, alignCfg.data.imageSize, cfg.model.imagePool, poolMode);
   model.questionFirst = cfg.model.questionFirst ?? false;
+  model.fullFineTune = cfg.lora.rank === 0;
   const encTargets = cfg.lora.encoderTargets ?? [];
   if (encTargets.length > 0) {
     try {
@@ -155,11 +161,19 @@ export function captionExtra(file: string, runId: number): InstructExtra {
   return { captionCheckpoint: path.resolve(file), captionRunId: runId, alignCheckpoint: ce.alignCheckpoint, tokenizer: ce.tokenizer, gpt: ce.gpt, projectorHidden: cc.model.projectorHidden };
 }
 
+/** What an instruct checkpoint keeps of the GPT: its adapters, or under full fine-tuning every weight but the token embedding (model.tokens holds its trained rows). */
+function gptTrainedState(model: InstructModel): ml.nn.StateDict {
+  if (!model.fullFineTune) return ml.nn.loraStateDict(model.gpt);
+  const sd = { ...model.gpt.stateDict() };
+  delete sd['tokenEmbed.weight'];
+  return sd;
+}
+
 function saveInstructCheckpoint(file: string, model: InstructModel, opt: ml.optim.Optimizer<any>, state: TrainingState): void {
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   const tensors: Record<string, ml.Tensor> = {};
   for (const [k, v] of Object.entries(model.projector.stateDict())) tensors[`model.projector.${k}`] = v;
-  for (const [k, v] of Object.entries(ml.nn.loraStateDict(model.gpt))) tensors[`model.gpt.${k}`] = v;
+  for (const [k, v] of Object.entries(gptTrainedState(model))) tensors[`model.gpt.${k}`] = v;
   if (model.encoderAdapted) for (const [k, v] of Object.entries(ml.nn.loraStateDict(model.encoder.imageBlocks()))) tensors[`model.encoder.blocks.${k}`] = v;
   const rows = model.tokenRows();
   if (rows) tensors['model.tokens'] = rows;
@@ -196,7 +210,14 @@ function loadInstructWeights(file: string, model: InstructModel): void {
       else if (k.startsWith('model.encoder.blocks.')) enc[k.slice('model.encoder.blocks.'.length)] = v;
     }
     model.projector.loadStateDict(proj);
-    ml.nn.loadLoraStateDict(model.gpt, lora);
+    if (!model.fullFineTune) ml.nn.loadLoraStateDict(model.gpt, lora);
+    else {
+      const r = model.gpt.loadStateDict(lora, { strict: false });
+      const missing = r.missingKeys.filter((k) => k !== 'tokenEmbed.weight');
+      if (missing.length > 0 || r.unexpectedKeys.length > 0) {
+        throw new Error(`instruct: ${file} does not hold a fully fine-tuned GPT (lora.rank 0): missing ${JSON.stringify(missing)}, unexpected ${JSON.stringify(r.unexpectedKeys)}`);
+      }
+    }
     if (model.encoderAdapted) ml.nn.loadLoraStateDict(model.encoder.imageBlocks(), enc);
     else if (Object.keys(enc).length > 0) throw new Error(`instruct: ${file} has encoder adapters but its config names no lora.encoderTargets`);
     const rows = loaded.tensors['model.tokens'];
@@ -662,7 +683,8 @@ export function exportMerged(checkpoint: string, outFile: string): { file: strin
   if (st.stage !== 'instruct') throw new Error(`exportMerged: ${checkpoint} is a ${st.stage} checkpoint, not instruct`);
   const loaded = loadInstruct(checkpoint);
   try {
-    const merged = ml.nn.mergeLora(loaded.model.gpt);
+    // Fully fine-tuned (lora.rank 0): nothing to fold, the GPT's weights are written as they are.
+    const merged = loaded.model.fullFineTune ? [] : ml.nn.mergeLora(loaded.model.gpt);
     const tensors: Record<string, ml.Tensor> = {};
     for (const [k, v] of Object.entries(loaded.model.gpt.stateDict())) tensors[`gpt.${k}`] = v;
     for (const [k, v] of Object.entries(loaded.model.projector.stateDict())) tensors[`projector.${k}`] = v;
