@@ -91,7 +91,7 @@ test('instruct config: presets resolve; bad values and unknown keys name the key
   assert.throws(() => resolveInstructConfig(null, { data: { tasks: ['vqa', 'ocr'] } }), /key data.tasks\[1\] must be one of/);
   assert.throws(() => resolveInstructConfig(null, { data: { tasks: [] } }), /key data.tasks/);
   assert.throws(() => resolveInstructConfig(null, { data: { source: 'emoji' } }), /key data.source must be one of/);
-  assert.throws(() => resolveInstructConfig(null, { lora: { rank: 0 } }), /key lora.rank/);
+  assert.throws(() => resolveInstructConfig(null, { lora: { rank: 1.5 } }), /key lora.rank/); // 0 is full fine-tuning (its own test below)
   assert.throws(() => resolveInstructConfig(null, { lora: { targets: [] } }), /key lora.targets/);
   assert.throws(() => resolveInstructConfig(null, { lora: { rnak: 4 } }), /unknown key lora.rnak \(did you mean lora.rank\?\)/);
   assert.throws(() => resolveInstructConfig(null, { model: { imagePool: 0 } }), /key model.imagePool/);
