@@ -143,6 +143,24 @@ function cacheFiles(dir: string, key: string): { meta: string; bin: string } {
   return { meta: path.join(dir, `instruct-${key}.json`), bin: path.join(dir, `instruct-${key}.f32`) };
 }
 
+/**
+ * The set cut down to the images `examples` use (renumbered in order of first use), e.g. the VQA records that
+ * selectVqa kept of a larger pool. Its key, when the set has one, becomes the pool's key with `selection` hashed in,
+ * so features cached for one selection are never read for another.
+ */
+export function compactImages(set: CachedSet & { key?: string }, examples: InstructExample[], px: number, selection: unknown): CachedSet & { key?: string } {
+  const used = new Map<number, number>();
+  for (const e of examples) for (const j of e.images) if (!used.has(j)) used.set(j, used.size);
+  const images = new Float32Array(used.size * px);
+  for (const [from, to] of used) images.set(set.images.subarray(from * px, (from + 1) * px), to * px);
+  return {
+    examples: examples.map((e) => ({ ...e, images: e.images.map((j) => used.get(j)!) })),
+    images,
+    numImages: used.size,
+    ...(set.key ? { key: cacheKey({ pool: set.key, selection }) } : {}),
+  };
+}
+
 /** A set from the cache when its key matches and the files are whole, else built and written (temp + rename). */
 export function cacheKey(keyObj: unknown): string {
   return crypto.createHash('sha1').update(JSON.stringify(keyObj)).digest('hex').slice(0, 16);
@@ -333,6 +351,9 @@ export async function prepareInstructData(cfg: InstructConfig, alignCfg: AlignCo
     const mix: Record<string, number> = {};
     for (const e of trainExamples) if (e.task === 'vqa') mix[e.qtype ?? 'vqa'] = (mix[e.qtype ?? 'vqa'] ?? 0) + 1;
     status(`VQA mix: ${keep.size} of ${trainSet.examples.filter((e) => e.task === 'vqa').length} generated questions (${Object.entries(mix).map(([k, v]) => `${k} ${v}`).join(', ')})`);
+    // Only the selected records' images go on (to the frozen encoder and its feature cache), not the whole pool.
+    trainSet = compactImages(trainSet, trainExamples, px, { vqaTypes: d.vqaTypes, answerCap: d.answerCap, n: nVqa });
+    trainExamples = trainSet.examples;
   }
   const { rows: train, dropped } = buildRows(tokenizer, trainExamples, N, d.maxTextLen, opts.contextLength ?? Infinity, cfg.model.questionFirst ?? false);
   if (dropped > 0) status(`warning: ${dropped} training records are longer than data.maxTextLen (${d.maxTextLen}) tokens or, images expanded, than the context (${opts.contextLength ?? 'unlimited'}) and were dropped`);

@@ -23,7 +23,7 @@ import { vqaAccuracy } from '../../eval/vqa';
 import { QA_TYPES, generateScenes, renderPng, rng } from '../../data/shapes';
 import { InstructConfig, resolveInstructConfig } from './config';
 import { buildInstructModel, captionExtra, exportMerged, loadInstruct, trainInstruct } from './train';
-import { InstructExample, encodeExample, pickEvalQuestions, prepareInstructData, selectVqa, vqaPoolSize } from './data';
+import { InstructExample, compactImages, encodeExample, pickEvalQuestions, prepareInstructData, selectVqa, vqaPoolSize } from './data';
 import { ImagePositions, concatProjector, windowProjector } from './model';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-instruct-'));
@@ -130,6 +130,23 @@ test('selectVqa: type shares by weight, no answer over the cap, other tasks unto
   const d = resolveInstructConfig().data;
   assert.equal(vqaPoolSize(d, 300), 300);
   assert.equal(vqaPoolSize({ ...d, vqaTypes: w, answerCap: 0.4 }, 300), Math.ceil(300 * 5 * 2 / 6 * 2));
+
+  // Only the kept records' images go on to the encoder: renumbered in order of use, pixels carried with them, and
+  // a key that depends on the selection.
+  const px = 3;
+  const images = Float32Array.from({ length: 1001 * px }, (_, i) => i);
+  const kept = [...keep.map((i) => pool[i]), pool[1000]];
+  const c = compactImages({ examples: pool, images, numImages: 1001, key: 'pool' }, kept, px, { w });
+  assert.equal(c.numImages, new Set(kept.flatMap((e) => e.images)).size);
+  assert.equal(c.images.length, c.numImages * px);
+  kept.forEach((e, k) => e.images.forEach((j, m) => {
+    const to = c.examples[k].images[m];
+    assert.deepEqual(Array.from(c.images.subarray(to * px, (to + 1) * px)), Array.from(images.subarray(j * px, (j + 1) * px)));
+  }));
+  assert.deepEqual(c.examples.map((e) => e.question), kept.map((e) => e.question));
+  assert.ok(c.key && c.key !== 'pool');
+  assert.notEqual(compactImages({ examples: pool, images, numImages: 1001, key: 'pool' }, kept, px, { w: 2 }).key, c.key);
+  assert.equal(compactImages({ examples: pool, images, numImages: 1001 }, kept, px, {}).key, undefined);
 });
 
 test('pickEvalQuestions: one per type in turn from `first`, then further rounds; all of a scene at most, never twice', () => {
@@ -700,4 +717,23 @@ test('lora.rank 0: full fine-tuning (no adapters, every GPT weight but the token
   const rest = await trainInstruct(cfg, { db, resume: part.runId });
   assert.deepEqual([...part.losses, ...rest.losses].map((x) => Math.fround(x)), full.losses.map((x) => Math.fround(x)));
   await assertMergedAnswersSame(full.checkpoint, 'fft', ['what colour is the star?', 'is the circle left of the square?']);
+});
+
+test('data.vqaTypes in the stage: only the selected records\' images go to the encoder, numbered 0..n-1', async () => {
+  const p = await prepare();
+  const cfg = tiny({ data: { tasks: ['vqa'], trainRecords: 20, vqaTypes: { colour: 1, shape: 0, count: 0, position: 0, yesno: 0 } } });
+  const { model, alignCfg } = buildInstructModel(cfg, captionExtra(p.caption, p.captionRunId));
+  try {
+    const data = await prepareInstructData(cfg, alignCfg, model.tokenizer, model.N);
+    // 20 asked; a type whose share of the 100-record pool runs short gives what it has.
+    assert.ok(data.train.examples.length >= 15 && data.train.examples.length <= 20, `${data.train.examples.length}`);
+    assert.ok(data.train.examples.every((e) => e.qtype === 'colour'));
+    const used = [...new Set(data.train.images.flat())].sort((a, b) => a - b);
+    assert.deepEqual(used, Array.from({ length: used.length }, (_, i) => i));
+    assert.equal(data.numTrainImages, used.length, 'not the 100 images of the generated pool');
+    assert.equal(data.trainImages.length, used.length * 3 * data.imageSize * data.imageSize);
+    assert.ok(data.cache.train && !data.cache.train.startsWith('pool'));
+  } finally {
+    model.dispose();
+  }
 });
