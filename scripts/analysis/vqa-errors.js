@@ -11,6 +11,7 @@ const B = process.env.BUILD || path.join(__dirname, '../../dist');
 const { generateScenes, renderPng } = require(B + '/experiments/data/shapes');
 const { loadInstruct } = require(B + '/experiments/stages/instruct');
 const { vqaAccuracy, vqaScore } = require(B + '/experiments/eval/vqa');
+const { finalAnswer } = require(B + '/experiments/data/instruct');
 (async () => {
   const m = loadInstruct(process.argv[2]);
   const n = Number(process.argv[3] || 200);
@@ -22,7 +23,8 @@ const { vqaAccuracy, vqaScore } = require(B + '/experiments/eval/vqa');
     const png = await renderPng(sc, 32);
     const img = { kind: 'bytes', bytes: png, name: sc.id };
     for (const q of sc.qa) {
-      const a = (await m.answer([img], q.question, { maxNewTokens: 4 })).trim().toLowerCase();
+      // A rationale ("the circle at the top left, the square on the right, so yes") is scored on its conclusion.
+      const a = finalAnswer((await m.answer([img], q.question, { maxNewTokens: 32 })).trim().toLowerCase());
       preds.push(a); refs.push(q.answers); types.push(q.type);
       if (!['colour', 'shape', 'position'].includes(q.type)) continue;
       const ok = q.answers.includes(a);

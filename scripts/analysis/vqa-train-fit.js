@@ -10,6 +10,7 @@ const B = process.env.BUILD || path.join(__dirname, '../../dist');
 const { loadInstruct, answerExamples } = require(B + '/experiments/stages/instruct');
 const { vqaAccuracy } = require(B + '/experiments/eval/vqa');
 const { readFloat32File } = require(B + '/experiments/data/f32file');
+const { finalAnswer } = require(B + '/experiments/data/instruct');
 
 const [ckpt, cacheJson, nArg] = process.argv.slice(2);
 if (!ckpt || !cacheJson) {
@@ -30,12 +31,12 @@ try {
   const images = readFloat32File(file, bytes / 4);
   if (!images) throw new Error(`${file}: unreadable`);
   const table = m.model.featureTable(images.subarray(0, maxImage * px), maxImage);
-  const preds = answerExamples(m.model, ex, table, { maxNewTokens: 4 });
-  const r = vqaAccuracy(preds, ex.map((e) => e.answers), ex.map((e) => e.qtype));
+  const preds = answerExamples(m.model, ex, table, { maxNewTokens: 32 }).map((p) => finalAnswer(p.trim().toLowerCase()));
+  const r = vqaAccuracy(preds, ex.map((e) => [finalAnswer(e.answers[0])]), ex.map((e) => e.qtype));
   const accuracy = { overall: +(100 * r.overall).toFixed(1) };
   for (const [t, v] of Object.entries(r.byType)) accuracy[t] = +(100 * v.accuracy).toFixed(1);
   const isForm = ex.map((e, i) => [e, i]).filter(([e]) => e.qtype === 'position' && /\bis (the|a) /i.test(e.question) && !/what is/i.test(e.question));
-  const isRight = isForm.filter(([e, i]) => e.answers.includes(preds[i].trim().toLowerCase())).length;
+  const isRight = isForm.filter(([e, i]) => finalAnswer(e.answers[0]) === preds[i]).length;
   console.log(JSON.stringify({ checkpoint: ckpt, examples: ex.length, accuracy, 'is X rel Y': `${isRight} of ${isForm.length}` }, null, 1));
 } finally {
   m.dispose();

@@ -10,7 +10,7 @@ export {
   SHAPES, COLOURS, SIZES, BACKGROUNDS, QA_TYPES,
 } from './shapes';
 export type { Scene, SceneObject, ShapesOptions, ShapesDatasetOptions, Combo, QAType } from './shapes';
-export { makeInstructionRecords, writeInstructions, readInstructions, recordImages, isStrictBase64 } from './instruct';
+export { makeInstructionRecords, writeInstructions, readInstructions, recordImages, isStrictBase64, positionRationale, finalAnswer } from './instruct';
 export type { InstructionOptions, ReadInstructionsOptions } from './instruct';
 export { decodeImage, decodeBase64Image, base64ToBytes, encodePng, augment, resolveTransform, CLIP_MEAN, CLIP_STD } from './image';
 export type { ImageTransform, AugmentOptions } from './image';

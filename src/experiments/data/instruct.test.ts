@@ -10,7 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
 import type { InstructionRecord, Pair } from './types';
-import { editScene, imageProblem, isStrictBase64, makeInstructionRecords, readInstructions, recordImages, writeInstructions } from './instruct';
+import { editScene, finalAnswer, imageProblem, isStrictBase64, makeInstructionRecords, positionRationale, readInstructions, recordImages, writeInstructions } from './instruct';
 import { COLOURS, QA_TYPES, generateScenes, rng, type SceneObject } from './shapes';
 
 const tmpDir = () => fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-instruct-'));
@@ -248,4 +248,34 @@ test('a missing file or a bad onError throws naming it; recordImages gives the d
   assert.throws(() => recordImages({ instruction: 'x', output: 'y', id: 'r2' }), /recordImages\(r2\): "input_image" is missing/);
   assert.equal(await imageProblem(Buffer.from(png, 'base64')), null);
   assert.ok(isStrictBase64(png) && !isStrictBase64('') && !isStrictBase64('YQ'));
+});
+
+test("rationale 'places': relation answers say where the two objects are, then the same answer; nothing else changes", async () => {
+  const o = (shape: SceneObject['shape'], colour: SceneObject['colour'], x: number, y: number): SceneObject => ({ shape, colour, size: 'small', x, y });
+  const objects = [o('circle', 'red', 15, 20), o('square', 'blue', 80, 50), o('star', 'green', 50, 85)];
+  assert.equal(positionRationale('is the circle left of the square?', 'yes', objects), 'the circle at the top left, the square on the right, so yes');
+  assert.equal(positionRationale('is the star above the circle?', 'no', objects), 'the star at the bottom, the circle at the top left, so no');
+  assert.equal(positionRationale('what is left of the square?', 'circle', objects), null, 'only the yes/no relation form');
+  assert.equal(positionRationale('is the cross left of the square?', 'no', objects), null, 'no such object');
+  assert.equal(finalAnswer('the circle at the top left, the square on the right, so yes'), 'yes');
+  assert.equal(finalAnswer('yes'), 'yes');
+  assert.equal(finalAnswer('a, so b, so no'), 'no');
+
+  const opts = { source: 'shapes' as const, n: 60, seed: 4, size: 16, tasks: ['vqa' as const] };
+  const plain = await makeInstructionRecords(opts);
+  const reasoned = await makeInstructionRecords({ ...opts, rationale: 'places' });
+  assert.equal(reasoned.length, plain.length);
+  let changed = 0;
+  reasoned.forEach((r, i) => {
+    const p = plain[i];
+    assert.deepEqual({ ...r, output: '' }, { ...p, output: '' }, 'same question, image and everything but the output');
+    assert.equal(finalAnswer(r.output), p.output);
+    if (r.output !== p.output) {
+      changed++;
+      assert.equal(r.qtype, 'position');
+      assert.match(r.instruction.toLowerCase(), /is the .+ (left of|right of|above|below) the .+\?/);
+      assert.match(r.output, /^the .+ (at the|on the|in the) .+, the .+ (at the|on the|in the) .+, so (yes|no)$/);
+    }
+  });
+  assert.ok(changed >= 3, `${changed} relation answers reasoned`);
 });

@@ -26,6 +26,7 @@ import {
   fits,
   generateScenes,
   placeObject,
+  placeOf,
   referTo,
   renderPng,
   rng,
@@ -56,6 +57,35 @@ export interface InstructionOptions {
   emojiPairs?: Pair[];
   /** Which shapes stream the scenes come from, so records can follow the dataset splits. Default 'train'. */
   split?: string;
+  /**
+   * 'places': the answer to a relation question ("is the circle left of the square?") first says where the two
+   * objects are, then the answer: "the circle at the top left, the square on the right, so yes" (positionRationale).
+   * Default 'none': the one-word answer.
+   */
+  rationale?: 'none' | 'places';
+}
+
+const RELATION_Q = /^is (the .+?) (left of|right of|above|below) (the .+)\?$/;
+
+/**
+ * The answer to a shapes relation question with its reason first: "the circle at the top left, the square on the
+ * right, so yes" (places as placeOf, thirds of the picture, which separate the two objects along the asked axis in
+ * about 98 % of these questions). null when `question` is not a relation question about `objects`.
+ */
+export function positionRationale(question: string, answer: string, objects: readonly SceneObject[]): string | null {
+  const m = RELATION_Q.exec(question);
+  if (!m) return null;
+  const find = (ref: string) => objects.find((o) => referTo(o, objects) === ref);
+  const a = find(m[1]);
+  const b = find(m[3]);
+  if (!a || !b) return null;
+  return `${m[1]} ${placeOf(a)}, ${m[3]} ${placeOf(b)}, so ${answer}`;
+}
+
+/** The answer part of a generated reply: what follows the last ", so " (a rationale's conclusion), else all of it. */
+export function finalAnswer(reply: string): string {
+  const k = reply.lastIndexOf(', so ');
+  return k < 0 ? reply : reply.slice(k + ', so '.length);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -281,10 +311,11 @@ export async function makeInstructionRecords(opts: InstructionOptions): Promise<
           if (cands.length > 0) qa = r.pick(cands);
         }
         // Every scene has colour, count and yesno questions, so qa is always found.
+        const reasoned = opts.rationale === 'places' && qa!.type === 'position' ? positionRationale(qa!.question, qa!.answers[0], scene.objects) : null;
         out.push({
           instruction: fill(r.pick(VQA_PROMPTS), qa!.question),
           input_image: await input(),
-          output: qa!.answers[0],
+          output: reasoned ?? qa!.answers[0],
           task,
           qtype: qa!.type,
           source,

@@ -43,6 +43,12 @@ export interface InstructConfig {
      * below 1 / (the type's distinct answers). The baseline stays the majority of the uncapped answers.
      */
     answerCap: number;
+    /**
+     * 'places': relation questions ("is the circle left of the square?") are trained with the reason first, "the
+     * circle at the top left, the square on the right, so yes", and every generated reply is scored on what
+     * follows its last ", so " (finalAnswer). 'none' (default): one-word answers. Raise generate.maxNewTokens (32).
+     */
+    rationale: 'none' | 'places';
     /** Held-out shapes scenes (a stream never used for training) whose VQA questions are evaluated. */
     evalScenes: number;
     /** VQA questions asked per eval scene: up to 5, one per question type in turn; above 5, further rounds (64: every question a scene has). */
@@ -125,7 +131,7 @@ export const INSTRUCT_DEFAULTS: InstructConfig = {
   caption: { checkpoint: '' },
   data: {
     source: 'shapes', trainRecords: 8000, tasks: ['caption', 'vqa', 'vqa', 'vqa', 'difference', 'match'],
-    vqaTypes: { colour: 1, shape: 1, count: 1, position: 1, yesno: 1 }, answerCap: 1, evalScenes: 200, evalQuestionsPerScene: 5, evalRecords: 32, maxTextLen: 72, jsonl: '', samples: 16, cacheDir: '',
+    vqaTypes: { colour: 1, shape: 1, count: 1, position: 1, yesno: 1 }, answerCap: 1, rationale: 'none', evalScenes: 200, evalQuestionsPerScene: 5, evalRecords: 32, maxTextLen: 72, jsonl: '', samples: 16, cacheDir: '',
   },
   model: { imagePool: 2, imagePoolMode: 'mean', questionFirst: false, imagePositions: 'none' },
   lora: { rank: 8, alpha: 16, dropout: 0.05, targets: ['attn.qkv', 'attn.proj', 'mlp.layers.0', 'mlp.layers.1'], encoderTargets: [],
@@ -186,6 +192,7 @@ export function validateInstructConfig(c: InstructConfig): void {
   for (const q of QA_TYPES) checkRange(w, `data.vqaTypes.${q}`, d.vqaTypes[q], 0, 1e6);
   if (QA_TYPES.every((q) => d.vqaTypes[q] === 0)) throw new Error(`${w}: key data.vqaTypes gives every question type weight 0`);
   checkRange(w, 'data.answerCap', d.answerCap, 0, 1, true);
+  checkOneOf(w, 'data.rationale', d.rationale, ['none', 'places'] as const);
   checkInt(w, 'data.evalScenes', d.evalScenes, 1);
   checkInt(w, 'data.evalQuestionsPerScene', d.evalQuestionsPerScene, 1, 64);
   checkInt(w, 'data.evalRecords', d.evalRecords, 0);

@@ -17,7 +17,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import type { InstructionRecord, Pair, QA } from '../../data/types';
-import { makeInstructionRecords, readInstructions, recordImages } from '../../data/instruct';
+import { finalAnswer, makeInstructionRecords, readInstructions, recordImages } from '../../data/instruct';
 import { QA_TYPES, generateScenes, renderPng, rng, streamSeed, type Rng } from '../../data/shapes';
 import { readFloat32File, writeFloat32File } from '../../data/f32file';
 import { decodeImage, resolveTransform, type ImageTransform } from '../../data/image';
@@ -322,7 +322,8 @@ export async function prepareInstructData(cfg: InstructConfig, alignCfg: AlignCo
     trainSet = await recordsToSet(records, transform, d.jsonl);
   } else {
     const counts = taskCounts(d.tasks, d.trainRecords).map(([t, n]) => [t, t === 'vqa' ? vqaPoolSize(d, n) : n] as [InstructTaskName, number]);
-    trainSet = await cached(dir, { VERSION, kind: 'train', source: d.source, counts, seed: cfg.seed, transform: resolveTransform(transform) }, px, async () => {
+    const rationale = d.rationale ?? 'none';
+    trainSet = await cached(dir, { VERSION, kind: 'train', source: d.source, counts, seed: cfg.seed, transform: resolveTransform(transform), ...(rationale !== 'none' ? { rationale } : {}) }, px, async () => {
       const pairs = d.source === 'both' ? await emojiPairs(alignCfg) : undefined;
       const records: InstructionRecord[] = [];
       for (const [task, n] of counts) {
@@ -331,7 +332,7 @@ export async function prepareInstructData(cfg: InstructConfig, alignCfg: AlignCo
         // Each task draws its scenes from its own stream (split), so the tasks see different scenes.
         // Emoji records exist for captioning and matching only; VQA and difference stay on shapes with 'both'.
         const source = d.source === 'both' && (task === 'caption' || task === 'match') ? 'both' : 'shapes';
-        records.push(...await makeInstructionRecords({ source, n, seed: cfg.seed, size: S, tasks: [task], split: `train/${task}`, emojiPairs: pairs }));
+        records.push(...await makeInstructionRecords({ source, n, seed: cfg.seed, size: S, tasks: [task], split: `train/${task}`, emojiPairs: pairs, rationale }));
       }
       status(`decoding ${records.length} training records`);
       return recordsToSet(records, transform, 'instruct train');
@@ -341,7 +342,7 @@ export async function prepareInstructData(cfg: InstructConfig, alignCfg: AlignCo
   const trainAnswers: Record<string, string[]> = {};
   for (const ex of trainSet.examples) {
     if (ex.task !== 'vqa' || !ex.qtype) continue;
-    (trainAnswers[ex.qtype] ??= []).push(ex.answers[0]);
+    (trainAnswers[ex.qtype] ??= []).push(finalAnswer(ex.answers[0]));
   }
   let trainExamples = trainSet.examples;
   if (d.jsonl === '' && reshapesVqa(d)) {

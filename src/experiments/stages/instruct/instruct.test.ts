@@ -22,7 +22,7 @@ import { readCheckpointState } from '../checkpoint';
 import { vqaAccuracy } from '../../eval/vqa';
 import { QA_TYPES, generateScenes, renderPng, rng } from '../../data/shapes';
 import { InstructConfig, resolveInstructConfig } from './config';
-import { buildInstructModel, captionExtra, exportMerged, loadInstruct, trainInstruct } from './train';
+import { buildInstructModel, captionExtra, exportMerged, instructMetrics, loadInstruct, trainInstruct } from './train';
 import { InstructExample, compactImages, encodeExample, pickEvalQuestions, prepareInstructData, selectVqa, vqaPoolSize } from './data';
 import { ImagePositions, concatProjector, windowProjector } from './model';
 
@@ -103,6 +103,7 @@ test('instruct config: presets resolve; bad values and unknown keys name the key
   assert.throws(() => resolveInstructConfig(null, { data: { vqaTypes: { colour: 0, shape: 0, count: 0, position: 0, yesno: 0 } } }), /every question type weight 0/);
   assert.throws(() => resolveInstructConfig(null, { data: { vqaTypes: { size: 1 } } }), /unknown key data.vqaTypes.size/);
   assert.throws(() => resolveInstructConfig(null, { data: { answerCap: 0 } }), /key data.answerCap/);
+  assert.throws(() => resolveInstructConfig(null, { data: { rationale: 'why' } }), /key data.rationale must be one of/);
 });
 
 test('selectVqa: type shares by weight, no answer over the cap, other tasks untouched; the pool is big enough', () => {
@@ -736,4 +737,13 @@ test('data.vqaTypes in the stage: only the selected records\' images go to the e
   } finally {
     model.dispose();
   }
+});
+
+test("instructMetrics scores a reply with a rationale on its conclusion (data.rationale 'places')", () => {
+  const ex = (qtype: string, answer: string): InstructExample => ({ task: 'vqa', qtype, question: 'q', answers: [answer], images: [0] });
+  const examples = [ex('position', 'yes'), ex('position', 'no'), ex('colour', 'red'), ex('colour', 'blue')];
+  const m = instructMetrics(examples, ['the circle at the top left, the square on the right, so yes', 'the star at the bottom, the circle in the middle, so yes', 'red', 'green, so blue']);
+  assert.equal(m['val/vqa_acc/position'], 0.5);
+  assert.equal(m['val/vqa_acc/colour'], 1);
+  assert.equal(m['val/vqa_acc'], 0.75);
 });

@@ -23,6 +23,7 @@ import { vqaAccuracy, vqaScore } from '../../eval/vqa';
 import { Tokenizer } from '../../tokenizer';
 import type { ImageRef } from '../../data/types';
 import { readFloat32File, writeFloat32File } from '../../data/f32file';
+import { finalAnswer } from '../../data/instruct';
 import { decodeImage, encodePng, type ImageTransform } from '../../data/image';
 import { readCheckpointState, type TrainingState } from '../checkpoint';
 import { StageRunOptions, StepPace, due, findStageCheckpoint, makeOptimizer, optimizerStep, resolveResume, writeAtomic } from '../run';
@@ -306,7 +307,8 @@ export function instructMetrics(examples: InstructExample[], predictions: string
   const m: Record<string, number> = {};
   const vqa = examples.map((e, i) => [e, i] as const).filter(([e]) => e.task === 'vqa');
   if (vqa.length > 0) {
-    const r = vqaAccuracy(vqa.map(([, i]) => predictions[i]), vqa.map(([e]) => e.answers), vqa.map(([e]) => e.qtype ?? 'vqa'));
+    // A reply with a rationale ("..., so yes") is scored on its conclusion (data.rationale 'places').
+    const r = vqaAccuracy(vqa.map(([, i]) => finalAnswer(predictions[i])), vqa.map(([e]) => e.answers), vqa.map(([e]) => e.qtype ?? 'vqa'));
     m['val/vqa_acc'] = r.overall;
     for (const [t, v] of Object.entries(r.byType)) m[`val/vqa_acc/${t}`] = v.accuracy;
   }
