@@ -296,12 +296,16 @@ export function captionsFor(objects: readonly SceneObject[]): string[] {
   return [`${names}, with ${ra} ${rel} ${rb}`, `${names}, with ${rb} ${OPPOSITE[rel]} ${ra}`];
 }
 
+/** Which third of the 100-unit view a coordinate falls in: 0, 1 or 2. */
+function third(v: number): number {
+  return v < VIEW / 3 ? 0 : v < (2 * VIEW) / 3 ? 1 : 2;
+}
+
 /**
  * Where an object's centre lies in a 3 x 3 division of the picture: "at the top left", "at the top", "on the left",
  * "in the middle", ... (thirds of the 100-unit view).
  */
 export function placeOf(o: Pick<SceneObject, 'x' | 'y'>): string {
-  const third = (v: number) => (v < VIEW / 3 ? 0 : v < (2 * VIEW) / 3 ? 1 : 2);
   const row = ['top', '', 'bottom'][third(o.y)];
   const col = ['left', '', 'right'][third(o.x)];
   if (row && col) return `at the ${row} ${col}`;
@@ -317,8 +321,7 @@ export function placeOf(o: Pick<SceneObject, 'x' | 'y'>): string {
  */
 export function groundedCaption(objects: readonly SceneObject[]): string {
   if (objects.length === 0) return 'an empty picture';
-  const band = (o: SceneObject) => Math.min(2, Math.floor((3 * o.y) / VIEW));
-  const order = [...objects].sort((a, b) => band(a) - band(b) || a.x - b.x);
+  const order = [...objects].sort((a, b) => third(a.y) - third(b.y) || a.x - b.x);
   return list(order.map((o) => `${describe(o)} ${placeOf(o)}`));
 }
 
