@@ -4,11 +4,12 @@
 // - "accuracy": per type and overall, scored as the stage scores (vqaAccuracy), beside "bestConstant", the best
 //   single answer per type for these very questions (an oracle constant), with n per type;
 // - "errors": wrong colour and shape answers split into another object's attribute (a binding error) and an absent
-//   one; position split by form ("is X left of Y?" and "what is left of X?").
+//   one; position split by form ("is X left of Y?" and "what is left of X?"); with data.rationale 'scene', how often
+//   the description is the scene's grounded caption word for word, and how often the answer is right when it is.
 // Used in docs/instruct.md ("Error analysis of s5", the full-question rescoring of the concat runs).
 const path = require('path');
 const B = process.env.BUILD || path.join(__dirname, '../../dist');
-const { generateScenes, renderPng } = require(B + '/experiments/data/shapes');
+const { generateScenes, groundedCaption, renderPng } = require(B + '/experiments/data/shapes');
 const { loadInstruct } = require(B + '/experiments/stages/instruct');
 const { vqaAccuracy, vqaScore } = require(B + '/experiments/eval/vqa');
 const { finalAnswer } = require(B + '/experiments/data/instruct');
@@ -24,8 +25,18 @@ const { finalAnswer } = require(B + '/experiments/data/instruct');
     const img = { kind: 'bytes', bytes: png, name: sc.id };
     for (const q of sc.qa) {
       // A rationale ("the circle at the top left, the square on the right, so yes") is scored on its conclusion.
-      const a = finalAnswer((await m.answer([img], q.question, { maxNewTokens: 32 })).trim().toLowerCase());
+      const reply = (await m.answer([img], q.question, { maxNewTokens: Math.max(32, m.config.generate.maxNewTokens) })).trim().toLowerCase();
+      const a = finalAnswer(reply);
       preds.push(a); refs.push(q.answers); types.push(q.type);
+      // data.rationale 'scene': is the description before ", so " the scene's grounded caption, word for word? And
+      // when it is, is the answer read off it right? (Separates describing the scene from reasoning over the words.)
+      if (m.config.data.rationale === 'scene') {
+        const kind = q.type === 'position' ? (q.question.startsWith('is ') ? 'pos-is' : 'pos-what') : q.type;
+        const exact = reply.endsWith(`, so ${a}`) && reply.slice(0, -`, so ${a}`.length) === groundedCaption(sc.objects);
+        bump(`described ${kind} n`);
+        if (exact) bump(`described ${kind} exactly`);
+        if (exact && q.answers.includes(a)) bump(`described ${kind} exactly, answer right`);
+      }
       if (!['colour', 'shape', 'position'].includes(q.type)) continue;
       const ok = q.answers.includes(a);
       let form = q.type;

@@ -31,7 +31,7 @@ try {
   const images = readFloat32File(file, bytes / 4);
   if (!images) throw new Error(`${file}: unreadable`);
   const table = m.model.featureTable(images.subarray(0, maxImage * px), maxImage);
-  const preds = answerExamples(m.model, ex, table, { maxNewTokens: 32 }).map((p) => finalAnswer(p.trim().toLowerCase()));
+  const preds = answerExamples(m.model, ex, table, { maxNewTokens: Math.max(32, m.config.generate.maxNewTokens) }).map((p) => finalAnswer(p.trim().toLowerCase()));
   const r = vqaAccuracy(preds, ex.map((e) => [finalAnswer(e.answers[0])]), ex.map((e) => e.qtype));
   const accuracy = { overall: +(100 * r.overall).toFixed(1) };
   for (const [t, v] of Object.entries(r.byType)) accuracy[t] = +(100 * v.accuracy).toFixed(1);

@@ -11,7 +11,7 @@ import * as path from 'path';
 import sharp from 'sharp';
 import type { InstructionRecord, Pair } from './types';
 import { editScene, finalAnswer, imageProblem, isStrictBase64, makeInstructionRecords, positionRationale, readInstructions, recordImages, writeInstructions } from './instruct';
-import { COLOURS, QA_TYPES, generateScenes, rng, type SceneObject } from './shapes';
+import { COLOURS, QA_TYPES, generateScenes, groundedCaption, rng, type SceneObject } from './shapes';
 
 const tmpDir = () => fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-instruct-'));
 const pngOf = (b64: string) => sharp(Buffer.from(b64, 'base64')).metadata();
@@ -278,4 +278,23 @@ test("rationale 'places': relation answers say where the two objects are, then t
     }
   });
   assert.ok(changed >= 3, `${changed} relation answers reasoned`);
+});
+
+test("rationale 'scene': every VQA answer is the scene's grounded caption, then ', so ' and the same answer", async () => {
+  const opts = { source: 'shapes' as const, n: 40, seed: 6, size: 16, tasks: ['vqa' as const] };
+  const plain = await makeInstructionRecords(opts);
+  const described = await makeInstructionRecords({ ...opts, rationale: 'scene' });
+  const scenes = generateScenes({ seed: 6, n: 40, stream: 'train', size: 16 });
+  assert.equal(described.length, plain.length);
+  const types = new Set<string>();
+  described.forEach((r, i) => {
+    const p = plain[i];
+    assert.deepEqual({ ...r, output: '' }, { ...p, output: '' }, 'same question, image and everything but the output');
+    assert.equal(r.scene, scenes[i].id);
+    assert.equal(r.output, `${groundedCaption(scenes[i].objects)}, so ${p.output}`);
+    assert.match(r.output, / (at the|on the|in the) /);
+    assert.equal(finalAnswer(r.output), p.output);
+    types.add(r.qtype as string);
+  });
+  assert.deepEqual([...types].sort(), ['colour', 'count', 'position', 'shape', 'yesno']);
 });

@@ -15,7 +15,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as readline from 'readline';
 import sharp from 'sharp';
-import type { ImageRef, InstructionRecord, OnError, Pair, SkipReport } from './types';
+import type { ImageRef, InstructionRecord, OnError, Pair, QA, SkipReport } from './types';
 import {
   COLOURS,
   QA_TYPES,
@@ -25,6 +25,7 @@ import {
   describe,
   fits,
   generateScenes,
+  groundedCaption,
   placeObject,
   placeOf,
   referTo,
@@ -60,9 +61,13 @@ export interface InstructionOptions {
   /**
    * 'places': the answer to a relation question ("is the circle left of the square?") first says where the two
    * objects are, then the answer: "the circle at the top left, the square on the right, so yes" (positionRationale).
+   * 'scene': every VQA answer first describes the whole scene as a grounded caption (each object with its place,
+   * `groundedCaption`), then answers: "a small blue square at the top left and a large red circle in the middle,
+   * so no". The model then reads its answer off its own description instead of finding a named object among the
+   * image tokens (the lookup that fails, docs/instruct.md).
    * Default 'none': the one-word answer.
    */
-  rationale?: 'none' | 'places';
+  rationale?: 'none' | 'places' | 'scene';
 }
 
 const RELATION_Q = /^is (the .+?) (left of|right of|above|below) (the .+)\?$/;
@@ -251,6 +256,21 @@ async function refToPng(ref: ImageRef, size: number, what: string): Promise<Uint
 // Generator
 
 /**
+ * The question of the `t`-th VQA record of a stream, on `scene`: one of the scene's questions of type
+ * QA_TYPES[t mod 5], or of the next type the scene has (one-object scenes have no position question), drawn with
+ * `r`. What makeInstructionRecords asks, and what the instruct stage's pool sizing (vqaPoolSize) walks.
+ */
+export function vqaQuestion(scene: Scene, t: number, r: Rng): QA {
+  for (let d = 0; d < QA_TYPES.length; d++) {
+    const want = QA_TYPES[(t + d) % QA_TYPES.length];
+    const cands = scene.qa.filter((q) => q.type === want);
+    if (cands.length > 0) return r.pick(cands);
+  }
+  // Every scene has colour, count and yesno questions.
+  throw new Error(`vqaQuestion: scene ${scene.id} has no questions`);
+}
+
+/**
  * `n` instruction records, deterministic in (seed, source, n, size, tasks, split, emojiPairs). Tasks are cycled
  * in order so they come in equal shares; VQA records cycle through the question types (colour, shape, count,
  * position, yesno), falling back to the next type a scene has; match records alternate yes and no.
@@ -304,20 +324,17 @@ export async function makeInstructionRecords(opts: InstructionOptions): Promise<
       if (task === 'caption') {
         out.push({ instruction: r.pick(CAPTION_PROMPTS), input_image: await input(), output: scene.caption, task, source, id, scene: scene.id });
       } else if (task === 'vqa') {
-        let qa = undefined;
-        for (let d = 0; d < QA_TYPES.length && !qa; d++) {
-          const want = QA_TYPES[(t + d) % QA_TYPES.length];
-          const cands = scene.qa.filter((q) => q.type === want);
-          if (cands.length > 0) qa = r.pick(cands);
-        }
-        // Every scene has colour, count and yesno questions, so qa is always found.
-        const reasoned = opts.rationale === 'places' && qa!.type === 'position' ? positionRationale(qa!.question, qa!.answers[0], scene.objects) : null;
+        const qa = vqaQuestion(scene, t, r);
+        const reasoned =
+          opts.rationale === 'places' && qa.type === 'position' ? positionRationale(qa.question, qa.answers[0], scene.objects)
+          : opts.rationale === 'scene' ? `${groundedCaption(scene.objects)}, so ${qa.answers[0]}`
+          : null;
         out.push({
-          instruction: fill(r.pick(VQA_PROMPTS), qa!.question),
+          instruction: fill(r.pick(VQA_PROMPTS), qa.question),
           input_image: await input(),
-          output: reasoned ?? qa!.answers[0],
+          output: reasoned ?? qa.answers[0],
           task,
-          qtype: qa!.type,
+          qtype: qa.type,
           source,
           id,
           scene: scene.id,

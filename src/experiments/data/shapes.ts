@@ -73,6 +73,8 @@ export interface ShapesOptions {
   n: number;
   /** Which independent stream of scenes: 'train', 'val', 'test', 'heldout' or any name. Default 'train'. */
   stream?: string;
+  /** Index of the first scene: scenes first .. first + n - 1 of the stream, the same as a longer call gives. Default 0. */
+  first?: number;
   /** Pixel size of `Scene.svg` (square). Default 64. */
   size?: number;
   /** Objects per scene, inclusive bounds within 1..4. Defaults 1 and 4. */
@@ -617,9 +619,11 @@ export function generateScenes(opts: ShapesOptions): Scene[] {
   const require = opts.require ?? [];
   if (require.some((c) => exclude.has(comboKey(c.shape, c.colour)))) throw new Error(`${where}: a combination is both required and excluded`);
   const stream = opts.stream ?? 'train';
+  const first = opts.first ?? 0;
+  if (!Number.isInteger(first) || first < 0) throw new Error(`${where}: first must be a non-negative integer, got ${String(opts.first)}`);
 
   const scenes: Scene[] = [];
-  for (let i = 0; i < opts.n; i++) {
+  for (let i = first; i < first + opts.n; i++) {
     const r = rng(streamSeed(opts.seed, stream, i));
     const count = lo + r.int(hi - lo + 1);
     const objects = drawObjects(count, r, exclude, require);

@@ -17,7 +17,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import type { InstructionRecord, Pair, QA } from '../../data/types';
-import { finalAnswer, makeInstructionRecords, readInstructions, recordImages } from '../../data/instruct';
+import { finalAnswer, makeInstructionRecords, readInstructions, recordImages, vqaQuestion } from '../../data/instruct';
 import { QA_TYPES, generateScenes, renderPng, rng, streamSeed, type Rng } from '../../data/shapes';
 import { readFloat32File, writeFloat32File } from '../../data/f32file';
 import { decodeImage, resolveTransform, type ImageTransform } from '../../data/image';
@@ -256,26 +256,52 @@ export function reshapesVqa(d: InstructConfig['data']): boolean {
 }
 
 /**
- * How many VQA records to generate so that `selectVqa` can take n of them: the generator gives every type an
- * equal share, so the most heavily weighted type needs 5 * w / sum(w) times as many; a cap takes twice that.
+ * How many VQA records to generate so that `selectVqa` finds its n (each type's round(n * w / sum(w))): n when
+ * nothing is reshaped. Otherwise the generator's own questions are walked in record order (`vqaQuestion` on the
+ * stream's scenes, no images drawn) until selectVqa's quotas are met, and the pool ends at the last record it
+ * takes. (A fixed multiple of n came out short: types are missing from some scenes, one-object scenes have no
+ * position question, so 20,000 position-only records gave 15,028.) The walk stops at 50 x n, where a type that
+ * rare gives what was found. `seed`, `size` and `split` are the pool's, as makeInstructionRecords is called.
  */
-export function vqaPoolSize(d: InstructConfig['data'], n: number): number {
-  if (!reshapesVqa(d)) return n;
-  const w = QA_TYPES.map((q) => d.vqaTypes[q]);
-  const sum = w.reduce((a, b) => a + b, 0);
-  return Math.ceil(n * (QA_TYPES.length * Math.max(...w)) / sum * (d.answerCap < 1 ? 2 : 1));
+export function vqaPoolSize(d: InstructConfig['data'], n: number, seed: number, size: number, split = 'train/vqa'): number {
+  if (!reshapesVqa(d) || n === 0) return n;
+  const quota = vqaQuotas(n, d.vqaTypes);
+  const met = (keep: number[], pool: readonly InstructExample[]) =>
+    [...quota].every(([q, k]) => keep.filter((i) => pool[i].qtype === q).length >= k);
+  const pool: InstructExample[] = [];
+  for (let chunk = n; pool.length < 50 * n; chunk = pool.length) {
+    for (const scene of generateScenes({ seed, n: chunk, stream: split, size, first: pool.length })) {
+      const j = pool.length;
+      const qa = vqaQuestion(scene, j, rng(streamSeed(seed, `instruct/shapes/${split}`, j)));
+      pool.push({ task: 'vqa', qtype: qa.type, question: qa.question, answers: qa.answers, images: [] });
+    }
+    const keep = selectVqa(pool, n, d.vqaTypes, d.answerCap);
+    if (met(keep, pool)) {
+      // The prefix up to the last record taken, unless fewer distinct answers there lower the cap (then all).
+      const end = keep[keep.length - 1] + 1;
+      const prefix = pool.slice(0, end);
+      return met(selectVqa(prefix, n, d.vqaTypes, d.answerCap), prefix) ? end : pool.length;
+    }
+  }
+  return pool.length;
+}
+
+/** Each question type's number of records among n VQA records under `weights`: round(n * w / sum(w)). */
+export function vqaQuotas(n: number, weights: Record<string, number>): Map<string, number> {
+  const sum = QA_TYPES.reduce((a, q) => a + (weights[q] ?? 0), 0);
+  return new Map(QA_TYPES.map((q) => [q as string, Math.round((n * (weights[q] ?? 0)) / sum)]));
 }
 
 /**
  * The VQA examples to train on, in pool order: per type round(n * w / sum(w)) examples, taking each in turn
  * unless its answer already has `cap` of its type's quota (cap raised to 1 / the type's distinct answers). A type
- * whose pool runs short gives what it has. Indices into `examples`; other tasks' examples are not touched.
+ * whose pool runs short gives what it has. An answer with a rationale counts as its conclusion (`finalAnswer`).
+ * Indices into `examples`; other tasks' examples are not touched.
  */
 export function selectVqa(examples: readonly InstructExample[], n: number, weights: Record<string, number>, cap: number): number[] {
-  const sum = QA_TYPES.reduce((a, q) => a + (weights[q] ?? 0), 0);
-  const quota = new Map(QA_TYPES.map((q) => [q as string, Math.round((n * (weights[q] ?? 0)) / sum)]));
+  const quota = vqaQuotas(n, weights);
   const distinct = new Map<string, Set<string>>();
-  for (const e of examples) if (e.task === 'vqa' && e.qtype) (distinct.get(e.qtype) ?? distinct.set(e.qtype, new Set()).get(e.qtype)!).add(e.answers[0]);
+  for (const e of examples) if (e.task === 'vqa' && e.qtype) (distinct.get(e.qtype) ?? distinct.set(e.qtype, new Set()).get(e.qtype)!).add(finalAnswer(e.answers[0]));
   const taken = new Map<string, number>();
   const perAnswer = new Map<string, number>();
   const out: number[] = [];
@@ -285,7 +311,7 @@ export function selectVqa(examples: readonly InstructExample[], n: number, weigh
     const t = taken.get(e.qtype) ?? 0;
     if (t >= q) return;
     const limit = Math.max(1, Math.ceil(q * Math.max(cap, 1 / (distinct.get(e.qtype)?.size ?? 1))));
-    const key = `${e.qtype}\u0000${e.answers[0]}`;
+    const key = `${e.qtype}\u0000${finalAnswer(e.answers[0])}`;
     const a = perAnswer.get(key) ?? 0;
     if (a >= limit) return;
     perAnswer.set(key, a + 1);
@@ -321,7 +347,7 @@ export async function prepareInstructData(cfg: InstructConfig, alignCfg: AlignCo
     if (records.length === 0) throw new Error(`instruct data: key data.jsonl: ${d.jsonl} holds no records`);
     trainSet = await recordsToSet(records, transform, d.jsonl);
   } else {
-    const counts = taskCounts(d.tasks, d.trainRecords).map(([t, n]) => [t, t === 'vqa' ? vqaPoolSize(d, n) : n] as [InstructTaskName, number]);
+    const counts = taskCounts(d.tasks, d.trainRecords).map(([t, n]) => [t, t === 'vqa' ? vqaPoolSize(d, n, cfg.seed, S, 'train/vqa') : n] as [InstructTaskName, number]);
     const rationale = d.rationale ?? 'none';
     trainSet = await cached(dir, { VERSION, kind: 'train', source: d.source, counts, seed: cfg.seed, transform: resolveTransform(transform), ...(rationale !== 'none' ? { rationale } : {}) }, px, async () => {
       const pairs = d.source === 'both' ? await emojiPairs(alignCfg) : undefined;

@@ -21,9 +21,10 @@ import { Tracker } from '../../tracking';
 import { readCheckpointState } from '../checkpoint';
 import { vqaAccuracy } from '../../eval/vqa';
 import { QA_TYPES, generateScenes, renderPng, rng } from '../../data/shapes';
+import { makeInstructionRecords } from '../../data/instruct';
 import { InstructConfig, resolveInstructConfig } from './config';
 import { buildInstructModel, captionExtra, exportMerged, instructMetrics, loadInstruct, trainInstruct } from './train';
-import { InstructExample, compactImages, encodeExample, pickEvalQuestions, prepareInstructData, selectVqa, vqaPoolSize } from './data';
+import { InstructExample, compactImages, encodeExample, pickEvalQuestions, prepareInstructData, selectVqa, vqaPoolSize, vqaQuotas } from './data';
 import { ImagePositions, concatProjector, windowProjector } from './model';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-instruct-'));
@@ -106,7 +107,7 @@ test('instruct config: presets resolve; bad values and unknown keys name the key
   assert.throws(() => resolveInstructConfig(null, { data: { rationale: 'why' } }), /key data.rationale must be one of/);
 });
 
-test('selectVqa: type shares by weight, no answer over the cap, other tasks untouched; the pool is big enough', () => {
+test('selectVqa: type shares by weight, no answer over the cap, other tasks untouched; the pool is big enough', async () => {
   // A pool like the generator's: types in turn, count answers mostly '1', yes/no even.
   const pool: InstructExample[] = [];
   const types = ['colour', 'shape', 'count', 'position', 'yesno'];
@@ -127,10 +128,29 @@ test('selectVqa: type shares by weight, no answer over the cap, other tasks unto
   assert.equal(by('yesno').filter((i) => pool[i].answers[0] === 'yes').length, 20);
   assert.ok(keep.every((i) => pool[i].task === 'vqa'));
   assert.deepEqual(keep, [...keep].sort((a, b) => a - b));
-  // All weights 1, no cap: nothing to reshape, the pool is the request; weighted + capped: more.
+  // Answers with a rationale ('scene', 'places': every output a different string) are capped by their conclusion.
+  const reasoned = pool.map((e, i) => (e.task === 'vqa' ? { ...e, answers: [`scene ${i}, so ${e.answers[0]}`] } : e));
+  assert.deepEqual(selectVqa(reasoned, 120, w, 0.4), keep);
+  // All weights 1, no cap: nothing to reshape, the pool is the request. Reshaped: the generator's records, as many
+  // as vqaPoolSize says, hold every type's quota, and the last one is taken. Position-only needs more than 5 x n
+  // (one-object scenes have no position question): 5 x n, the old size, falls short.
   const d = resolveInstructConfig().data;
-  assert.equal(vqaPoolSize(d, 300), 300);
-  assert.equal(vqaPoolSize({ ...d, vqaTypes: w, answerCap: 0.4 }, 300), Math.ceil(300 * 5 * 2 / 6 * 2));
+  assert.equal(vqaPoolSize(d, 300, 3, 8), 300);
+  const positionOnly = { colour: 0, shape: 0, count: 0, position: 1, yesno: 0 };
+  for (const [types, cap] of [[positionOnly, 1], [w, 0.4]] as const) {
+    const size = vqaPoolSize({ ...d, vqaTypes: types, answerCap: cap }, 60, 3, 8);
+    const recs = await makeInstructionRecords({ source: 'shapes', n: size, seed: 3, size: 8, tasks: ['vqa'], split: 'train/vqa' });
+    const ex: InstructExample[] = recs.map((r) => ({ task: 'vqa', qtype: r.qtype as string, question: r.instruction, answers: [r.output], images: [] }));
+    const taken = selectVqa(ex, 60, types, cap);
+    const byType: Record<string, number> = {};
+    for (const i of taken) byType[ex[i].qtype!] = (byType[ex[i].qtype!] ?? 0) + 1;
+    assert.deepEqual(byType, Object.fromEntries([...vqaQuotas(60, types)].filter(([, k]) => k > 0)), JSON.stringify(types));
+    assert.equal(taken[taken.length - 1], size - 1, 'the pool ends at the last record taken');
+    if (types === positionOnly) {
+      assert.ok(size > 300, `position-only pool ${size}`);
+      assert.ok(selectVqa(ex.slice(0, 300), 60, types, cap).length < 60, '5 x n records hold too few position questions');
+    }
+  }
 
   // Only the kept records' images go on to the encoder: renumbered in order of use, pixels carried with them, and
   // a key that depends on the selection.
