@@ -255,6 +255,11 @@ async function refToPng(ref: ImageRef, size: number, what: string): Promise<Uint
 // ---------------------------------------------------------------------------------------------------------
 // Generator
 
+/** The seeded generator of record `j` of makeInstructionRecords (its question, prompt and edits draw from it). */
+export function recordRng(seed: number, source: 'shapes' | 'emoji', split: string, j: number): Rng {
+  return rng(streamSeed(seed, `instruct/${source}/${split}`, j));
+}
+
 /**
  * The question of the `t`-th VQA record of a stream, on `scene`: one of the scene's questions of type
  * QA_TYPES[t mod 5], or of the next type the scene has (one-object scenes have no position question), drawn with
@@ -315,7 +320,7 @@ export async function makeInstructionRecords(opts: InstructionOptions): Promise<
     const task = applicable[source][k % applicable[source].length];
     const t = taskCount.get(`${source}/${task}`) ?? 0;
     taskCount.set(`${source}/${task}`, t + 1);
-    const r = rng(streamSeed(opts.seed, `instruct/${source}/${split}`, j));
+    const r = recordRng(opts.seed, source, split, j);
     const id = `${source}-${opts.seed}-${split}-${j}`;
 
     if (source === 'shapes') {

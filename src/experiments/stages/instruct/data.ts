@@ -17,7 +17,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import type { InstructionRecord, Pair, QA } from '../../data/types';
-import { finalAnswer, makeInstructionRecords, readInstructions, recordImages, vqaQuestion } from '../../data/instruct';
+import { finalAnswer, makeInstructionRecords, readInstructions, recordImages, recordRng, vqaQuestion } from '../../data/instruct';
 import { QA_TYPES, generateScenes, renderPng, rng, streamSeed, type Rng } from '../../data/shapes';
 import { readFloat32File, writeFloat32File } from '../../data/f32file';
 import { decodeImage, resolveTransform, type ImageTransform } from '../../data/image';
@@ -272,7 +272,7 @@ export function vqaPoolSize(d: InstructConfig['data'], n: number, seed: number, 
   for (let chunk = n; pool.length < 50 * n; chunk = pool.length) {
     for (const scene of generateScenes({ seed, n: chunk, stream: split, size, first: pool.length })) {
       const j = pool.length;
-      const qa = vqaQuestion(scene, j, rng(streamSeed(seed, `instruct/shapes/${split}`, j)));
+      const qa = vqaQuestion(scene, j, recordRng(seed, 'shapes', split, j));
       pool.push({ task: 'vqa', qtype: qa.type, question: qa.question, answers: qa.answers, images: [] });
     }
     const keep = selectVqa(pool, n, d.vqaTypes, d.answerCap);
