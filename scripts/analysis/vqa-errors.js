@@ -4,15 +4,16 @@
 // - "accuracy": per type and overall, scored as the stage scores (vqaAccuracy), beside "bestConstant", the best
 //   single answer per type for these very questions (an oracle constant), with n per type;
 // - "errors": wrong colour and shape answers split into another object's attribute (a binding error) and an absent
-//   one; position split by form ("is X left of Y?" and "what is left of X?"); with data.rationale 'scene', how often
-//   the description is the scene's grounded caption word for word, and how often the answer is right when it is.
+//   one; position split by form ("is X left of Y?" and "what is left of X?"); with data.rationale 'scene' or
+//   'marks', how often the description is the scene's grounded caption word for word (marks aside), and how often
+//   the answer is right when it is; with 'marks' also how often the marks are all right, and the answer then.
 // Used in docs/instruct.md ("Error analysis of s5", the full-question rescoring of the concat runs).
 const path = require('path');
 const B = process.env.BUILD || path.join(__dirname, '../../dist');
 const { generateScenes, groundedCaption, renderPng } = require(B + '/experiments/data/shapes');
 const { loadInstruct } = require(B + '/experiments/stages/instruct');
 const { vqaAccuracy, vqaScore } = require(B + '/experiments/eval/vqa');
-const { finalAnswer } = require(B + '/experiments/data/instruct');
+const { finalAnswer, marksRationale } = require(B + '/experiments/data/instruct');
 (async () => {
   const m = loadInstruct(process.argv[2]);
   const n = Number(process.argv[3] || 200);
@@ -30,12 +31,20 @@ const { finalAnswer } = require(B + '/experiments/data/instruct');
       preds.push(a); refs.push(q.answers); types.push(q.type);
       // data.rationale 'scene': is the description before ", so " the scene's grounded caption, word for word? And
       // when it is, is the answer read off it right? (Separates describing the scene from reasoning over the words.)
-      if (m.config.data.rationale === 'scene') {
+      // With 'marks' the description is checked without its marks, and then the marks themselves: are they the
+      // right ones ("marked right"), and is the answer right when description and marks both are?
+      const rat = m.config.data.rationale;
+      if (rat === 'scene' || rat === 'marks') {
         const kind = q.type === 'position' ? (q.question.startsWith('is ') ? 'pos-is' : 'pos-what') : q.type;
-        const exact = reply.endsWith(`, so ${a}`) && reply.slice(0, -`, so ${a}`.length) === groundedCaption(sc.objects);
+        const said = reply.endsWith(`, so ${a}`) ? reply.slice(0, -`, so ${a}`.length) : null;
+        const exact = said !== null && said.replace(/ \((yes|no)\)/g, '') === groundedCaption(sc.objects);
         bump(`described ${kind} n`);
         if (exact) bump(`described ${kind} exactly`);
         if (exact && q.answers.includes(a)) bump(`described ${kind} exactly, answer right`);
+        if (rat === 'marks' && exact && `${said}, so ${q.answers[0]}` === marksRationale(sc, q)) {
+          bump(`described ${kind} exactly, marked right`);
+          if (q.answers.includes(a)) bump(`described ${kind} exactly, marked right, answer right`);
+        }
       }
       if (!['colour', 'shape', 'position'].includes(q.type)) continue;
       const ok = q.answers.includes(a);

@@ -10,7 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
 import type { InstructionRecord, Pair } from './types';
-import { editScene, finalAnswer, imageProblem, isStrictBase64, makeInstructionRecords, positionRationale, readInstructions, recordImages, writeInstructions } from './instruct';
+import { editScene, finalAnswer, imageProblem, isStrictBase64, makeInstructionRecords, positionRationale, readInstructions, marksRationale, questionTargets, recordImages, sceneQaTexts, sceneRationale, writeInstructions } from './instruct';
 import { COLOURS, QA_TYPES, generateScenes, groundedCaption, rng, type SceneObject } from './shapes';
 
 const tmpDir = () => fs.mkdtempSync(path.join(os.tmpdir(), 'modalab-instruct-'));
@@ -297,4 +297,70 @@ test("rationale 'scene': every VQA answer is the scene's grounded caption, then 
     types.add(r.qtype as string);
   });
   assert.deepEqual([...types].sort(), ['colour', 'count', 'position', 'shape', 'yesno']);
+});
+
+test("sceneQaTexts: text-only questions in exactly the words of a 'scene' answer, a stream of their own", () => {
+  const qs = sceneQaTexts(3, 60, 'train');
+  assert.equal(qs.length, 60);
+  assert.deepEqual(sceneQaTexts(3, 60, 'train'), qs, 'deterministic');
+  assert.deepEqual(sceneQaTexts(3, 20, 'train'), qs.slice(0, 20), 'a prefix of a longer call');
+  const scenes = generateScenes({ seed: 3, n: 60, stream: 'lm/train' });
+  const types = new Set<string>();
+  qs.forEach((q, j) => {
+    const qa = scenes[j].qa.find((x) => q.prompt.startsWith(`${x.question} `) && x.answers[0] === q.answer && x.type === q.type);
+    assert.ok(qa, `${q.prompt} asks one of scene ${j}'s questions`);
+    assert.equal(`${q.prompt} ${q.answer}`, `${qa.question} ${groundedCaption(scenes[j].objects)}, so ${q.answer}`);
+    assert.equal(finalAnswer(`${q.prompt} ${q.answer}`), q.answer);
+    types.add(q.type);
+  });
+  assert.deepEqual([...types].sort(), ['colour', 'count', 'position', 'shape', 'yesno']);
+  // Another stream of scenes for validation; none of the image stages' streams.
+  const val = sceneQaTexts(3, 60, 'val');
+  assert.ok(val.filter((q, j) => q.prompt === qs[j].prompt).length < 3);
+  const imageScenes = generateScenes({ seed: 3, n: 60, stream: 'train' });
+  assert.ok(!qs.some((q, j) => q.prompt.includes(groundedCaption(imageScenes[j].objects) + ', so')), 'not the train split the image stages use');
+  assert.throws(() => sceneQaTexts(3, -1, 'train'), /n must be a non-negative integer/);
+});
+
+test("rationale 'marks': each object of the description is marked by whether the question is about it", async () => {
+  // Every question of 400 scenes: the marks agree with the answer, type by type.
+  const seen = new Set<string>();
+  for (const sc of generateScenes({ seed: 9, n: 400, stream: 'train' })) {
+    for (const qa of sc.qa) {
+      const out = marksRationale(sc, qa);
+      const a = qa.answers[0];
+      assert.equal(finalAnswer(out), a);
+      const marks = [...out.matchAll(/ \((yes|no)\)/g)].map((m) => m[1]);
+      assert.equal(marks.length, sc.objects.length, out);
+      assert.equal(out.replace(/ \((yes|no)\)/g, ''), sceneRationale(sc, a), 'the grounded caption with marks added, nothing else');
+      const yes = marks.filter((m) => m === 'yes').length;
+      const form = qa.type === 'position' ? (qa.question.startsWith('is ') ? 'relation' : 'what-is') : qa.type;
+      seen.add(form);
+      if (form === 'count') assert.equal(String(yes), a, out);
+      else if (form === 'yesno') assert.equal(yes, a === 'yes' ? 1 : 0, out);
+      else if (form === 'relation') assert.equal(yes, 2, out);
+      else {
+        assert.equal(yes, 1, out);
+        // The marked object carries the answer: its colour, or its shape.
+        const marked = out.split(/, | and /).find((part) => part.endsWith('(yes)'))!;
+        assert.ok(marked.split(' ').includes(a), `${qa.question} -> ${out}`);
+      }
+    }
+  }
+  assert.deepEqual([...seen].sort(), ['colour', 'count', 'relation', 'shape', 'what-is', 'yesno']);
+  const sc = generateScenes({ seed: 9, n: 1, stream: 'train' })[0];
+  assert.throws(() => marksRationale(sc, { question: 'why is the sky blue?', answers: ['no'], type: 'yesno' }), /not a shapes question/);
+  assert.throws(() => questionTargets({ question: 'how many shapes are there?', answers: ['9'], type: 'count' }, sc.objects), /do not give the answer "9"/);
+
+  // In records: only the output changes.
+  const opts = { source: 'shapes' as const, n: 30, seed: 6, size: 16, tasks: ['vqa' as const] };
+  const plain = await makeInstructionRecords(opts);
+  const marked = await makeInstructionRecords({ ...opts, rationale: 'marks' });
+  marked.forEach((r, i) => {
+    assert.deepEqual({ ...r, output: '' }, { ...plain[i], output: '' });
+    assert.match(r.output, /\((yes|no)\)/);
+    assert.equal(finalAnswer(r.output), plain[i].output);
+  });
+  // And the lm stage's text-only questions in the same words.
+  for (const q of sceneQaTexts(3, 30, 'train', 'marks')) assert.match(`${q.prompt} ${q.answer}`, /^[^?]+\? .*\((yes|no)\).*, so \w+$/);
 });

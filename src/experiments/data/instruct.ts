@@ -26,12 +26,15 @@ import {
   fits,
   generateScenes,
   groundedCaption,
+  holds,
+  PLURAL,
   placeObject,
   placeOf,
   referTo,
   renderPng,
   rng,
   streamSeed,
+  type Relation,
   type Rng,
   type Scene,
   type SceneObject,
@@ -65,9 +68,11 @@ export interface InstructionOptions {
    * `groundedCaption`), then answers: "a small blue square at the top left and a large red circle in the middle,
    * so no". The model then reads its answer off its own description instead of finding a named object among the
    * image tokens (the lookup that fails, docs/instruct.md).
+   * 'marks': as 'scene', with "(yes)" after each object the question is about and "(no)" after the others
+   * (marksRationale): "a small blue square at the top left (no) and a large green star in the middle (yes), so yes".
    * Default 'none': the one-word answer.
    */
-  rationale?: 'none' | 'places' | 'scene';
+  rationale?: 'none' | 'places' | 'scene' | 'marks';
 }
 
 const RELATION_Q = /^is (the .+?) (left of|right of|above|below) (the .+)\?$/;
@@ -85,6 +90,92 @@ export function positionRationale(question: string, answer: string, objects: rea
   const b = find(m[3]);
   if (!a || !b) return null;
   return `${m[1]} ${placeOf(a)}, ${m[3]} ${placeOf(b)}, so ${answer}`;
+}
+
+/** The 'scene' rationale of an answer: the scene's grounded caption, then the answer ("a large red circle in the middle, so no"). */
+export function sceneRationale(scene: Scene, answer: string): string {
+  return `${groundedCaption(scene.objects)}, so ${answer}`;
+}
+
+const COLOUR_Q = /^what colour is (the .+)\?$/;
+const SHAPE_Q = /^what shape is (the .+)\?$/;
+const COUNT_COLOUR_Q = /^how many (\w+) shapes are there\?$/;
+const COUNT_SHAPE_Q = /^how many (\w+) are there\?$/;
+const YESNO_Q = /^is there (?:a|an) (?:(small|large) )?(\w+) (\w+)\?$/;
+const WHAT_IS_Q = /^what is (left of|right of|above|below) (the .+)\?$/;
+
+/**
+ * The objects a shapes question is about: the one it names (colour, shape), the ones it counts, the one that
+ * matches "is there a green star?" (none when the answer is no), the two a relation compares, the one that answers
+ * "what is left of the circle?". Throws on a question the generator does not ask, or when the objects found do not
+ * give `answer` (so a mark never contradicts the answer it leads to).
+ */
+export function questionTargets(qa: QA, objects: readonly SceneObject[]): SceneObject[] {
+  const q = qa.question;
+  const answer = qa.answers[0];
+  const byRef = (ref: string, parts?: ('size' | 'colour' | 'shape')[]) => objects.filter((o) => referTo(o, objects, parts) === ref);
+  let hit: SceneObject[] | null = null;
+  let m: RegExpExecArray | null;
+  if ((m = COLOUR_Q.exec(q))) hit = byRef(m[1], ['size', 'shape']);
+  else if ((m = SHAPE_Q.exec(q))) hit = byRef(m[1], ['size', 'colour']);
+  else if (q === 'how many shapes are there?') hit = [...objects];
+  else if ((m = COUNT_COLOUR_Q.exec(q))) hit = objects.filter((o) => o.colour === m![1]);
+  else if ((m = COUNT_SHAPE_Q.exec(q))) hit = objects.filter((o) => PLURAL[o.shape] === m![1]);
+  else if ((m = YESNO_Q.exec(q))) hit = objects.filter((o) => (!m![1] || o.size === m![1]) && o.colour === m![2] && o.shape === m![3]);
+  else if ((m = RELATION_Q.exec(q))) hit = objects.filter((o) => referTo(o, objects) === m![1] || referTo(o, objects) === m![3]);
+  else if ((m = WHAT_IS_Q.exec(q))) {
+    const anchor = byRef(m[2])[0];
+    hit = anchor ? objects.filter((o) => o !== anchor && o.shape === answer && holds(m![1] as Relation, o, anchor)) : [];
+  }
+  if (!hit) throw new Error(`questionTargets: not a shapes question: ${JSON.stringify(q)}`);
+  const ok =
+    qa.type === 'colour' ? hit.length === 1 && hit[0].colour === answer
+    : qa.type === 'shape' ? hit.length === 1 && hit[0].shape === answer
+    : qa.type === 'count' ? String(hit.length) === answer
+    : qa.type === 'yesno' ? hit.length === (answer === 'yes' ? 1 : 0)
+    : RELATION_Q.test(q) ? hit.length === 2
+    : hit.length === 1;
+  if (!ok) throw new Error(`questionTargets: ${hit.length} objects found for ${JSON.stringify(q)} do not give the answer ${JSON.stringify(answer)}`);
+  return hit;
+}
+
+/**
+ * The 'marks' rationale: the grounded caption with "(yes)" after each object the question is about and "(no)"
+ * after the others, then the answer: "is there a green star?" -> "a small blue square at the top left (no) and a
+ * large green star in the middle (yes), so yes". Each mark compares one object just written with the question,
+ * and the answer reads the marked objects: two local steps instead of one lookup across the description.
+ */
+export function marksRationale(scene: Scene, qa: QA): string {
+  const hit = new Set(questionTargets(qa, scene.objects));
+  return `${groundedCaption(scene.objects, (o) => (hit.has(o) ? '(yes)' : '(no)'))}, so ${qa.answers[0]}`;
+}
+
+export interface SceneQaText {
+  /** The question, then the rationale up to its conclusion: "is there a green star? a small blue square ..., so". */
+  prompt: string;
+  /** The plain answer ("no"); the document is `${prompt} ${answer}`. */
+  answer: string;
+  type: string;
+}
+
+/**
+ * `n` text-only scene questions, deterministic in (seed, stream, n): question `j` is asked of scene `j` of the
+ * `shapes` stream `lm/${stream}` (independent of the image stages' streams), cycling through the question types as
+ * the VQA records do (vqaQuestion), and written as the words an instruct answer with `rationale: 'scene'` ends in:
+ * "is there a green star? a small blue square at the top left and a large red circle in the middle, so no".
+ * With `rationale` 'marks' the words are those of a 'marks' answer (marksRationale). A language model pretrained
+ * on these learns to read an answer off a scene description, the text lookup the instruct stage could not learn
+ * (docs/instruct.md, d1); it never sees a picture here.
+ */
+export function sceneQaTexts(seed: number, n: number, stream: string, rationale: 'scene' | 'marks' = 'scene'): SceneQaText[] {
+  if (!Number.isInteger(n) || n < 0) throw new Error(`sceneQaTexts: n must be a non-negative integer, got ${String(n)}`);
+  const scenes = generateScenes({ seed, n, stream: `lm/${stream}` });
+  return scenes.map((scene, j) => {
+    const qa = vqaQuestion(scene, j, rng(streamSeed(seed, `lm/sceneqa/${stream}`, j)));
+    const answer = qa.answers[0];
+    const full = `${qa.question} ${rationale === 'marks' ? marksRationale(scene, qa) : sceneRationale(scene, answer)}`;
+    return { prompt: full.slice(0, full.length - answer.length - 1), answer, type: qa.type };
+  });
 }
 
 /** The answer part of a generated reply: what follows the last ", so " (a rationale's conclusion), else all of it. */
@@ -332,7 +423,8 @@ export async function makeInstructionRecords(opts: InstructionOptions): Promise<
         const qa = vqaQuestion(scene, t, r);
         const reasoned =
           opts.rationale === 'places' && qa.type === 'position' ? positionRationale(qa.question, qa.answers[0], scene.objects)
-          : opts.rationale === 'scene' ? `${groundedCaption(scene.objects)}, so ${qa.answers[0]}`
+          : opts.rationale === 'scene' ? sceneRationale(scene, qa.answers[0])
+          : opts.rationale === 'marks' ? marksRationale(scene, qa)
           : null;
         out.push({
           instruction: fill(r.pick(VQA_PROMPTS), qa.question),

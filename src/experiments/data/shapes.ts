@@ -129,7 +129,7 @@ const FILL: Record<Colour, string> = {
 const TINTS = ['#ffffff', '#f4f1ea', '#edf2f7', '#eff5ec', '#f6eef2', '#f0f0f0'];
 const INKS = ['#d9d9d9', '#d4d0c8', '#cfd8e0', '#d6ddd2'];
 
-const PLURAL: Record<Shape, string> = {
+export const PLURAL: Record<Shape, string> = {
   circle: 'circles',
   square: 'squares',
   triangle: 'triangles',
@@ -320,11 +320,12 @@ export function placeOf(o: Pick<SceneObject, 'x' | 'y'>): string {
  * A grounded caption: every object with its place, in reading order (by thirds from the top, then left to right):
  * "a small blue square at the top left and a large red circle in the middle". Each object's words sit beside
  * where it is, so a captioner trained on these has to find each object in the image, not only list what is there.
+ * `mark`, when given, adds a word after each object's place ("... in the middle (yes)").
  */
-export function groundedCaption(objects: readonly SceneObject[]): string {
+export function groundedCaption(objects: readonly SceneObject[], mark?: (o: SceneObject) => string): string {
   if (objects.length === 0) return 'an empty picture';
   const order = [...objects].sort((a, b) => third(a.y) - third(b.y) || a.x - b.x);
-  return list(order.map((o) => `${describe(o)} ${placeOf(o)}`));
+  return list(order.map((o) => `${describe(o)} ${placeOf(o)}${mark ? ` ${mark(o)}` : ''}`));
 }
 
 /**

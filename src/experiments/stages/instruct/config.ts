@@ -48,9 +48,11 @@ export interface InstructConfig {
      * circle at the top left, the square on the right, so yes", and every generated reply is scored on what
      * follows its last ", so " (finalAnswer). 'scene': every VQA question is answered by first describing the
      * whole scene as a grounded caption, then ", so <answer>" (raise generate.maxNewTokens to 64 and data.maxTextLen
-     * to 104). 'none' (default): one-word answers. Raise generate.maxNewTokens (32) for 'places'.
+     * to 104). 'marks': as 'scene' with "(yes)" or "(no)" after each object, yes for those the question is about
+     * (data/instruct.ts marksRationale; data.maxTextLen 120). 'none' (default): one-word answers. Raise
+     * generate.maxNewTokens (32) for 'places'.
      */
-    rationale: 'none' | 'places' | 'scene';
+    rationale: 'none' | 'places' | 'scene' | 'marks';
     /** Held-out shapes scenes (a stream never used for training) whose VQA questions are evaluated. */
     evalScenes: number;
     /** VQA questions asked per eval scene: up to 5, one per question type in turn; above 5, further rounds (64: every question a scene has). */
@@ -194,7 +196,7 @@ export function validateInstructConfig(c: InstructConfig): void {
   for (const q of QA_TYPES) checkRange(w, `data.vqaTypes.${q}`, d.vqaTypes[q], 0, 1e6);
   if (QA_TYPES.every((q) => d.vqaTypes[q] === 0)) throw new Error(`${w}: key data.vqaTypes gives every question type weight 0`);
   checkRange(w, 'data.answerCap', d.answerCap, 0, 1, true);
-  checkOneOf(w, 'data.rationale', d.rationale, ['none', 'places', 'scene'] as const);
+  checkOneOf(w, 'data.rationale', d.rationale, ['none', 'places', 'scene', 'marks'] as const);
   checkInt(w, 'data.evalScenes', d.evalScenes, 1);
   checkInt(w, 'data.evalQuestionsPerScene', d.evalQuestionsPerScene, 1, 64);
   checkInt(w, 'data.evalRecords', d.evalRecords, 0);

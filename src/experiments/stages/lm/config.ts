@@ -26,6 +26,17 @@ export interface LmConfig {
     captions: boolean;
     /** WordNet synsets whose definition and examples join the corpus (0: captions only). */
     glosses: number;
+    /**
+     * Text-only questions about generated `shapes` scenes that join the training corpus, each as the words an
+     * instruct answer with `data.rationale: 'scene'` ends in: "is there a green star? a small blue square at the top
+     * left and a large red circle in the middle, so no" (sceneQaTexts). They teach the GPT to read an answer off a
+     * scene description before it ever sees an image. 0 (default): none.
+     */
+    sceneQa: number;
+    /** The words of the scene questions: 'scene' (default) or 'marks' (instruct's data.rationale of that name). */
+    sceneQaRationale: 'scene' | 'marks';
+    /** Held-out scene questions (another stream of scenes) answered at each evaluation when sceneQa > 0: val/scene_qa_acc. */
+    sceneQaEval: number;
     /** Fraction of the corpus's documents (one string each) held out for validation. */
     valFraction: number;
     /** Validation sequences scored at each evaluation (0: all). */
@@ -69,6 +80,9 @@ export const LM_DEFAULTS: LmConfig = {
     heldOutFraction: 0.1,
     captions: true,
     glosses: 20000,
+    sceneQa: 0,
+    sceneQaRationale: 'scene',
+    sceneQaEval: 500,
     valFraction: 0.05,
     evalSequences: 256,
     cacheDir: 'runs/cache',
@@ -125,6 +139,9 @@ export function validateLmConfig(c: LmConfig): void {
   checkOneOf(w, 'data.testVendor', d.testVendor, ['google', 'twitter'] as const);
   checkRange(w, 'data.heldOutFraction', d.heldOutFraction, 0, 0.9);
   checkInt(w, 'data.glosses', d.glosses, 0);
+  checkInt(w, 'data.sceneQa', d.sceneQa, 0, 10_000_000);
+  checkInt(w, 'data.sceneQaEval', d.sceneQaEval, 0, 100_000);
+  checkOneOf(w, 'data.sceneQaRationale', d.sceneQaRationale, ['scene', 'marks'] as const);
   if (!d.captions && d.glosses === 0) throw new Error(`${w}: keys data.captions (false) and data.glosses (0) leave the corpus empty`);
   checkRange(w, 'data.valFraction', d.valFraction, 0, 0.5, true);
   checkInt(w, 'data.evalSequences', d.evalSequences, 0);

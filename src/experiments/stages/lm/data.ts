@@ -1,5 +1,6 @@
 /**
- * The lm stage's data: the text corpus (emoji captions of the align training split + WordNet glosses), the
+ * The lm stage's data: the text corpus (emoji captions of the align training split + WordNet glosses, and
+ * optionally text-only questions about generated scenes), the
  * tokenizer (a given tokenizer.json, or the align stage's default one: same inputs, same cache file), documents
  * split into train and validation, each packed into fixed-length sequences, and the seeded batch order.
  *
@@ -13,6 +14,7 @@ import { Rng, hashSeed } from '../../data/samplers';
 import { Tokenizer, textCorpus, trainDefaultTokenizer } from '../../tokenizer';
 import { resolveAlignConfig } from '../align/config';
 import { alignPairs } from '../align/data';
+import { SceneQaText, sceneQaTexts } from '../../data/instruct';
 import { LmConfig } from './config';
 
 export interface LmSplit {
@@ -29,7 +31,9 @@ export interface LmData {
   T: number;
   train: LmSplit;
   val: LmSplit;
-  info: { captions: number; documents: number; trainTokens: number; valTokens: number };
+  /** Held-out scene questions (data.sceneQaEval of them when data.sceneQa > 0, else none), for val/scene_qa_acc. */
+  sceneQaVal: SceneQaText[];
+  info: { captions: number; documents: number; sceneQa: number; trainTokens: number; valTokens: number };
 }
 
 export interface PrepareLmOptions {
@@ -179,6 +183,17 @@ export function prepareLmData(cfg: LmConfig, opts: PrepareLmOptions = {}): LmDat
       trainTokens += ids.length + 2;
     }
   });
+  // Scene questions all train: the validation perplexity stays that of the text corpus, and the held-out
+  // questions (another stream of scenes) are scored by their answers instead.
+  if (d.sceneQa > 0) {
+    status(`generating ${d.sceneQa} scene questions`);
+    for (const q of sceneQaTexts(cfg.seed, d.sceneQa, 'train', d.sceneQaRationale)) {
+      const ids = tokenizer.encode(`${q.prompt} ${q.answer}`);
+      trainDocs.push(ids);
+      trainTokens += ids.length + 2;
+    }
+  }
+  const sceneQaVal = d.sceneQa > 0 ? sceneQaTexts(cfg.seed, d.sceneQaEval, 'val', d.sceneQaRationale) : [];
   const train = packDocuments(trainDocs, T, bos, eos, cfg.seed);
   const val = packDocuments(valDocs, T, bos, eos, cfg.seed + 1);
   if (train.rows < cfg.train.batchSize) {
@@ -189,7 +204,7 @@ export function prepareLmData(cfg: LmConfig, opts: PrepareLmOptions = {}): LmDat
     throw new Error(`lm data: the validation split (${valDocs.length} documents, ${valTokens} tokens) fills no sequence of ${T} tokens; raise data.valFraction or data.glosses`);
   }
   return {
-    tokenizer, tokenizerPath: tok.path, T, train, val,
-    info: { captions: d.captions ? captions.length : 0, documents: texts.length, trainTokens, valTokens },
+    tokenizer, tokenizerPath: tok.path, T, train, val, sceneQaVal,
+    info: { captions: d.captions ? captions.length : 0, documents: texts.length, sceneQa: d.sceneQa, trainTokens, valTokens },
   };
 }

@@ -10,8 +10,10 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { LmConfig, resolveLmConfig } from './config';
-import { trainLm, loadLm } from './train';
-import { batchRows, isValDocument, packDocuments } from './data';
+import { evaluateSceneQa, trainLm, loadLm } from './train';
+import { batchRows, isValDocument, packDocuments, prepareLmData } from './data';
+import { sceneQaTexts } from '../../data/instruct';
+import { normalizeAnswer } from '../../eval/vqa';
 import { Tracker } from '../../tracking';
 import { readCheckpointState } from '../checkpoint';
 import { Tokenizer } from '../../tokenizer';
@@ -143,4 +145,56 @@ test('an abort signal stops at a step boundary (run killed, checkpoint written);
   }
   await assert.rejects(trainLm(tiny({ train: { batchSize: 4000 } }), { db, outDir: path.join(dir, 'big') }), /fewer than train.batchSize 4000/);
   await assert.rejects(trainLm(tiny({ tokenizer: { path: path.join(dir, 'missing.json') } }), { db, outDir: path.join(dir, 'tok') }), /key tokenizer.path: cannot load/);
+});
+
+test('data.sceneQa: scene questions join the training corpus and are answered at each evaluation', async () => {
+  const db = path.join(dir, 'c.db');
+  const cfg = tiny({ data: { sceneQa: 300, sceneQaEval: 40 }, model: { contextLength: 128 } });
+  const plain = prepareLmData(tiny({ model: { contextLength: 128 } }));
+  const data = prepareLmData(cfg);
+  assert.equal(data.info.sceneQa, 300);
+  assert.equal(data.info.documents, plain.info.documents, 'the text documents are unchanged');
+  const added = sceneQaTexts(1, 300, 'train').reduce((a, q) => a + data.tokenizer.encode(`${q.prompt} ${q.answer}`).length + 2, 0);
+  assert.equal(data.info.trainTokens, plain.info.trainTokens + added, 'every scene question trains');
+  assert.equal(data.info.valTokens, plain.info.valTokens, 'validation perplexity stays that of the text corpus');
+  assert.deepEqual(data.sceneQaVal, sceneQaTexts(1, 40, 'val'));
+  assert.equal(plain.sceneQaVal.length, 0);
+
+  const r = await trainLm(cfg, { db, outDir: path.join(dir, 'sceneqa') });
+  const acc = r.metrics['val/scene_qa_acc'];
+  assert.ok(acc >= 0 && acc <= 1, `val/scene_qa_acc ${acc}`);
+  const types = Object.keys(r.metrics).filter((k) => k.startsWith('val/scene_qa_acc/')).map((k) => k.slice('val/scene_qa_acc/'.length));
+  assert.deepEqual(types.sort(), [...new Set(data.sceneQaVal.map((q) => q.type))].sort());
+  const t = Tracker.open(db);
+  try {
+    assert.deepEqual(t.metricSeries(r.runId, 'val/scene_qa_acc')[0].steps, [6, 12]);
+    assert.equal(t.metricSeries(r.runId, 'data/scene_qa')[0].values[0], 300);
+  } finally {
+    t.close();
+  }
+
+  // The batched scoring (prompts of one length share a batch) is the one-at-a-time greedy answer's first word.
+  const { model } = loadLm(r.checkpoint);
+  const tok = data.tokenizer;
+  // (This 320-token vocabulary makes some prompts longer than 124 tokens; those are not scored.)
+  const fits = data.sceneQaVal.filter((q) => tok.encode(q.prompt, { bos: true }).length + 4 <= 128);
+  assert.ok(fits.length >= 30 && fits.length < 40, `${fits.length} of 40 prompts fit`);
+  const one = fits.map((q) => {
+    const out = generate(model, tok.encode(q.prompt, { bos: true }), { maxNewTokens: 4, greedy: true, eosId: tok.eosId });
+    const said = tok.decode(out.tokens[0], { skipSpecial: true }).trim().split(/\s+/)[0];
+    return { type: q.type, ok: normalizeAnswer(said) === q.answer ? 1 : 0 };
+  });
+  const e = evaluateSceneQa(model, tok, data.sceneQaVal);
+  assert.deepEqual([e.scored, e.tooLong], [fits.length, 40 - fits.length]);
+  assert.equal(r.metrics['val/scene_qa_scored'], fits.length);
+  const long = evaluateSceneQa(model, tok, [{ prompt: `is there a red star? ${'a small red circle on the left and '.repeat(20)}, so`, answer: 'no', type: 'yesno' }]);
+  assert.deepEqual([long.scored, long.tooLong], [0, 1], 'a prompt with no room left is not scored');
+  assert.ok(Math.abs(e.acc - one.reduce((a, x) => a + x.ok, 0) / one.length) < 1e-12);
+  assert.ok(Math.abs(e.acc - acc) < 1e-12, 'the logged figure is the final weights\'');
+  for (const [k, v] of Object.entries(e.byType)) {
+    const of = one.filter((x) => x.type === k);
+    assert.ok(Math.abs(v - of.reduce((a, x) => a + x.ok, 0) / of.length) < 1e-12, k);
+  }
+  model.dispose();
+  assert.throws(() => resolveLmConfig(null, { data: { sceneQa: -1 } }), /key data.sceneQa/);
 });

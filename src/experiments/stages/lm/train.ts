@@ -18,6 +18,9 @@ import { loadCheckpoint, readCheckpointState, saveCheckpoint } from '../checkpoi
 import { StageRunOptions, StepPace, due, makeOptimizer, optimizerStep, resolveResume, writeAtomic } from '../run';
 import { LmConfig, validateLmConfig } from './config';
 import { LmData, batchRows, gatherRows, prepareLmData } from './data';
+import { Tokenizer } from '../../tokenizer';
+import { SceneQaText } from '../../data/instruct';
+import { normalizeAnswer } from '../../eval/vqa';
 
 export interface LmStepInfo {
   step: number;
@@ -40,7 +43,7 @@ export interface LmResult {
   stepsDone: number;
   /** The loss of every step this call ran, in order. */
   losses: number[];
-  /** The last evaluation: val/loss, val/ppl. */
+  /** The last evaluation: val/loss, val/ppl (and val/scene_qa_acc, overall and by type, with data.sceneQa). */
   metrics: Record<string, number>;
   /** Texts generated from <bos> at the end of a finished run. */
   samples: string[];
@@ -79,6 +82,45 @@ export function evaluateLm(model: GPT, data: LmData, maxRows: number, batchSize:
   } finally {
     model.train(wasTraining);
   }
+}
+
+/**
+ * Accuracy on held-out scene questions (data.sceneQa): each prompt ("is there a green star? <description>, so")
+ * from <bos>, greedy for up to 4 tokens, its first word against the answer after VQA normalisation. Overall and by
+ * question type, in [0, 1], over the questions whose prompt leaves room for 4 tokens in the context (`scored`; the
+ * others are counted in `tooLong`). Prompts of one length share a batch.
+ */
+export function evaluateSceneQa(model: GPT, tokenizer: Tokenizer, qs: readonly SceneQaText[]):
+    { acc: number; byType: Record<string, number>; scored: number; tooLong: number } {
+  const byLen = new Map<number, { ids: number[]; q: SceneQaText }[]>();
+  let tooLong = 0;
+  for (const q of qs) {
+    const ids = tokenizer.encode(q.prompt, { bos: true });
+    if (ids.length + 4 > model.config.contextLength) {
+      tooLong++;
+      continue;
+    }
+    byLen.set(ids.length, [...(byLen.get(ids.length) ?? []), { ids, q }]);
+  }
+  const scored = qs.length - tooLong;
+  const right: Record<string, number> = {}, total: Record<string, number> = {};
+  let hits = 0;
+  for (const group of byLen.values()) {
+    for (let i = 0; i < group.length; i += 64) {
+      const part = group.slice(i, i + 64);
+      const out = generate(model, part.map((p) => p.ids), { maxNewTokens: 4, greedy: true, eosId: tokenizer.eosId });
+      part.forEach(({ q }, b) => {
+        const said = tokenizer.decode(out.tokens[b], { skipSpecial: true }).trim().split(/\s+/)[0] ?? '';
+        const ok = normalizeAnswer(said) === normalizeAnswer(q.answer) ? 1 : 0;
+        hits += ok;
+        right[q.type] = (right[q.type] ?? 0) + ok;
+        total[q.type] = (total[q.type] ?? 0) + 1;
+      });
+    }
+  }
+  const byType: Record<string, number> = {};
+  for (const k of Object.keys(total).sort()) byType[k] = right[k] / total[k];
+  return { acc: scored ? hits / scored : NaN, byType, scored, tooLong };
 }
 
 export async function trainLm(config: LmConfig, opts: TrainLmOptions = {}): Promise<LmResult> {
@@ -120,7 +162,7 @@ export async function trainLm(config: LmConfig, opts: TrainLmOptions = {}): Prom
       run.logArtifact('config', cfgPath);
       run.log({
         'data/train_sequences': data.train.rows, 'data/val_sequences': data.val.rows, 'data/documents': data.info.documents,
-        'data/train_tokens': data.info.trainTokens, 'data/vocab_size': data.tokenizer.vocabSize,
+        'data/train_tokens': data.info.trainTokens, 'data/vocab_size': data.tokenizer.vocabSize, 'data/scene_qa': data.info.sceneQa,
       }, 0);
     }
     ml.manualSeed(cfg.seed);
@@ -149,7 +191,13 @@ export async function trainLm(config: LmConfig, opts: TrainLmOptions = {}): Prom
     let stopped = false;
     const evalNow = (): Record<string, number> => {
       const e = evaluateLm(model!, data, cfg.data.evalSequences, t.batchSize);
-      const m = { 'val/loss': e.loss, 'val/ppl': e.ppl };
+      const m: Record<string, number> = { 'val/loss': e.loss, 'val/ppl': e.ppl };
+      if (data.sceneQaVal.length > 0) {
+        const qa = evaluateSceneQa(model!, data.tokenizer, data.sceneQaVal);
+        m['val/scene_qa_acc'] = qa.acc;
+        m['val/scene_qa_scored'] = qa.scored;
+        for (const [k, v] of Object.entries(qa.byType)) m[`val/scene_qa_acc/${k}`] = v;
+      }
       run.log(m, step);
       opts.onEval?.(step, m);
       return m;
