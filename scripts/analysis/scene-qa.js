@@ -1,7 +1,8 @@
-// Usage: node scripts/analysis/scene-qa.js <lm or caption checkpoint> [questions 500] [seed 0]
+// Usage: node scripts/analysis/scene-qa.js <lm or caption checkpoint> [questions 500] [seed 0] [form]
 // (after npm run build; BUILD=<dir> for another build). Answers text-only scene questions (sceneQaTexts of the
 // stream 'val': "is there a green star? <grounded caption>, so" -> "no") with the checkpoint's GPT, greedily, as
-// the lm stage's val/scene_qa_acc does. For a caption checkpoint it is the GPT after stage 2: whether captioning
+// the lm stage's val/scene_qa_acc does (teacher-forced: the answer, and in the 'marks' form every mark, each from the
+// true words before it). form: 'scene' or 'marks'; default the lm run's data.sceneQaRationale ('scene' otherwise). For a caption checkpoint it is the GPT after stage 2: whether captioning
 // kept the lookup that data.sceneQa taught (docs/instruct.md, d2). Prints accuracy overall and by type, in %.
 const path = require('path');
 const B = process.env.BUILD || path.join(__dirname, '../../dist');
@@ -19,11 +20,13 @@ if (!file) {
 const n = Number(process.argv[3] ?? 500);
 const seed = Number(process.argv[4] ?? 0);
 const st = readCheckpointState(file);
+let form = process.argv[5];
 let gpt, tokPath;
 if (st.stage === 'lm') {
   const l = loadLm(file);
   gpt = l.model;
   tokPath = l.tokenizerPath;
+  form ??= l.config.data.sceneQaRationale;
 } else if (st.stage === 'caption') {
   tokPath = st.extra.tokenizer;
   gpt = new GPT(st.extra.gpt);
@@ -40,10 +43,11 @@ if (st.stage === 'lm') {
 } else {
   throw new Error(`${file} is a ${st.stage} checkpoint; give an lm or caption one`);
 }
+form ??= 'scene';
 const tok = Tokenizer.fromFile(tokPath);
 const t0 = Date.now();
-const r = evaluateSceneQa(gpt, tok, sceneQaTexts(seed, n, 'val'));
+const r = evaluateSceneQa(gpt, tok, sceneQaTexts(seed, n, 'val', form));
 const pct = (x) => +(100 * x).toFixed(1);
 const byType = Object.fromEntries(Object.entries(r.byType).map(([k, v]) => [k, pct(v)]));
-console.log(JSON.stringify({ checkpoint: file, stage: st.stage, questions: n, seed, accuracy: pct(r.acc), byType, seconds: (Date.now() - t0) / 1000 }));
+console.log(JSON.stringify({ checkpoint: file, stage: st.stage, form, questions: r.scored, seed, accuracy: pct(r.acc), marks: pct(r.marksAcc), byType, seconds: (Date.now() - t0) / 1000 }));
 gpt.dispose();

@@ -50,6 +50,13 @@ export interface LmConfig {
     /** For the default tokenizer: as the align stage's tokenizer.vocabSize and tokenizer.glosses. */
     vocabSize: number;
     glosses: number;
+    /**
+     * For the default tokenizer: that many text-only scene questions (sceneQaTexts, stream 'tokenizer') join its
+     * training text, so that the shapes world's words ("circle", "purple", "yes") become whole tokens instead of
+     * 2-4 pieces. The tokenizer is then the lm stage's own (another cache file), not the align stage's; the caption
+     * and instruct stages use the GPT's. 0 (default): the align stage's tokenizer.
+     */
+    sceneTexts: number;
   };
   model: {
     /** Positions the model has; training sequences are this long. */
@@ -87,7 +94,7 @@ export const LM_DEFAULTS: LmConfig = {
     evalSequences: 256,
     cacheDir: 'runs/cache',
   },
-  tokenizer: { path: '', vocabSize: 1024, glosses: 20000 },
+  tokenizer: { path: '', vocabSize: 1024, glosses: 20000, sceneTexts: 0 },
   model: { contextLength: 128, width: 128, layers: 4, heads: 4, mlpRatio: 4, dropout: 0 },
   train: {
     steps: 3000,
@@ -148,6 +155,8 @@ export function validateLmConfig(c: LmConfig): void {
   if (d.cacheDir.trim() === '') throw new Error(`${w}: key data.cacheDir must not be empty`);
   checkInt(w, 'tokenizer.vocabSize', c.tokenizer.vocabSize, 300, 65536);
   checkInt(w, 'tokenizer.glosses', c.tokenizer.glosses, 0);
+  checkInt(w, 'tokenizer.sceneTexts', c.tokenizer.sceneTexts, 0, 1_000_000);
+  if (c.tokenizer.sceneTexts > 0 && c.tokenizer.path !== '') throw new Error(`${w}: key tokenizer.sceneTexts trains the default tokenizer; it cannot be used with tokenizer.path`);
   const m = c.model;
   checkInt(w, 'model.contextLength', m.contextLength, 4, 4096);
   checkInt(w, 'model.width', m.width, 1, 8192);

@@ -68,9 +68,11 @@ export function lmTokenizer(cfg: LmConfig, captions: readonly string[]): { token
     }
     return { tokenizer, path: file, fromCache: true };
   }
-  // Exactly the align stage's call (stages/align/data.ts), so both find the same cache file.
+  // Exactly the align stage's call (stages/align/data.ts), so both find the same cache file; with
+  // tokenizer.sceneTexts the scene texts join the captions (the cache key covers them).
+  const scene = sceneQaTexts(cfg.seed, cfg.tokenizer.sceneTexts, 'tokenizer').map((q) => `${q.prompt} ${q.answer}`);
   const t = trainDefaultTokenizer({
-    vocabSize: cfg.tokenizer.vocabSize, captions, maxGlosses: cfg.tokenizer.glosses, cachePath: path.join(cfg.data.cacheDir, 'tokenizer'),
+    vocabSize: cfg.tokenizer.vocabSize, captions: [...captions, ...scene], maxGlosses: cfg.tokenizer.glosses, cachePath: path.join(cfg.data.cacheDir, 'tokenizer'),
   });
   return { tokenizer: t.tokenizer, path: t.path, fromCache: t.fromCache };
 }

@@ -11,9 +11,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { LmConfig, resolveLmConfig } from './config';
 import { evaluateSceneQa, trainLm, loadLm } from './train';
-import { batchRows, isValDocument, packDocuments, prepareLmData } from './data';
+import { alignCaptions, batchRows, isValDocument, lmTokenizer, packDocuments, prepareLmData } from './data';
 import { sceneQaTexts } from '../../data/instruct';
-import { normalizeAnswer } from '../../eval/vqa';
 import { Tracker } from '../../tracking';
 import { readCheckpointState } from '../checkpoint';
 import { Tokenizer } from '../../tokenizer';
@@ -149,15 +148,17 @@ test('an abort signal stops at a step boundary (run killed, checkpoint written);
 
 test('data.sceneQa: scene questions join the training corpus and are answered at each evaluation', async () => {
   const db = path.join(dir, 'c.db');
-  const cfg = tiny({ data: { sceneQa: 300, sceneQaEval: 40 }, model: { contextLength: 128 } });
-  const plain = prepareLmData(tiny({ model: { contextLength: 128 } }));
+  // Long enough to learn the common answers and marks, so that the scoring below has right ones to count.
+  const N = 3000;
+  const cfg = tiny({ data: { glosses: 100, sceneQa: N, sceneQaEval: 40, sceneQaRationale: 'marks' }, model: { contextLength: 128 }, train: { steps: 400, lr: 1e-2, evalEvery: 200 } });
+  const plain = prepareLmData(tiny({ data: { glosses: 100 }, model: { contextLength: 128 } }));
   const data = prepareLmData(cfg);
-  assert.equal(data.info.sceneQa, 300);
+  assert.equal(data.info.sceneQa, N);
   assert.equal(data.info.documents, plain.info.documents, 'the text documents are unchanged');
-  const added = sceneQaTexts(1, 300, 'train').reduce((a, q) => a + data.tokenizer.encode(`${q.prompt} ${q.answer}`).length + 2, 0);
+  const added = sceneQaTexts(1, N, 'train', 'marks').reduce((a, q) => a + data.tokenizer.encode(`${q.prompt} ${q.answer}`).length + 2, 0);
   assert.equal(data.info.trainTokens, plain.info.trainTokens + added, 'every scene question trains');
   assert.equal(data.info.valTokens, plain.info.valTokens, 'validation perplexity stays that of the text corpus');
-  assert.deepEqual(data.sceneQaVal, sceneQaTexts(1, 40, 'val'));
+  assert.deepEqual(data.sceneQaVal, sceneQaTexts(1, 40, 'val', 'marks'));
   assert.equal(plain.sceneQaVal.length, 0);
 
   const r = await trainLm(cfg, { db, outDir: path.join(dir, 'sceneqa') });
@@ -167,34 +168,82 @@ test('data.sceneQa: scene questions join the training corpus and are answered at
   assert.deepEqual(types.sort(), [...new Set(data.sceneQaVal.map((q) => q.type))].sort());
   const t = Tracker.open(db);
   try {
-    assert.deepEqual(t.metricSeries(r.runId, 'val/scene_qa_acc')[0].steps, [6, 12]);
-    assert.equal(t.metricSeries(r.runId, 'data/scene_qa')[0].values[0], 300);
+    assert.deepEqual(t.metricSeries(r.runId, 'val/scene_qa_acc')[0].steps, [200, 400]);
+    assert.equal(t.metricSeries(r.runId, 'data/scene_qa')[0].values[0], N);
   } finally {
     t.close();
   }
 
-  // The batched scoring (prompts of one length share a batch) is the one-at-a-time greedy answer's first word.
+  // The batched, teacher-forced scoring is, question by question, greedy decoding from the true prefix: in the
+  // 'scene' form, the answer generated after "..., so" is the true one.
   const { model } = loadLm(r.checkpoint);
   const tok = data.tokenizer;
-  // (This 320-token vocabulary makes some prompts longer than 124 tokens; those are not scored.)
-  const fits = data.sceneQaVal.filter((q) => tok.encode(q.prompt, { bos: true }).length + 4 <= 128);
-  assert.ok(fits.length >= 30 && fits.length < 40, `${fits.length} of 40 prompts fit`);
+  // (This 320-token vocabulary makes some texts longer than 128 tokens; those are not scored.)
+  const sceneForm = sceneQaTexts(1, 40, 'val');
+  const fits = sceneForm.filter((q) => tok.encode(`${q.prompt} ${q.answer}`, { bos: true }).length <= 128);
+  assert.ok(fits.length >= 30 && fits.length < 40, `${fits.length} of 40 texts fit`);
+  for (const q of fits) assert.deepEqual(tok.encode(`${q.prompt} ${q.answer}`), [...tok.encode(q.prompt), ...tok.encode(` ${q.answer}`)], 'the answer is its own tokens');
   const one = fits.map((q) => {
-    const out = generate(model, tok.encode(q.prompt, { bos: true }), { maxNewTokens: 4, greedy: true, eosId: tok.eosId });
-    const said = tok.decode(out.tokens[0], { skipSpecial: true }).trim().split(/\s+/)[0];
-    return { type: q.type, ok: normalizeAnswer(said) === q.answer ? 1 : 0 };
+    const want = tok.encode(` ${q.answer}`);
+    const out = generate(model, tok.encode(q.prompt, { bos: true }), { maxNewTokens: want.length, greedy: true });
+    return { type: q.type, ok: out.tokens[0].every((id, j) => id === want[j]) ? 1 : 0 };
   });
-  const e = evaluateSceneQa(model, tok, data.sceneQaVal);
+  const e = evaluateSceneQa(model, tok, sceneForm);
   assert.deepEqual([e.scored, e.tooLong], [fits.length, 40 - fits.length]);
-  assert.equal(r.metrics['val/scene_qa_scored'], fits.length);
-  const long = evaluateSceneQa(model, tok, [{ prompt: `is there a red star? ${'a small red circle on the left and '.repeat(20)}, so`, answer: 'no', type: 'yesno' }]);
-  assert.deepEqual([long.scored, long.tooLong], [0, 1], 'a prompt with no room left is not scored');
+  assert.equal(e.marksAcc, 1, "the 'scene' form has no marks to get wrong");
   assert.ok(Math.abs(e.acc - one.reduce((a, x) => a + x.ok, 0) / one.length) < 1e-12);
-  assert.ok(Math.abs(e.acc - acc) < 1e-12, 'the logged figure is the final weights\'');
   for (const [k, v] of Object.entries(e.byType)) {
     const of = one.filter((x) => x.type === k);
     assert.ok(Math.abs(v - of.reduce((a, x) => a + x.ok, 0) / of.length) < 1e-12, k);
   }
+  // 'marks': a question is right only when every mark is, each predicted from the true words before it.
+  const mq = data.sceneQaVal.filter((q) => tok.encode(`${q.prompt} ${q.answer}`, { bos: true }).length <= 128);
+  const em = evaluateSceneQa(model, tok, data.sceneQaVal);
+  assert.equal(em.scored, mq.length);
+  assert.equal(r.metrics['val/scene_qa_scored'], mq.length);
+  assert.ok(Math.abs(em.acc - acc) < 1e-12, 'the logged figure is the final weights\'');
+  assert.ok(Math.abs(em.marksAcc - r.metrics['val/scene_qa_marks_acc']) < 1e-12);
+  let marksOk = 0, allOk = 0;
+  for (const q of mq) {
+    const pieces = q.prompt.split(/(?<=\()(yes|no)(?=\))/);
+    let prefix = '';
+    let good = true;
+    pieces.forEach((piece, k) => {
+      if (k % 2 === 1) {
+        const want = tok.encode(piece);
+        const out = generate(model, tok.encode(prefix, { bos: true }), { maxNewTokens: want.length, greedy: true });
+        if (!out.tokens[0].every((id, j) => id === want[j])) good = false;
+      }
+      prefix += piece;
+    });
+    assert.equal(prefix, q.prompt);
+    marksOk += good ? 1 : 0;
+    const want = tok.encode(` ${q.answer}`);
+    const out = generate(model, tok.encode(q.prompt, { bos: true }), { maxNewTokens: want.length, greedy: true });
+    allOk += good && out.tokens[0].every((id, j) => id === want[j]) ? 1 : 0;
+  }
+  assert.ok(marksOk > 0 && allOk > 0, `something to count: ${marksOk}, ${allOk}`);
+  assert.ok(Math.abs(em.marksAcc - marksOk / mq.length) < 1e-12, `marks ${em.marksAcc} vs ${marksOk}/${mq.length}`);
+  assert.ok(Math.abs(em.acc - allOk / mq.length) < 1e-12);
+  const long = evaluateSceneQa(model, tok, [{ prompt: `is there a red star? ${'a small red circle on the left and '.repeat(20)}, so`, answer: 'no', type: 'yesno' }]);
+  assert.deepEqual([long.scored, long.tooLong], [0, 1], 'a text longer than the context is not scored');
   model.dispose();
   assert.throws(() => resolveLmConfig(null, { data: { sceneQa: -1 } }), /key data.sceneQa/);
 });
+
+test('tokenizer.sceneTexts: scene texts join the default tokenizer\'s training text, so the shapes words are whole tokens', () => {
+  const words = ['circle', 'triangle', 'purple', 'yes'];
+  const of = (n: number) => {
+    const cfg = tiny({ tokenizer: { vocabSize: 512, sceneTexts: n } });
+    const t = lmTokenizer(cfg, alignCaptions(cfg));
+    return { file: t.path, pieces: words.map((w) => t.tokenizer.encode(` ${w}`).length) };
+  };
+  const plain = of(0);
+  const scene = of(300);
+  assert.notEqual(scene.file, plain.file, 'its own cache file, not the align stage\'s');
+  assert.deepEqual(scene.pieces, [1, 1, 1, 1]);
+  assert.ok(plain.pieces.every((n) => n > 1), `without them: ${plain.pieces}`);
+  assert.equal(of(300).file, scene.file, 'the same texts find the same cache file');
+  assert.throws(() => tiny({ tokenizer: { sceneTexts: 10, path: 'runs/x/tokenizer.json' } }), /key tokenizer.sceneTexts trains the default tokenizer/);
+});
+
