@@ -123,3 +123,16 @@ test('an abort stops the running stage (checkpoint, killed) and skips the rest',
     t.close();
   }
 });
+
+test('lm.tokenizer.sceneTexts: the lm stage trains its own tokenizer instead of taking the align run\'s', async () => {
+  const db = path.join(dir, 'scenetok.db');
+  const res = await runPipeline({
+    preset: null, db, to: 'lm',
+    overrides: { ...TINY, lm: { ...TINY.lm, tokenizer: { ...(TINY.lm.tokenizer as JsonObject), sceneTexts: 50 } } },
+  });
+  assert.deepEqual(res.stages.map((s) => [s.stage, s.status]), [['align', 'finished'], ['lm', 'finished']]);
+  const cfg = readCheckpointState(res.stages[1].checkpoint).config as { tokenizer: { path: string; sceneTexts: number } };
+  assert.deepEqual([cfg.tokenizer.path, cfg.tokenizer.sceneTexts], ['', 50]);
+  const own = fs.readFileSync(path.join(res.stages[1].outDir, 'tokenizer.json'), 'utf8');
+  assert.notEqual(own, fs.readFileSync(path.join(res.stages[0].outDir, 'tokenizer.json'), 'utf8'));
+});

@@ -172,9 +172,10 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
         }));
       } else if (stage === 'lm') {
         const cfg = cfgs.lm;
-        // One tokenizer for the whole recipe: the align run's, when this pipeline trained it.
+        // One tokenizer for the whole recipe: the align run's, when this pipeline trained it (unless the lm stage
+        // is asked to train its own, tokenizer.sceneTexts).
         const al = done.get('align');
-        if (al && !user('lm', 'tokenizer', 'path')) cfg.tokenizer.path = path.join(al.outDir, 'tokenizer.json');
+        if (al && !user('lm', 'tokenizer', 'path') && cfg.tokenizer.sceneTexts === 0) cfg.tokenizer.path = path.join(al.outDir, 'tokenizer.json');
         res = outcome(stage, await trainLm(cfg, {
           ...common, onStep: (s) => opts.onStep?.(stage, { step: s.step, steps: s.steps, loss: s.loss, rate: s.tokensPerS, rateUnit: 'tokens/s', etaS: s.etaS }),
         }));
