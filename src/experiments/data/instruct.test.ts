@@ -304,6 +304,11 @@ test("sceneQaTexts: text-only questions in exactly the words of a 'scene' answer
   assert.equal(qs.length, 60);
   assert.deepEqual(sceneQaTexts(3, 60, 'train'), qs, 'deterministic');
   assert.deepEqual(sceneQaTexts(3, 20, 'train'), qs.slice(0, 20), 'a prefix of a longer call');
+  // Made in chunks of 10,000 scenes: across the boundary, question j is still about scene j of the stream.
+  const across = sceneQaTexts(3, 10_002, 'train').slice(9_998);
+  generateScenes({ seed: 3, n: 4, stream: 'lm/train', first: 9_998 }).forEach((sc, i) => {
+    assert.ok(across[i].prompt.endsWith(`${groundedCaption(sc.objects)}, so`), `question ${9_998 + i}`);
+  });
   const scenes = generateScenes({ seed: 3, n: 60, stream: 'lm/train' });
   const types = new Set<string>();
   qs.forEach((q, j) => {

@@ -169,13 +169,19 @@ export interface SceneQaText {
  */
 export function sceneQaTexts(seed: number, n: number, stream: string, rationale: 'scene' | 'marks' = 'scene'): SceneQaText[] {
   if (!Number.isInteger(n) || n < 0) throw new Error(`sceneQaTexts: n must be a non-negative integer, got ${String(n)}`);
-  const scenes = generateScenes({ seed, n, stream: `lm/${stream}` });
-  return scenes.map((scene, j) => {
-    const qa = vqaQuestion(scene, j, rng(streamSeed(seed, `lm/sceneqa/${stream}`, j)));
-    const answer = qa.answers[0];
-    const full = `${qa.question} ${rationale === 'marks' ? marksRationale(scene, qa) : sceneRationale(scene, answer)}`;
-    return { prompt: full.slice(0, full.length - answer.length - 1), answer, type: qa.type };
-  });
+  const out: SceneQaText[] = [];
+  // Scenes in chunks (the same scenes as one call: scene j depends only on j), so that only the texts are held.
+  for (let first = 0; first < n; first += 10_000) {
+    const scenes = generateScenes({ seed, n: Math.min(10_000, n - first), stream: `lm/${stream}`, first });
+    scenes.forEach((scene, i) => {
+      const j = first + i;
+      const qa = vqaQuestion(scene, j, rng(streamSeed(seed, `lm/sceneqa/${stream}`, j)));
+      const answer = qa.answers[0];
+      const full = `${qa.question} ${rationale === 'marks' ? marksRationale(scene, qa) : sceneRationale(scene, answer)}`;
+      out.push({ prompt: full.slice(0, full.length - answer.length - 1), answer, type: qa.type });
+    });
+  }
+  return out;
 }
 
 /** The answer part of a generated reply: what follows the last ", so " (a rationale's conclusion), else all of it. */
