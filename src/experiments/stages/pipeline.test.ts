@@ -10,6 +10,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Tracker } from '../tracking';
+import { Tokenizer } from '../tokenizer';
 import { readCheckpointState } from './checkpoint';
 import { JsonObject } from './config';
 import { PipelineStage, pipelineTable, resolvePipelineConfigs, runPipeline, splitStageOverrides } from './pipeline';
@@ -125,14 +126,19 @@ test('an abort stops the running stage (checkpoint, killed) and skips the rest',
 });
 
 test('lm.tokenizer.sceneTexts: the lm stage trains its own tokenizer instead of taking the align run\'s', async () => {
-  const db = path.join(dir, 'scenetok.db');
+  // A folder of its own: run folders are named by run id (align-1, lm-2) next to the database.
+  fs.mkdirSync(path.join(dir, 'scenetok'));
+  const db = path.join(dir, 'scenetok', 'runs.db');
   const res = await runPipeline({
     preset: null, db, to: 'lm',
-    overrides: { ...TINY, lm: { ...TINY.lm, tokenizer: { ...(TINY.lm.tokenizer as JsonObject), sceneTexts: 50 } } },
+    overrides: { ...TINY, lm: { ...TINY.lm, tokenizer: { ...(TINY.lm.tokenizer as JsonObject), sceneTexts: 500 } } },
   });
   assert.deepEqual(res.stages.map((s) => [s.stage, s.status]), [['align', 'finished'], ['lm', 'finished']]);
   const cfg = readCheckpointState(res.stages[1].checkpoint).config as { tokenizer: { path: string; sceneTexts: number } };
-  assert.deepEqual([cfg.tokenizer.path, cfg.tokenizer.sceneTexts], ['', 50]);
-  const own = fs.readFileSync(path.join(res.stages[1].outDir, 'tokenizer.json'), 'utf8');
-  assert.notEqual(own, fs.readFileSync(path.join(res.stages[0].outDir, 'tokenizer.json'), 'utf8'));
+  assert.deepEqual([cfg.tokenizer.path, cfg.tokenizer.sceneTexts], ['', 500]);
+  // Its own tokenizer, trained with the scene texts: a scene sentence takes fewer tokens than with the align run's.
+  const own = Tokenizer.fromFile(path.join(res.stages[1].outDir, 'tokenizer.json'));
+  const align = Tokenizer.fromFile(path.join(res.stages[0].outDir, 'tokenizer.json'));
+  const text = 'is there a green star? a small red circle at the top left and a large blue triangle in the middle, so no';
+  assert.ok(own.encode(text).length < align.encode(text).length, `${own.encode(text).length} vs ${align.encode(text).length} tokens`);
 });
