@@ -33,7 +33,8 @@ export async function runLm(argv: string[]): Promise<number> {
         bar.tick(`loss ${s.loss.toFixed(4)}  ${s.tokensPerS.toFixed(0)} tokens/s`);
       },
       onEval: (step, m) => {
-        process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}lm: step ${step} val loss ${m['val/loss'].toFixed(4)} perplexity ${m['val/ppl'].toFixed(2)}\n`);
+        const qa = m['val/scene_qa_acc'] !== undefined ? ` scene questions ${(100 * m['val/scene_qa_acc']).toFixed(1)}%` : '';
+        process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}lm: step ${step} val loss ${m['val/loss'].toFixed(4)} perplexity ${m['val/ppl'].toFixed(2)}${qa}\n`);
       },
     });
     (bar as ProgressBar | null)?.done();

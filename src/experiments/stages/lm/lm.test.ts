@@ -227,6 +227,10 @@ test('data.sceneQa: scene questions join the training corpus and are answered at
   assert.ok(Math.abs(em.acc - allOk / mq.length) < 1e-12);
   const long = evaluateSceneQa(model, tok, [{ prompt: `is there a red star? ${'a small red circle on the left and '.repeat(20)}, so`, answer: 'no', type: 'yesno' }]);
   assert.deepEqual([long.scored, long.tooLong], [0, 1], 'a text longer than the context is not scored');
+  // When no question fits the context, the run says so (scored 0) and logs no accuracy rather than NaN.
+  const short = await trainLm(tiny({ data: { sceneQa: 50, sceneQaEval: 10 }, model: { contextLength: 16 }, train: { steps: 2, evalEvery: 0 } }), { db, outDir: path.join(dir, 'short') });
+  assert.equal(short.metrics['val/scene_qa_scored'], 0);
+  assert.equal(short.metrics['val/scene_qa_acc'], undefined);
   model.dispose();
   assert.throws(() => resolveLmConfig(null, { data: { sceneQa: -1 } }), /key data.sceneQa/);
 });
