@@ -143,7 +143,8 @@ export function questionTargets(qa: QA, objects: readonly SceneObject[]): SceneO
  * The 'marks' rationale: the grounded caption with "(yes)" after each object the question is about and "(no)"
  * after the others, then the answer: "is there a green star?" -> "a small blue square at the top left (no) and a
  * large green star in the middle (yes), so yes". Each mark compares one object just written with the question,
- * and the answer reads the marked objects: two local steps instead of one lookup across the description.
+ * and the answer reads the marked objects: two local steps instead of one lookup across the description. (From
+ * text alone the marks were not learned in 3000 lm steps either: docs/instruct.md, t2.)
  */
 export function marksRationale(scene: Scene, qa: QA): string {
   const hit = new Set(questionTargets(qa, scene.objects));
