@@ -139,6 +139,9 @@ export function questionTargets(qa: QA, objects: readonly SceneObject[]): SceneO
   return hit;
 }
 
+/** Splits a 'marks' text around its marks: the odd pieces are the mark words ("yes" or "no"), the even ones the rest. */
+export const MARK_SPLIT = /(?<=\()(yes|no)(?=\))/;
+
 /**
  * The 'marks' rationale: the grounded caption with "(yes)" after each object the question is about and "(no)"
  * after the others, then the answer: "is there a green star?" -> "a small blue square at the top left (no) and a

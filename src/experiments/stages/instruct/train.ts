@@ -307,7 +307,7 @@ export function instructMetrics(examples: InstructExample[], predictions: string
   const m: Record<string, number> = {};
   const vqa = examples.map((e, i) => [e, i] as const).filter(([e]) => e.task === 'vqa');
   if (vqa.length > 0) {
-    // A reply with a rationale ("..., so yes") is scored on its conclusion (data.rationale 'places', 'scene').
+    // A reply with a rationale ("..., so yes") is scored on its conclusion (data.rationale 'places', 'scene', 'marks').
     const r = vqaAccuracy(vqa.map(([, i]) => finalAnswer(predictions[i])), vqa.map(([e]) => e.answers), vqa.map(([e]) => e.qtype ?? 'vqa'));
     m['val/vqa_acc'] = r.overall;
     for (const [t, v] of Object.entries(r.byType)) m[`val/vqa_acc/${t}`] = v.accuracy;

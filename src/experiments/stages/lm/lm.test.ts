@@ -12,7 +12,7 @@ import * as path from 'path';
 import { LmConfig, resolveLmConfig } from './config';
 import { evaluateSceneQa, trainLm, loadLm } from './train';
 import { alignCaptions, batchRows, isValDocument, lmTokenizer, packDocuments, prepareLmData } from './data';
-import { sceneQaTexts } from '../../data/instruct';
+import { MARK_SPLIT, sceneQaTexts } from '../../data/instruct';
 import { Tracker } from '../../tracking';
 import { readCheckpointState } from '../checkpoint';
 import { Tokenizer } from '../../tokenizer';
@@ -205,7 +205,7 @@ test('data.sceneQa: scene questions join the training corpus and are answered at
   assert.ok(Math.abs(em.marksAcc - r.metrics['val/scene_qa_marks_acc']) < 1e-12);
   let marksOk = 0, allOk = 0;
   for (const q of mq) {
-    const pieces = q.prompt.split(/(?<=\()(yes|no)(?=\))/);
+    const pieces = q.prompt.split(MARK_SPLIT);
     let prefix = '';
     let good = true;
     pieces.forEach((piece, k) => {

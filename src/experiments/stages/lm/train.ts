@@ -19,7 +19,7 @@ import { StageRunOptions, StepPace, due, makeOptimizer, optimizerStep, resolveRe
 import { LmConfig, validateLmConfig } from './config';
 import { LmData, batchRows, gatherRows, prepareLmData } from './data';
 import { Tokenizer } from '../../tokenizer';
-import { SceneQaText } from '../../data/instruct';
+import { MARK_SPLIT, SceneQaText } from '../../data/instruct';
 
 export interface LmStepInfo {
   step: number;
@@ -102,7 +102,7 @@ export function evaluateSceneQa(model: GPT, tokenizer: Tokenizer, qs: readonly S
   for (const q of qs) {
     const ids = [tokenizer.bosId];
     const marks: number[] = [];
-    q.prompt.split(/(?<=\()(yes|no)(?=\))/).forEach((piece, k) => {
+    q.prompt.split(MARK_SPLIT).forEach((piece, k) => {
       const enc = tokenizer.encode(piece);
       if (k % 2 === 1) for (let j = 0; j < enc.length; j++) marks.push(ids.length + j);
       ids.push(...enc);
@@ -114,7 +114,9 @@ export function evaluateSceneQa(model: GPT, tokenizer: Tokenizer, qs: readonly S
       tooLong++;
       continue;
     }
-    rows.set(ids.length, [...(rows.get(ids.length) ?? []), { ids, marks, answer, q }]);
+    const same = rows.get(ids.length);
+    if (same) same.push({ ids, marks, answer, q });
+    else rows.set(ids.length, [{ ids, marks, answer, q }]);
   }
   const scored = qs.length - tooLong;
   const right: Record<string, number> = {}, total: Record<string, number> = {};
