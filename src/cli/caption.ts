@@ -30,7 +30,8 @@ export async function runCaption(argv: string[]): Promise<number> {
         bar.tick(`loss ${s.loss.toFixed(4)}  ${s.samplesPerS.toFixed(0)} samples/s`);
       },
       onEval: (step, m) => {
-        process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}caption: step ${step} val BLEU-4 ${(100 * (m['val/bleu4'] ?? NaN)).toFixed(2)} ROUGE-L ${(100 * (m['val/rougeL'] ?? NaN)).toFixed(2)}\n`);
+        const qa = m['val/scene_qa_acc'] !== undefined ? ` scene questions ${(100 * m['val/scene_qa_acc']).toFixed(1)}%` : '';
+        process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}caption: step ${step} val BLEU-4 ${(100 * (m['val/bleu4'] ?? NaN)).toFixed(2)} ROUGE-L ${(100 * (m['val/rougeL'] ?? NaN)).toFixed(2)}${qa}\n`);
       },
     });
     (bar as ProgressBar | null)?.done();
@@ -38,6 +39,7 @@ export async function runCaption(argv: string[]): Promise<number> {
     if (res.metrics['val/bleu4'] !== undefined) {
       process.stdout.write(`val BLEU-4  ${(100 * res.metrics['val/bleu4']).toFixed(2)}\nval ROUGE-L ${(100 * res.metrics['val/rougeL']).toFixed(2)}\n`);
     }
+    if (res.metrics['val/scene_qa_acc'] !== undefined) process.stdout.write(`scene qa    ${(100 * res.metrics['val/scene_qa_acc']).toFixed(1)}% of ${res.metrics['val/scene_qa_scored']} held-out text questions\n`);
     for (const s of res.samples) process.stdout.write(`sample      ${s.image}: ${JSON.stringify(s.generated)}  (ref ${JSON.stringify(s.reference[0] ?? '')})\n`);
     process.stdout.write(`encoder     ${path.relative(process.cwd(), res.alignCheckpoint)} (run ${res.alignRunId})\n`);
     process.stdout.write(`lm          ${res.lmCheckpoint ? path.relative(process.cwd(), res.lmCheckpoint) : '(none: trained from scratch)'}\n`);

@@ -20,7 +20,8 @@ import { Tokenizer } from '../../tokenizer';
 import { readCheckpointState } from '../checkpoint';
 import { CaptionConfig, resolveCaptionConfig } from './config';
 import { trainCaption } from './train';
-import { captionBatch, prepareCaptionData } from './data';
+import { captionBatch, captionSceneQa, prepareCaptionData, sceneQaBatch } from './data';
+import { sceneQaTexts } from '../../data/instruct';
 import { CaptionModel, CaptionNet } from './model';
 import { objectMentions, objectScores, placedMentions } from './objects';
 import { alignPairs } from '../align/data';
@@ -307,4 +308,63 @@ test("data.shapesCaptions 'grounded': every shapes pair captioned with its objec
     if (src === 'shapes') assert.deepEqual(data.eval.refs[r], [groundedCaption(byId.get(data.eval.ids[r])!.objects)]);
   });
   assert.ok(data.eval.sources.includes('shapes'));
+});
+
+test('data.sceneQa: the lm stage\'s scene questions replayed as text-only rows; their loss adds to the caption loss, held-out ones are scored', async () => {
+  const p = await prepare();
+  assert.throws(() => resolveCaptionConfig(null, { data: { sceneQa: -1 } }), /key data.sceneQa/);
+  assert.throws(() => resolveCaptionConfig(null, { train: { sceneQaBatch: 0 } }), /key train.sceneQaBatch/);
+  assert.throws(() => resolveCaptionConfig(null, { train: { sceneQaWeight: -0.5 } }), /key train.sceneQaWeight/);
+  // A GPT long enough for whole scene questions, in a db of its own (the lm runs of the shared db stay as they are).
+  const db3 = path.join(dir, 'qa.db');
+  const l = await trainLm(resolveLmConfig(null, {
+    seed: 1,
+    data: { glosses: 300, captions: true, valFraction: 0.1, evalSequences: 8, cacheDir: cache },
+    tokenizer: { vocabSize: 320, glosses: 300 },
+    model: { contextLength: 128, width: 32, layers: 1, heads: 2 },
+    train: { steps: 2, batchSize: 8, warmupSteps: 0, evalEvery: 0, checkpointEvery: 0, samples: 0 },
+  }), { db: db3, outDir: path.join(dir, 'qa-lm') });
+  const tok = Tokenizer.fromFile(loadLm(l.checkpoint).tokenizerPath);
+  const over = (qa: Record<string, unknown>, train: Record<string, unknown> = {}) => tiny({
+    align: { checkpoint: p.align }, lm: { checkpoint: l.checkpoint },
+    data: { evalSamples: 2, samples: 0, ...qa }, train: { steps: 6, evalEvery: 3, ...train },
+  });
+
+  // The rows hold exactly the lm stage's 'train' questions, packed; a batch is a function of the step.
+  const cfg = over({ sceneQa: 40, sceneQaEval: 30 }, { sceneQaBatch: 4 });
+  const qa = captionSceneQa(cfg, tok, 128);
+  assert.equal(qa.train.documents, 40);
+  assert.equal(qa.val.length, 30);
+  const texts = sceneQaTexts(cfg.seed, 40, 'train').map((q) => `${q.prompt} ${q.answer}`);
+  const packed = tok.decode(Array.from(qa.train.tokens), { skipSpecial: true });
+  assert.ok(texts.filter((t) => packed.includes(t)).length >= 30, 'most questions appear whole (the last ones may be cut by the row length)');
+  assert.deepEqual(sceneQaBatch(qa.train, 5, 4, 128, cfg.seed), sceneQaBatch(qa.train, 5, 4, 128, cfg.seed));
+  assert.notDeepEqual(sceneQaBatch(qa.train, 5, 4, 128, cfg.seed), sceneQaBatch(qa.train, 6, 4, 128, cfg.seed));
+  assert.deepEqual(captionSceneQa(over({}), tok, 128).val, [], 'off by default');
+  assert.throws(() => captionSceneQa(over({ sceneQa: 1 }, { sceneQaBatch: 4 }), tok, 128), /key data.sceneQa \(1\) fills 0 rows of 128 tokens, fewer than train.sceneQaBatch 4/);
+
+  const plain = await trainCaption(over({}), { db: db3, outDir: path.join(dir, 'qa-plain') });
+  const withQa = await trainCaption(cfg, { db: db3, outDir: path.join(dir, 'qa-on') });
+  const zero = await trainCaption(over({ sceneQa: 40, sceneQaEval: 30 }, { sceneQaBatch: 4, sceneQaWeight: 0 }), { db: db3, outDir: path.join(dir, 'qa-zero') });
+  assert.deepEqual(zero.losses, plain.losses, 'weight 0: the caption loss alone, the same steps');
+  const t = Tracker.open(db3);
+  try {
+    const q = t.metricSeries(withQa.runId, 'loss/scene_qa')[0];
+    assert.deepEqual(q.steps, [1, 2, 3, 4, 5, 6]);
+    assert.ok(q.values.every((v) => Number.isFinite(v) && v > 0));
+    // Step 1 starts from the same weights: total = caption loss + 1 x scene-question loss.
+    assert.ok(Math.abs(withQa.losses[0] - q.values[0] - plain.losses[0]) < 1e-4, `${withQa.losses[0]} = ${plain.losses[0]} + ${q.values[0]}`);
+    assert.ok(withQa.losses[0] > plain.losses[0] + 1);
+    assert.equal(t.metricSeries(withQa.runId, 'data/scene_qa')[0].values[0], 40);
+    assert.deepEqual(t.metricSeries(withQa.runId, 'val/scene_qa_scored')[0].steps, [3, 6]);
+    const scored = withQa.metrics['val/scene_qa_scored'];
+    assert.ok(scored > 0 && scored <= 30, `scored ${scored}`);
+    const acc = withQa.metrics['val/scene_qa_acc'];
+    assert.ok(acc >= 0 && acc <= 1);
+    assert.ok(Object.keys(withQa.metrics).some((k) => k.startsWith('val/scene_qa_acc/')), 'accuracy by question type');
+    assert.equal(plain.metrics['val/scene_qa_acc'], undefined, 'not scored when off');
+    assert.deepEqual(t.metricSeries(plain.runId, 'loss/scene_qa')[0].steps, []);
+  } finally {
+    t.close();
+  }
 });

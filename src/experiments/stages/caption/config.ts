@@ -44,6 +44,16 @@ export interface CaptionConfig {
     shapesCaptions: 'scene' | 'grounded';
     /** Shapes scenes to caption-train on (0: the align run's data.shapesScenes); more scenes, new images. */
     shapesScenes: number;
+    /**
+     * Text-only scene questions replayed while captioning (0: none): the first N of the lm stage's
+     * `data.sceneQa` questions (sceneQaTexts, stream 'train', this seed), packed into rows of the GPT's context
+     * length; train.sceneQaBatch rows a step add train.sceneQaWeight times their next-token loss. Captioning
+     * moves every GPT weight and erases the question-answering an lm run learned from them (docs/instruct.md, t6);
+     * replaying them keeps it for the instruct stage.
+     */
+    sceneQa: number;
+    /** Held-out scene questions (the lm stage's 'val' stream) scored at each evaluation when sceneQa > 0: val/scene_qa_acc. */
+    sceneQaEval: number;
   };
   model: {
     /** Hidden size of the projector MLP (Linear-GELU-Linear), vision width -> hidden -> GPT width. */
@@ -60,6 +70,10 @@ export interface CaptionConfig {
      * frozen lm checkpoint's distribution; 0 = off. Needs an lm checkpoint.
      */
     klWeight: number;
+    /** Rows of scene questions (of the GPT's context length) a step when data.sceneQa > 0. */
+    sceneQaBatch: number;
+    /** Weight of their mean next-token loss, added to the caption loss. */
+    sceneQaWeight: number;
   };
   generate: {
     greedy: boolean;
@@ -75,7 +89,7 @@ export const CAPTION_DEFAULTS: CaptionConfig = {
   seed: 0,
   align: { checkpoint: '' },
   lm: { checkpoint: '', scratch: { contextLength: 128, width: 128, layers: 4, heads: 4, mlpRatio: 4 } },
-  data: { maxTrain: 0, maxTextLen: 24, evalSamples: 256, samples: 16, cacheDir: '', shapesCaptions: 'scene', shapesScenes: 0 },
+  data: { maxTrain: 0, maxTextLen: 24, evalSamples: 256, samples: 16, cacheDir: '', shapesCaptions: 'scene', shapesScenes: 0, sceneQa: 0, sceneQaEval: 500 },
   model: { projectorHidden: 256, prefix: 'tokens' },
   train: {
     steps: 2000,
@@ -88,6 +102,8 @@ export const CAPTION_DEFAULTS: CaptionConfig = {
     eps: 1e-8,
     gradClip: 1,
     klWeight: 0,
+    sceneQaBatch: 8,
+    sceneQaWeight: 1,
     evalEvery: 250,
     checkpointEvery: 500,
     logEvery: 1,
@@ -136,11 +152,15 @@ export function validateCaptionConfig(c: CaptionConfig): void {
   checkInt(w, 'data.samples', d.samples, 0, 256);
   checkOneOf(w, 'data.shapesCaptions', d.shapesCaptions, ['scene', 'grounded'] as const);
   checkInt(w, 'data.shapesScenes', d.shapesScenes, 0, 1_000_000);
+  checkInt(w, 'data.sceneQa', d.sceneQa, 0, 10_000_000);
+  checkInt(w, 'data.sceneQaEval', d.sceneQaEval, 0, 100_000);
   checkInt(w, 'model.projectorHidden', c.model.projectorHidden, 1, 16384);
   checkOneOf(w, 'model.prefix', c.model.prefix, ['tokens', 'pooled', 'cls'] as const);
   const t = c.train;
   checkTrainSection(w, t);
   checkRange(w, 'train.klWeight', t.klWeight, 0, 100);
+  checkInt(w, 'train.sceneQaBatch', t.sceneQaBatch, 1, 4096);
+  checkRange(w, 'train.sceneQaWeight', t.sceneQaWeight, 0, 100);
   checkRange(w, 'generate.temperature', c.generate.temperature, 0, 100, true);
   checkInt(w, 'generate.maxNewTokens', c.generate.maxNewTokens, 1, 1024);
 }

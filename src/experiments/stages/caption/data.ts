@@ -10,7 +10,8 @@ import { Tokenizer } from '../../tokenizer';
 import { AlignConfig } from '../align/config';
 import { groundedCaption, type SceneObject } from '../../data/shapes';
 import { alignPairs, alignShapes, buildSplit, SplitData } from '../align/data';
-import { batchRows } from '../lm/data';
+import { LmSplit, batchRows, gatherRows, packDocuments } from '../lm/data';
+import { SceneQaText, sceneQaTexts } from '../../data/instruct';
 import { CaptionConfig } from './config';
 
 export interface CaptionData {
@@ -165,4 +166,25 @@ export function captionBatch(data: CaptionData, step: number, batchSize: number,
     lengths[j] = tr.lengths[r];
   });
   return { images, tokens, lengths, rows };
+}
+
+/**
+ * The text-only scene questions of data.sceneQa (the lm stage's 'train' stream, so the questions an lm run with
+ * data.sceneQa >= N trained on), `<bos> text <eos>` packed into rows of T tokens (the GPT's context length), and
+ * the data.sceneQaEval held-out ones (the lm stage's 'val' stream). Both empty when data.sceneQa is 0.
+ */
+export function captionSceneQa(cfg: CaptionConfig, tokenizer: Tokenizer, T: number): { train: LmSplit; val: SceneQaText[] } {
+  const n = cfg.data.sceneQa ?? 0;
+  if (n === 0) return { train: { tokens: new Int32Array(0), rows: 0, documents: 0 }, val: [] };
+  const docs = sceneQaTexts(cfg.seed, n, 'train').map((q) => tokenizer.encode(`${q.prompt} ${q.answer}`));
+  const train = packDocuments(docs, T, tokenizer.bosId, tokenizer.eosId, cfg.seed);
+  if (train.rows < cfg.train.sceneQaBatch) {
+    throw new Error(`caption data: key data.sceneQa (${n}) fills ${train.rows} rows of ${T} tokens, fewer than train.sceneQaBatch ${cfg.train.sceneQaBatch}; raise data.sceneQa`);
+  }
+  return { train, val: sceneQaTexts(cfg.seed, cfg.data.sceneQaEval, 'val') };
+}
+
+/** The scene-question rows of a global step, [batchSize, T] (a function of step alone, like captionBatch). */
+export function sceneQaBatch(split: LmSplit, step: number, batchSize: number, T: number, seed: number): Int32Array {
+  return gatherRows(split, batchRows(step, batchSize, split.rows, hashSeed(seed, 0x5ce9e)), T);
 }

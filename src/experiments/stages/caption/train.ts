@@ -21,9 +21,9 @@ import { loadCheckpoint, readCheckpointState, saveCheckpoint } from '../checkpoi
 import { StageRunOptions, StepPace, due, findStageCheckpoint, makeOptimizer, optimizerStep, resolveResume, writeAtomic } from '../run';
 import { loadScorer } from '../align/filter';
 import { AlignConfig } from '../align/config';
-import { loadLm } from '../lm/train';
+import { loadLm, sceneQaMetrics } from '../lm/train';
 import { CaptionConfig, validateCaptionConfig } from './config';
-import { CaptionData, captionBatch, prepareCaptionData } from './data';
+import { CaptionData, captionBatch, captionSceneQa, prepareCaptionData, sceneQaBatch } from './data';
 import { CaptionModel, CaptionNet, textKl } from './model';
 import { objectScores } from './objects';
 import { encodePng } from '../../data/image';
@@ -55,7 +55,7 @@ export interface CaptionResult {
   runId: number;
   status: 'finished' | 'killed';
   stepsDone: number;
-  /** The loss (caption CE, plus klWeight * KL when on) of every step this call ran. */
+  /** The loss (caption CE, plus klWeight * KL and sceneQaWeight * the scene questions' CE when on) of every step this call ran. */
   losses: number[];
   /** The last evaluation: val/bleu4, val/rougeL, per source and object scores (see scoreCaptions). */
   metrics: Record<string, number>;
@@ -246,11 +246,17 @@ export async function trainCaption(config: CaptionConfig, opts: TrainCaptionOpti
     status('preparing data');
     const data = await prepareCaptionData(cfg, alignCfg, tokenizer, { onStatus: status });
     const baseline = priorBaseline(data);
+    const Tq = gpt.config.contextLength;
+    if ((cfg.data.sceneQa ?? 0) > 0) status(`generating ${cfg.data.sceneQa} scene questions`);
+    const qa = captionSceneQa(cfg, tokenizer, Tq);
     if (!fs.existsSync(path.join(outDir, 'config.json'))) {
       const cfgPath = path.join(outDir, 'config.json');
       writeAtomic(cfgPath, JSON.stringify(cfg, null, 2) + '\n');
       run.logArtifact('config', cfgPath);
-      run.log({ 'data/train_pairs': data.train.numTexts, 'data/eval_images': data.eval.numImages, 'data/prefix_len': model.prefixLength, ...baseline }, 0);
+      run.log({
+        'data/train_pairs': data.train.numTexts, 'data/eval_images': data.eval.numImages, 'data/prefix_len': model.prefixLength,
+        ...(qa.train.rows > 0 ? { 'data/scene_qa': qa.train.documents, 'data/scene_qa_rows': qa.train.rows } : {}), ...baseline,
+      }, 0);
     }
 
     const params = net.parameters();
@@ -280,9 +286,10 @@ export async function trainCaption(config: CaptionConfig, opts: TrainCaptionOpti
     const evalNow = (): Record<string, number> => {
       const e = evaluateCaptions(model!, data, cfg);
       generated = e.generated;
-      run!.log(e.metrics, step);
-      opts.onEval?.(step, e.metrics);
-      return e.metrics;
+      const m = qa.val.length > 0 ? { ...e.metrics, ...sceneQaMetrics(gpt, tokenizer, qa.val, false) } : e.metrics;
+      run!.log(m, step);
+      opts.onEval?.(step, m);
+      return m;
     };
     status(`training ${t.steps - step} steps`);
     net.train();
@@ -296,12 +303,18 @@ export async function trainCaption(config: CaptionConfig, opts: TrainCaptionOpti
       opt.zeroGrad();
       let loss = 0;
       let kl = 0;
+      let qaLoss = 0;
       ml.tidy(() => {
         let l = model!.loss(b.images, b.tokens, b.lengths, B, T);
         if (ref) {
           const k = textKl(gpt, ref, b.tokens, b.lengths, B, T);
           kl = k.item();
           l = ml.add(l, ml.mul(k, t.klWeight));
+        }
+        if (qa.train.rows > 0) {
+          const q = gpt.loss(ml.tensor(sceneQaBatch(qa.train, step, t.sceneQaBatch, Tq, cfg.seed), [t.sceneQaBatch, Tq], { dtype: 'i32' }));
+          qaLoss = q.item();
+          l = ml.add(l, ml.mul(q, t.sceneQaWeight));
         }
         l.backward();
         loss = l.item();
@@ -312,7 +325,7 @@ export async function trainCaption(config: CaptionConfig, opts: TrainCaptionOpti
       const { msPerStep: pace, stepMs } = paceOf.tick(step, tStep);
       const samplesPerS = (B * 1000) / stepMs;
       if (step % t.logEvery === 0 || step === t.steps) {
-        run.log({ loss, lr, grad_norm: gradNorm, samples_per_s: samplesPerS, ...(ref ? { 'loss/kl': kl } : {}) }, step);
+        run.log({ loss, lr, grad_norm: gradNorm, samples_per_s: samplesPerS, ...(ref ? { 'loss/kl': kl } : {}), ...(qa.train.rows > 0 ? { 'loss/scene_qa': qaLoss } : {}) }, step);
       }
       opts.onStep?.({ step, steps: t.steps, loss, lr, samplesPerS, etaS: ((t.steps - step) * pace) / 1000 });
       if (due(t.evalEvery, step, t.steps)) metrics = evalNow();

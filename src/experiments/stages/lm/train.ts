@@ -151,6 +151,22 @@ export function evaluateSceneQa(model: GPT, tokenizer: Tokenizer, qs: readonly S
   return { acc: scored ? hits / scored : NaN, byType, marksAcc: scored ? marksRight / scored : NaN, scored, tooLong };
 }
 
+/**
+ * evaluateSceneQa as metrics: `val/scene_qa_scored`, and when any question fits the context `val/scene_qa_acc`,
+ * `val/scene_qa_acc/<type>` and (with `marks`) `val/scene_qa_marks_acc`. Logged by the lm and caption stages.
+ */
+export function sceneQaMetrics(model: GPT, tokenizer: Tokenizer, qs: readonly SceneQaText[], marks: boolean): Record<string, number> {
+  const qa = evaluateSceneQa(model, tokenizer, qs);
+  const m: Record<string, number> = { 'val/scene_qa_scored': qa.scored };
+  // None fits model.contextLength: nothing to report but that count.
+  if (qa.scored > 0) {
+    m['val/scene_qa_acc'] = qa.acc;
+    if (marks) m['val/scene_qa_marks_acc'] = qa.marksAcc;
+    for (const [k, v] of Object.entries(qa.byType)) m[`val/scene_qa_acc/${k}`] = v;
+  }
+  return m;
+}
+
 export async function trainLm(config: LmConfig, opts: TrainLmOptions = {}): Promise<LmResult> {
   const t0 = Date.now();
   const status = opts.onStatus ?? (() => {});
@@ -220,16 +236,7 @@ export async function trainLm(config: LmConfig, opts: TrainLmOptions = {}): Prom
     const evalNow = (): Record<string, number> => {
       const e = evaluateLm(model!, data, cfg.data.evalSequences, t.batchSize);
       const m: Record<string, number> = { 'val/loss': e.loss, 'val/ppl': e.ppl };
-      if (data.sceneQaVal.length > 0) {
-        const qa = evaluateSceneQa(model!, data.tokenizer, data.sceneQaVal);
-        m['val/scene_qa_scored'] = qa.scored;
-        // None fits model.contextLength: nothing to report but that count.
-        if (qa.scored > 0) {
-          m['val/scene_qa_acc'] = qa.acc;
-          if (cfg.data.sceneQaRationale === 'marks') m['val/scene_qa_marks_acc'] = qa.marksAcc;
-          for (const [k, v] of Object.entries(qa.byType)) m[`val/scene_qa_acc/${k}`] = v;
-        }
-      }
+      if (data.sceneQaVal.length > 0) Object.assign(m, sceneQaMetrics(model!, data.tokenizer, data.sceneQaVal, cfg.data.sceneQaRationale === 'marks'));
       run.log(m, step);
       opts.onEval?.(step, m);
       return m;
