@@ -47,6 +47,17 @@ function tiny(over: Record<string, unknown> = {}): CaptionConfig {
 }
 
 let prepared: Promise<{ align: string; alignRunId: number; lm: string }> | null = null;
+/** A 1-layer GPT of the given context length, trained for 2 steps: the caption stage's language model in these tests. */
+function tinyLm(contextLength: number) {
+  return resolveLmConfig(null, {
+    seed: 1,
+    data: { glosses: 300, captions: true, valFraction: 0.1, evalSequences: 8, cacheDir: cache },
+    tokenizer: { vocabSize: 320, glosses: 300 },
+    model: { contextLength, width: 32, layers: 1, heads: 2 },
+    train: { steps: 2, batchSize: 8, warmupSteps: 0, evalEvery: 0, checkpointEvery: 0, samples: 0 },
+  });
+}
+
 function prepare(): Promise<{ align: string; alignRunId: number; lm: string }> {
   prepared ??= (async () => {
     const a = await trainAlign(resolveAlignConfig(null, {
@@ -56,13 +67,7 @@ function prepare(): Promise<{ align: string; alignRunId: number; lm: string }> {
       model: { patchSize: 4, visionWidth: 32, visionLayers: 1, visionHeads: 2, textWidth: 32, textLayers: 1, textHeads: 2, embedDim: 16 },
       train: { steps: 2, batchSize: 16, warmupSteps: 0, evalEvery: 0, checkpointEvery: 0 },
     }), { db, outDir: path.join(dir, 'align') });
-    const l = await trainLm(resolveLmConfig(null, {
-      seed: 1,
-      data: { glosses: 300, captions: true, valFraction: 0.1, evalSequences: 8, cacheDir: cache },
-      tokenizer: { vocabSize: 320, glosses: 300 },
-      model: { contextLength: 32, width: 32, layers: 1, heads: 2 },
-      train: { steps: 2, batchSize: 8, warmupSteps: 0, evalEvery: 0, checkpointEvery: 0, samples: 0 },
-    }), { db, outDir: path.join(dir, 'lm') });
+    const l = await trainLm(tinyLm(32), { db, outDir: path.join(dir, 'lm') });
     return { align: a.checkpoint, alignRunId: a.runId, lm: l.checkpoint };
   })();
   return prepared;
@@ -317,13 +322,7 @@ test('data.sceneQa: the lm stage\'s scene questions replayed as text-only rows; 
   assert.throws(() => resolveCaptionConfig(null, { train: { sceneQaWeight: -0.5 } }), /key train.sceneQaWeight/);
   // A GPT long enough for whole scene questions, in a db of its own (the lm runs of the shared db stay as they are).
   const db3 = path.join(dir, 'qa.db');
-  const l = await trainLm(resolveLmConfig(null, {
-    seed: 1,
-    data: { glosses: 300, captions: true, valFraction: 0.1, evalSequences: 8, cacheDir: cache },
-    tokenizer: { vocabSize: 320, glosses: 300 },
-    model: { contextLength: 128, width: 32, layers: 1, heads: 2 },
-    train: { steps: 2, batchSize: 8, warmupSteps: 0, evalEvery: 0, checkpointEvery: 0, samples: 0 },
-  }), { db: db3, outDir: path.join(dir, 'qa-lm') });
+  const l = await trainLm(tinyLm(128), { db: db3, outDir: path.join(dir, 'qa-lm') });
   const tok = Tokenizer.fromFile(loadLm(l.checkpoint).tokenizerPath);
   const over = (qa: Record<string, unknown>, train: Record<string, unknown> = {}) => tiny({
     align: { checkpoint: p.align }, lm: { checkpoint: l.checkpoint },
