@@ -46,7 +46,6 @@ function tiny(over: Record<string, unknown> = {}): CaptionConfig {
   return resolveCaptionConfig(null, merged);
 }
 
-let prepared: Promise<{ align: string; alignRunId: number; lm: string }> | null = null;
 /** A 1-layer GPT of the given context length, trained for 2 steps: the caption stage's language model in these tests. */
 function tinyLm(contextLength: number) {
   return resolveLmConfig(null, {
@@ -58,6 +57,7 @@ function tinyLm(contextLength: number) {
   });
 }
 
+let prepared: Promise<{ align: string; alignRunId: number; lm: string }> | null = null;
 function prepare(): Promise<{ align: string; alignRunId: number; lm: string }> {
   prepared ??= (async () => {
     const a = await trainAlign(resolveAlignConfig(null, {

@@ -178,6 +178,7 @@ test('data.sceneQa: scene questions join the training corpus and are answered at
   // 'scene' form, the answer generated after "..., so" is the reference one.
   const { model } = loadLm(r.checkpoint);
   const tok = data.tokenizer;
+  const sameIds = (a: number[], b: number[]) => a.length === b.length && a.every((id, j) => id === b[j]);
   const greedyIds = (prompt: string, n: number) => generate(model, tok.encode(prompt, { bos: true }), { maxNewTokens: n, greedy: true }).tokens[0];
   // The model learned the 'marks' form and gets no 'scene' form answer right, so every other question takes the
   // model's own greedy reply as its answer (where that text encodes back to the same tokens): the match below then
@@ -188,8 +189,7 @@ test('data.sceneQa: scene questions join the training corpus and are answered at
     const ids = greedyIds(q.prompt, tok.encode(` ${q.answer}`).length);
     const text = tok.decode(ids);
     const own = { ...q, answer: text.slice(1) };
-    const same = (a: number[], b: number[]) => a.length === b.length && a.every((id, j) => id === b[j]);
-    return text.startsWith(' ') && same(tok.encode(`${own.prompt} ${own.answer}`), [...tok.encode(q.prompt), ...ids]) ? own : q;
+    return text.startsWith(' ') && sameIds(tok.encode(`${own.prompt} ${own.answer}`), [...tok.encode(q.prompt), ...ids]) ? own : q;
   });
   const fits = sceneForm.filter((q) => tok.encode(`${q.prompt} ${q.answer}`, { bos: true }).length <= 128);
   assert.ok(fits.length >= 30 && fits.length < 40, `${fits.length} of 40 texts fit`);
